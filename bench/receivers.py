@@ -1,0 +1,117 @@
+"""The receivers under test, each started fresh (own output folder) for every measurement.
+
+* ``bare-pynetdicom``: bench.bare_scp in its own process (the library's ceiling)
+* ``bare-pynetdicom-chunked``: the same, streaming each dataset to a temporary file
+* ``dcmtk-storescp``: dcmtk's storescp with --fork (one process per association)
+* ``dicomd``: ``dicomd serve`` with its full path (stage + catalog)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import free_port, stop, wait_for_port
+from bench.tools import dcmtk_tool
+
+logger = logging.getLogger(__name__)
+
+DICOMD_CONFIG = """\
+# Written by bench/receivers.py for one benchmark measurement.
+session_idle_seconds = {idle}
+log_level = "WARNING"
+
+[[receivers]]
+ae_title = "DICOMD"
+project = "bench"
+max_associations = 32
+max_pdu_size = {pdu}
+
+[http]
+host = "127.0.0.1"
+
+[projects.bench]
+name = "Benchmark"
+auto_archive = 0
+"""
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started receiver: where to send, and how to count what it stored."""
+
+    name: str
+    proc: subprocess.Popen
+    port: int
+    ae_title: str
+    out_dir: Path
+    log: Path
+
+    def received(self) -> int:
+        """How many instance files the receiver has written so far."""
+        if self.name == "dicomd":
+            return sum(1 for p in (self.out_dir / "prearchive").rglob("*")
+                       if p.is_file() and p.parent.name == "DICOM")
+        return sum(1 for p in self.out_dir.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def _popen(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with log.open("ab") as fp:
+        return subprocess.Popen(cmd, stdout=fp, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+
+
+def start_bare(work: Path, pdu: int, chunked: bool = False) -> Running:
+    out, port, log = work / "out", free_port(), work / "bare.log"
+    out.mkdir(parents=True)
+    tmp = work / "tmp"  # pynetdicom's temporary files, on the same file system as out/
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "bench.bare_scp", "--port", str(port), "--out", str(out), "--pdu", str(pdu)]
+    proc = _popen(cmd + (["--chunked"] if chunked else []), log, {**os.environ, "TMPDIR": str(tmp)})
+    wait_for_port(port, proc)
+    return Running("bare-pynetdicom-chunked" if chunked else "bare-pynetdicom", proc, port, "BARE",
+                   out, log)
+
+
+def start_bare_chunked(work: Path, pdu: int) -> Running:
+    return start_bare(work, pdu, chunked=True)
+
+
+def start_dcmtk(work: Path, pdu: int) -> Running:
+    tool = dcmtk_tool("storescp")
+    if tool is None:
+        raise FileNotFoundError("dcmtk's storescp is not installed")
+    out, port, log = work / "out", free_port(), work / "storescp.log"
+    out.mkdir(parents=True)
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    proc = _popen([tool, "--fork", "-aet", "STORESCP", "-od", str(out), "-pdu", str(min(pdu, 131072)),
+                   str(port)], log, env)
+    wait_for_port(port, proc)
+    return Running("dcmtk-storescp", proc, port, "STORESCP", out, log)
+
+
+def start_dicomd(work: Path, pdu: int, idle: float = 60.0) -> Running:
+    data, log, config = work / "data", work / "dicomd.log", work / "dicomd.toml"
+    config.write_text(DICOMD_CONFIG.format(idle=idle, pdu=pdu))
+    port, http_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "dicomd", "serve", "--config", str(config), "--data-dir", str(data),
+           "--dicom-port", str(port), "--http-port", str(http_port), "--session-idle", str(idle)]
+    proc = _popen(cmd, log)
+    try:
+        wait_for_port(port, proc, deadline_s=60)
+    except (RuntimeError, TimeoutError) as exc:
+        stop(proc)
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"dicomd serve did not start: {exc}; log: {' | '.join(tail)}") from None
+    return Running("dicomd", proc, port, "DICOMD", data, log)
+
+
+STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,
+            "dcmtk-storescp": start_dcmtk, "dicomd": start_dicomd}

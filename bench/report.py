@@ -1,0 +1,76 @@
+"""The printed table and the JSON file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import IngestRow
+from bench.memory import MemoryRow
+
+# Sections of issue 7 that need parts of dicomd that do not exist yet: printed, never faked.
+TODO = [
+    ("memory", "peak RSS while importing a >= 1 GB zip over HTTP", "not yet measured"),
+    ("anonymization", "instances/s through archive with the Basic Profile vs dicognito alone "
+                      "vs pydicom read+write", "not yet measured"),
+    ("catalog", "prearchive list / archive list --where / SOP Instance UID lookup at 100k and 1M rows",
+     "not yet measured"),
+    ("prearchive->archive", "sessions/s and instances/s archived", "not yet measured"),
+]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.0f}"
+
+
+def ingest_table(rows: list[IngestRow]) -> list[str]:
+    lines = [f"{'modality':<8} {'assoc':>5}  {'receiver':<24} {'runs':>4} {'inst/s':>8} {'MB/s':>7} "
+             f"{'x bare':>7}  note"]
+    for r in rows:
+        lines.append(f"{r.modality:<8} {r.associations:>5}  {r.receiver:<24} {r.runs:>4} "
+                     f"{_num(r.instances_per_s, '.0f'):>8} {_num(r.mb_per_s, '.1f'):>7} "
+                     f"{_num(r.ratio_vs_bare, '.2f'):>7}  {r.note}")
+    return lines
+
+
+def memory_table(rows: list[MemoryRow]) -> list[str]:
+    lines = [f"{'receiver':<24} {'object MB':>9} {'idle MB':>8} {'peak RSS MB':>11} {'max HWM MB':>10} "
+             f"{'seconds':>7}  stored  note"]
+    for r in rows:
+        lines.append(f"{r.receiver:<24} {_mb(r.object_bytes):>9} {_mb(r.idle_rss):>8} "
+                     f"{_mb(r.peak_rss):>11} {_mb(r.peak_hwm):>10} {_num(r.seconds, '.1f'):>7}  "
+                     f"{'yes' if r.stored else 'no':<6}  {r.note}")
+    return lines
+
+
+def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow]) -> str:
+    out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
+           f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' = median of per-run "
+           f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}", ""]
+    if ingest:
+        out += ["1. Ingest over C-STORE (first association request to last Success)"]
+        out += ingest_table(ingest) + [""]
+    if memory:
+        out += ["3. Memory: one large multi-frame instance over C-STORE"]
+        out += memory_table(memory) + [""]
+    out += ["Not yet measured (the parts they need are not built yet):"]
+    out += [f"  {section}: {what}" for section, what, _ in TODO]
+    return "\n".join(out)
+
+
+def write_json(path: Path, meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
+               raw: list[Any]) -> None:
+    doc = {
+        "meta": meta,
+        "ingest": [dataclasses.asdict(r) for r in ingest],
+        "memory": [dataclasses.asdict(r) for r in memory],
+        "not_yet_measured": [{"section": s, "what": w, "status": st} for s, w, st in TODO],
+        "raw_ingest": [dataclasses.asdict(m) for m in raw],
+    }
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

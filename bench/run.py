@@ -1,0 +1,120 @@
+"""Command line of the benchmark: ``python -m bench [--quick] [--out FILE.json] ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pynetdicom
+
+from bench.data import big_file, instance_files
+from bench.ingest import BASELINE, run_ingest, summarize
+from bench.memory import measure_memory
+from bench.report import render, write_json
+from bench.senders import make_sender
+from bench.tools import dcmtk_tool, dcmtk_version
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=(
+        "Measure dicomd against baselines started in the same run; print a table, write JSON."))
+    p.add_argument("--quick", action="store_true", help="small smoke run (about 2 minutes)")
+    p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON file to write")
+    p.add_argument("--runs", type=int, help="runs per figure (default 5, quick 3)")
+    p.add_argument("--mr", type=int, help="MR instances per run (default 1000, quick 200)")
+    p.add_argument("--ct", type=int, help="CT instances per run (default 300, quick 60)")
+    p.add_argument("--associations", default="1,4", help="comma-separated association counts")
+    p.add_argument("--receivers", default="bare-pynetdicom,dcmtk-storescp,dicomd",
+                   help="comma-separated receivers to measure (the baseline is always added)")
+    p.add_argument("--sender", choices=("auto", "dcmtk", "pynetdicom"), default="auto",
+                   help="auto: dcmtk storescu if installed, else pynetdicom SCU processes")
+    p.add_argument("--big-mb", type=int, default=1100, help="size of the large instance, MB (0 skips)")
+    p.add_argument("--memory-receivers", help="receivers for the memory section "
+                   "(default: dicomd, bare-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
+                   "quick: dicomd, bare-pynetdicom-chunked)")
+    p.add_argument("--sections", default="ingest,memory", help="ingest,memory")
+    p.add_argument("--pdu", type=int, default=1048576,
+                   help="max PDU the receivers accept (dcmtk caps it at 131072)")
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomd-bench-cache",
+                   help="where generated data is kept between invocations")
+    p.add_argument("--keep", action="store_true", help="keep receiver folders and logs")
+    return p
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head or "unknown"
+
+
+def _receivers(text: str) -> list[str]:
+    chosen = [r.strip() for r in text.split(",") if r.strip()]
+    if "dcmtk-storescp" in chosen and dcmtk_tool("storescp") is None:
+        print("note: dcmtk's storescp is not installed (apt-get install dcmtk); row skipped", file=sys.stderr)
+        chosen.remove("dcmtk-storescp")
+    return [BASELINE] + [r for r in chosen if r != BASELINE]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    # bench.bare_scp and bench.scu run as subprocesses: let them import bench from anywhere
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    runs = args.runs or (3 if args.quick else 5)
+    counts = {"MR": args.mr or (200 if args.quick else 1000), "CT": args.ct or (60 if args.quick else 300)}
+    sections = set(args.sections.split(","))
+    sender = make_sender(args.sender)
+    work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    meta: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit(),
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "pydicom": pydicom.__version__, "pynetdicom": pynetdicom.__version__,
+        "dcmtk": dcmtk_version(), "sender": sender.name, "runs": runs, "quick": args.quick,
+        "instances": counts, "pdu": args.pdu, "work": str(work),
+        "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    ingest_rows, memory_rows, raw = [], [], []
+    if "ingest" in sections:
+        progress(f"generating data in {args.cache}")
+        sets = {m: instance_files(args.cache, m, n) for m, n in counts.items() if n > 0}
+        associations = [int(a) for a in args.associations.split(",")]
+        raw = run_ingest(sets, _receivers(args.receivers), associations, runs, sender, work,
+                         args.pdu, args.keep, progress)
+        ingest_rows = summarize(raw)
+    if "memory" in sections and args.big_mb > 0:
+        progress(f"writing a {args.big_mb} MB multi-frame instance")
+        big = big_file(args.cache, args.big_mb)
+        default = ("dicomd,bare-pynetdicom-chunked" if args.quick else
+                   "dicomd,bare-pynetdicom,bare-pynetdicom-chunked,dcmtk-storescp")
+        for receiver in (args.memory_receivers or default).split(","):
+            progress(f"memory: {receiver}")
+            memory_rows.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    print(render(meta, ingest_rows, memory_rows))
+    write_json(args.out, meta, ingest_rows, memory_rows, raw)
+    print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
