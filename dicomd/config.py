@@ -1,0 +1,353 @@
+"""TOML configuration -> frozen dataclasses. The only module that reads the config file.
+
+Every key is declared once, as a dataclass field with a default and a one-line help in its
+``metadata``. Loading checks that every key is known and every value has the right type and
+range; errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+from dicomd.errors import ConfigError
+
+PROFILE_OPTIONS = (
+    "retain_long_modified_dates",
+    "retain_long_full_dates",
+    "retain_patient_chars",
+    "retain_device_id",
+    "retain_institution_id",
+    "retain_uids",
+    "retain_safe_private",
+    "clean_descriptors",
+)
+OVERWRITE_POLICIES = ("none", "append", "delete")
+AUTO_ARCHIVE_CODES = (0, 4, 5)
+UNASSIGNED = "Unassigned"
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class RoutingRules:
+    """Routing rules written `(gggg,eeee):regex[:group]`, tried in order."""
+
+    project: tuple[str, ...] = field(default=(), metadata=_help("rules that pick the project"))
+    subject: tuple[str, ...] = field(default=(), metadata=_help("rules that pick the subject"))
+    session: tuple[str, ...] = field(default=(), metadata=_help("rules that pick the session label"))
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    ae_title: str = field(default="DICOMD", metadata=_help("the AE title this receiver answers to"))
+    port: int = field(default=11112, metadata=_help("TCP port (0 picks a free one)", min=0, max=65535))
+    bind: str = field(default="0.0.0.0", metadata=_help("address to listen on"))
+    allowed: tuple[str, ...] = field(
+        default=(), metadata=_help("senders allowed: 'AE', 'AE@ip' or 'AE@cidr'; empty = everyone")
+    )
+    project: str = field(default="", metadata=_help("fixed project for everything this receiver gets"))
+    max_associations: int = field(default=10, metadata=_help("concurrent associations", min=1, max=1000))
+    max_pdu_size: int = field(
+        default=1048576, metadata=_help("largest PDU we accept, bytes (0 = unlimited)", min=0)
+    )
+    prevent_anon: bool = field(default=False, metadata=_help("skip the site script for this receiver"))
+    routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("per-receiver routing rules"))
+    network_timeout: float = field(default=60.0, metadata=_help("seconds a silent peer is kept", min=1))
+    dimse_timeout: float = field(default=60.0, metadata=_help("seconds to wait for a DIMSE message", min=1))
+    acse_timeout: float = field(default=30.0, metadata=_help("seconds to wait for association messages", min=1))
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = field(default=True, metadata=_help("serve the HTTP API"))
+    host: str = field(default="127.0.0.1", metadata=_help("address to listen on"))
+    port: int = field(default=8080, metadata=_help("TCP port (0 picks a free one)", min=0, max=65535))
+
+
+@dataclass(frozen=True)
+class DropFolderConfig:
+    path: str = field(default="", metadata=_help("folder to watch (relative paths are under data_dir)"))
+    project: str = field(default="", metadata=_help("fixed project for what is dropped here"))
+    processed: bool = field(
+        default=False, metadata=_help("move ingested files to processed/ instead of deleting them")
+    )
+    stable_seconds: float = field(
+        default=2.0, metadata=_help("a file must keep its size this long before it is read", min=0)
+    )
+
+
+@dataclass(frozen=True)
+class AnonymizeConfig:
+    """Per-project de-identification applied when a session is archived."""
+
+    enabled: bool = field(default=False, metadata=_help("anonymize at archive time"))
+    profile: str = field(default="basic", metadata=_help("'basic' (PS3.15 Annex E) or 'none'"))
+    options: tuple[str, ...] = field(
+        default=(), metadata=_help("PS3.15 options: " + ", ".join(PROFILE_OPTIONS))
+    )
+    script: str = field(default="", metadata=_help("DicomEdit 6 script file run after the profile"))
+    private_allowlist: tuple[str, ...] = field(
+        default=(), metadata=_help("private tags to keep, '(gggg,{CREATOR}ee)'")
+    )
+    allow_burned_in: bool = field(
+        default=False, metadata=_help("let instances with burned-in annotation archive automatically")
+    )
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    id: str = ""
+    name: str = field(default="", metadata=_help("display name"))
+    aliases: tuple[str, ...] = field(default=(), metadata=_help("other names that route here"))
+    auto_archive: int = field(
+        default=0, metadata=_help("XNAT prearchive code: 0 review, 4 auto-archive, 5 auto-archive+overwrite")
+    )
+    overwrite: str = field(default="none", metadata=_help("none | append | delete"))
+    anonymize: AnonymizeConfig = field(default_factory=AnonymizeConfig, metadata=_help("de-identification"))
+
+    @property
+    def overwrite_policy(self) -> str:
+        return "delete" if self.auto_archive == 5 else self.overwrite
+
+
+@dataclass(frozen=True)
+class SiteAnonymizeConfig:
+    site_script: str = field(default="", metadata=_help("DicomEdit 6 script run on every instance at ingest"))
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default=Path("dicomd-data"), metadata=_help("where every store lives"))
+    session_idle_seconds: float = field(
+        default=300.0, metadata=_help("a RECEIVING session idle this long is built", min=0.05)
+    )
+    watch_interval_seconds: float = field(
+        default=0.0, metadata=_help("how often idle sessions are checked (0 = idle/4, at most 60 s)", min=0)
+    )
+    min_free_bytes: int = field(
+        default=512 * 1024 * 1024, metadata=_help("refuse new data below this much free disk", min=0)
+    )
+    log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
+    receivers: tuple[ReceiverConfig, ...] = field(default=(), metadata=_help("DICOM receivers"))
+    http: HttpConfig = field(default_factory=HttpConfig, metadata=_help("the HTTP API"))
+    drop_folders: tuple[DropFolderConfig, ...] = field(default=(), metadata=_help("watched folders"))
+    routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("site-wide routing rules"))
+    anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
+    projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
+    source: str = "<defaults>"
+
+    def project(self, project_id: str) -> ProjectConfig | None:
+        return self.projects.get(project_id)
+
+    def resolve_project(self, name: str) -> str | None:
+        """Project ID for an ID or alias (case-insensitive), or None."""
+        wanted = name.strip().lower()
+        for pid, project in self.projects.items():
+            if pid.lower() == wanted or wanted in (a.lower() for a in project.aliases):
+                return pid
+        return None
+
+    def project_ids(self) -> list[str]:
+        return sorted(self.projects)
+
+    def path(self, name: str) -> Path:
+        return self.data_dir / name
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a TOML file (or the defaults when ``path`` is None) and apply command-line overrides.
+
+    ``overrides`` keys: data_dir, dicom_port, http_port, session_idle_seconds.
+    """
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    config = _build(Config, raw, "", source)
+    config = _finish(config, Path(path).parent if path else Path.cwd(), source)
+    return _apply_overrides(config, overrides or {})
+
+
+def _apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+    changes: dict[str, Any] = {}
+    if overrides.get("data_dir") is not None:
+        changes["data_dir"] = Path(overrides["data_dir"]).expanduser().resolve()
+    if overrides.get("session_idle_seconds") is not None:
+        changes["session_idle_seconds"] = float(overrides["session_idle_seconds"])
+    if overrides.get("http_port") is not None:
+        changes["http"] = dataclasses.replace(config.http, port=int(overrides["http_port"]))
+    if overrides.get("dicom_port") is not None:
+        receivers = list(config.receivers) or [ReceiverConfig()]
+        receivers[0] = dataclasses.replace(receivers[0], port=int(overrides["dicom_port"]))
+        changes["receivers"] = tuple(receivers)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _finish(config: Config, base: Path, source: str) -> Config:
+    data_dir = config.data_dir if config.data_dir.is_absolute() else (base / config.data_dir)
+    projects = {pid: dataclasses.replace(p, id=pid) for pid, p in config.projects.items()}
+    for pid, project in projects.items():
+        if not _LABEL_RE.match(pid):
+            raise ConfigError(f"{source}: projects.{pid}: a project ID may hold only A-Z a-z 0-9 _ -")
+        if project.auto_archive not in AUTO_ARCHIVE_CODES:
+            raise ConfigError(f"{source}: projects.{pid}.auto_archive: must be one of 0, 4, 5")
+        if project.overwrite not in OVERWRITE_POLICIES:
+            raise ConfigError(f"{source}: projects.{pid}.overwrite: must be none, append or delete")
+        for opt in project.anonymize.options:
+            if opt not in PROFILE_OPTIONS:
+                raise ConfigError(
+                    f"{source}: projects.{pid}.anonymize.options: unknown option {opt!r} "
+                    f"(known: {', '.join(PROFILE_OPTIONS)})"
+                )
+        if project.anonymize.profile not in ("basic", "none"):
+            raise ConfigError(f"{source}: projects.{pid}.anonymize.profile: must be 'basic' or 'none'")
+        if project.anonymize.script:
+            script = Path(project.anonymize.script)
+            script = script if script.is_absolute() else base / script
+            projects[pid] = dataclasses.replace(
+                projects[pid], anonymize=dataclasses.replace(project.anonymize, script=str(script))
+            )
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
+    for i, receiver in enumerate(config.receivers):
+        key = f"receivers[{i}]"
+        if not _AE_RE.match(receiver.ae_title) or not receiver.ae_title.strip():
+            raise ConfigError(f"{source}: {key}.ae_title: 1 to 16 printable ASCII characters")
+        if receiver.project and receiver.project not in projects:
+            raise ConfigError(f"{source}: {key}.project: no project {receiver.project!r} is declared")
+        for entry in receiver.allowed:
+            _check_allow_entry(entry, f"{source}: {key}.allowed")
+        _check_rules(receiver.routing, f"{source}: {key}.routing")
+    _check_rules(config.routing, f"{source}: routing")
+    for i, folder in enumerate(config.drop_folders):
+        if not folder.path:
+            raise ConfigError(f"{source}: drop_folders[{i}].path: required")
+        if folder.project and folder.project not in projects:
+            raise ConfigError(f"{source}: drop_folders[{i}].project: no project {folder.project!r} is declared")
+    site_script = config.anonymize.site_script
+    anonymize = config.anonymize
+    if site_script and not Path(site_script).is_absolute():
+        anonymize = SiteAnonymizeConfig(site_script=str(base / site_script))
+    return dataclasses.replace(
+        config,
+        data_dir=data_dir.resolve(),
+        projects=projects,
+        anonymize=anonymize,
+        log_level=config.log_level.upper(),
+        source=source,
+    )
+
+
+def _check_rules(rules: RoutingRules, where: str) -> None:
+    from dicomd.routing import parse_rule  # routing is pure; imported lazily to keep this module a leaf
+
+    for kind in ("project", "subject", "session"):
+        for rule in getattr(rules, kind):
+            try:
+                parse_rule(rule)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{kind}: {exc}") from None
+
+
+def _check_allow_entry(entry: str, where: str) -> None:
+    from dicomd.allowlist import parse_entry
+
+    try:
+        parse_entry(entry)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'}: expected a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("id", "source")}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: {name}: unknown key (known keys here: {known})")
+        values[key] = _convert(hints[key], value, name, source, fields[key].metadata)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, name: str, source: str, meta: Mapping[str, Any]) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, name + ".", source)
+    if origin is tuple:
+        (item_tp, _ellipsis) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {name}: expected a list")
+        return tuple(_convert(item_tp, v, f"{name}[{i}]", source, {}) for i, v in enumerate(value))
+    if origin in (Mapping, dict, collections.abc.Mapping):
+        _key_tp, item_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name}: expected a table")
+        return {k: _convert(item_tp, v, f"{name}.{k}", source, {}) for k, v in value.items()}
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: {name}: expected a path (string)")
+        return Path(value).expanduser()
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {name}: expected true or false")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and isinstance(value, float)):
+            raise ConfigError(f"{source}: {name}: expected {'an integer' if tp is int else 'a number'}")
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"{source}: {name}: must be at least {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"{source}: {name}: must be at most {meta['max']}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {name}: expected a string")
+        return value
+    raise ConfigError(f"{source}: {name}: unsupported value")  # pragma: no cover
+
+
+def describe() -> list[tuple[str, str]]:
+    """Every settable key with its help text, for docs and `dicomd config keys`."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in ("id", "source"):
+                continue
+            tp = hints[f.name]
+            args = get_args(tp)
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            elif get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
+                walk(args[0], f"{prefix}{f.name}[].")
+            elif get_origin(tp) in (Mapping, collections.abc.Mapping):
+                walk(args[1], f"{prefix}{f.name}.<id>.")
+            else:
+                rows.append((prefix + f.name, f.metadata.get("help", "")))
+
+    walk(Config, "")
+    return rows

@@ -1,0 +1,168 @@
+"""`Daemon(config)` owns everything: stores, catalog, receivers, the session watcher, the HTTP API.
+
+Start-up order: folders -> catalog -> recovery (reconcile disk and catalog) -> receivers -> watcher
+-> HTTP. Stop is the reverse. Nothing lives at module level; tests run several daemons side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dicomd import storage
+from dicomd.archive import Archiver, CopyWriter, WriterFactory
+from dicomd.catalog import Catalog
+from dicomd.config import Config
+from dicomd.ingest import Ingest
+from dicomd.layout import Layout
+from dicomd.pipeline import SessionWatcher
+from dicomd.prearchive import Prearchive
+from dicomd.scp import Listening, Receiver, configure_pynetdicom
+
+logger = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """Something the daemon starts and stops (drop folder watcher, HTTP server, ...)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Stores:
+    """What every command (daemon or CLI) opens: the folders, the catalog and the library objects."""
+
+    config: Config
+    layout: Layout
+    catalog: Catalog
+    ingest: Ingest
+    prearchive: Prearchive
+    archiver: Archiver
+
+    @classmethod
+    def open(cls, config: Config) -> "Stores":
+        layout = Layout(config.data_dir)
+        for folder in layout.folders():
+            storage.ensure_dir(folder)
+        catalog = Catalog(layout.catalog)
+        catalog.sync_projects(config.projects.values())
+        writers, site_transform, extract = _anonymization_hooks(config, layout, catalog)
+        ingest = Ingest(config, catalog, layout, site_transform=site_transform)
+        prearchive = Prearchive(config, catalog, layout, extract_fields=extract, on_forget=ingest.forget_session)
+        archiver = Archiver(config, catalog, layout, writers)
+        return cls(config, layout, catalog, ingest, prearchive, archiver)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def _anonymization_hooks(config: Config, layout: Layout, catalog: Catalog) -> tuple[WriterFactory, Any, Any]:
+    """The archive writer, site script and field extractor (plain copies until configured)."""
+    try:
+        from dicomd.anonymize.hooks import build_hooks  # provided by the anonymization package
+    except ImportError:
+        return CopyWriter, None, None
+    return build_hooks(config, layout, catalog)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    stores: Stores | None = None
+    receivers: list[Receiver] = field(default_factory=list)
+    listening: list[Listening] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    watcher: SessionWatcher | None = None
+    recovered: list[str] = field(default_factory=list)
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "Daemon":
+        stores = Stores.open(self.config)
+        self.stores = stores
+        configure_pynetdicom(stores.layout.tmp)
+        self.recovered = stores.archiver.recover() + stores.prearchive.recover()
+        for index, receiver_config in enumerate(self.config.receivers):
+            receiver = Receiver(index, receiver_config, stores.ingest)
+            self.listening.append(receiver.start())
+            self.receivers.append(receiver)
+        self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
+        self.watcher.start()
+        for service in self._optional_services(stores):
+            service.start()
+            self.services.append(service)
+        logger.info(
+            "dicomd started: data in %s, %d receiver(s), session idle %ss",
+            self.config.data_dir, len(self.receivers), self.config.session_idle_seconds,
+        )
+        return self
+
+    def _optional_services(self, stores: Stores) -> list[Service]:
+        services: list[Service] = []
+        if self.config.drop_folders:
+            try:
+                from dicomd.dropfolder import DropFolders
+            except ImportError:
+                logger.warning("drop folders are configured but this build has no drop-folder support")
+            else:
+                services.append(DropFolders(self.config, stores))
+        if self.config.http.enabled:
+            try:
+                from dicomd.http.server import HttpServer
+            except ImportError:
+                logger.warning("the HTTP API is enabled but this build has no HTTP support")
+            else:
+                services.append(HttpServer(self.config, stores))
+        return services
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception:
+                logger.exception("stopping %s failed", type(service).__name__)
+        self.services.clear()
+        for receiver in self.receivers:
+            receiver.stop()
+        self.receivers.clear()
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        if self.stores is not None:
+            self.stores.close()
+            self.stores = None
+        self._stopped.set()
+        logger.info("dicomd stopped")
+
+    def dicom_port(self, index: int = 0) -> int:
+        return self.listening[index].port
+
+    def run_forever(self) -> None:
+        """Serve until SIGINT or SIGTERM."""
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            logger.info("signal %d: stopping", signum)
+            self._stopped.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            while not self._stopped.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def data_path(config: Config, *parts: str) -> Path:
+    return Path(config.data_dir, *parts)

@@ -1,0 +1,52 @@
+"""The one error tree. Library code raises these; the three edges translate them:
+DIMSE status (scp.py), HTTP status (http/), one-line message (cli/)."""
+
+from __future__ import annotations
+
+
+class DicomdError(Exception):
+    """Base of every error dicomd raises on purpose."""
+
+
+class ConfigError(DicomdError):
+    """The configuration is invalid; the message names the key and the file."""
+
+
+class InvalidInput(DicomdError):
+    """Data that cannot be understood (not DICOM, truncated, missing UIDs). DIMSE 0xC000, HTTP 400."""
+
+
+class Rejected(InvalidInput):
+    """Data refused on purpose (an anonymization script's reject, a policy). Quarantined."""
+
+
+class StorageFull(DicomdError):
+    """Free space is below the configured floor, or the disk is full. DIMSE 0xA700, HTTP 507."""
+
+
+class StorageFailure(DicomdError):
+    """Disk or catalog failure while storing. DIMSE 0xA700, HTTP 500."""
+
+
+class NotFound(DicomdError):
+    """A session, scan, file or project that does not exist. HTTP 404."""
+
+
+class Ambiguous(DicomdError):
+    """A short name matches several sessions; the message lists them. HTTP 400."""
+
+
+class Conflict(DicomdError):
+    """The operation collides with existing data or another operation. HTTP 409."""
+
+
+class InvalidState(Conflict):
+    """The session is not in a state that allows this operation (e.g. already ARCHIVING)."""
+
+
+class Forbidden(DicomdError):
+    """The caller may not do this. HTTP 403."""
+
+
+class ScriptError(DicomdError):
+    """An anonymization script does not parse or cannot run; the message has line and column."""

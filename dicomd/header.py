@@ -1,0 +1,157 @@
+"""Read just what ingest needs from a DICOM file, and check that the file is whole.
+
+Values are not decoded beyond the few attributes routing and the catalog need; large values are
+skipped with seeks (deferred), so a multi-GB instance is checked without reading it into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian
+
+from dicomd.errors import InvalidInput
+from dicomd.routing import ACCESSION_NUMBER, COMMENT_TAGS, PATIENT_ID, PATIENT_NAME, STUDY_DESCRIPTION
+
+logger = logging.getLogger(__name__)
+
+ROUTING_TAGS = (*COMMENT_TAGS, STUDY_DESCRIPTION, ACCESSION_NUMBER, PATIENT_NAME, PATIENT_ID)
+DEFER = 2048  # values longer than this are not read, only skipped
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: str
+    series_description: str
+    modality: str
+    study_date: str
+    study_time: str
+    transfer_syntax: str
+    has_preamble: bool
+    routing: Mapping[int, str]
+
+    def meta_prefix(self) -> bytes:
+        """Preamble + File Meta to prepend to a file that arrived as a bare dataset."""
+        from io import BytesIO
+
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.filewriter import write_file_meta_info
+
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = self.sop_class_uid
+        meta.MediaStorageSOPInstanceUID = self.sop_instance_uid
+        meta.TransferSyntaxUID = self.transfer_syntax
+        buf = BytesIO()
+        buf.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        return buf.getvalue()
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed value is treated as absent
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().replace("\x00", "")
+
+
+def _tag_text(ds: pydicom.Dataset, tag: int) -> str:
+    try:
+        elem = ds.get(tag)
+        if elem is None or elem.value is None:
+            return ""
+        return str(elem.value).strip().replace("\x00", "")
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def read_header(path: Path) -> HeaderInfo:
+    """Parse ``path``; raise InvalidInput with a precise reason when it is not a whole DICOM instance."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise InvalidInput("empty file")
+    has_preamble = _has_preamble(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, defer_size=DEFER, force=not has_preamble)
+        except InvalidDicomError as exc:
+            raise InvalidInput(f"not a DICOM file: {exc}") from None
+        except (EOFError, OSError) as exc:
+            raise InvalidInput(f"truncated or unreadable DICOM: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on hostile input
+            raise InvalidInput(f"cannot parse DICOM: {type(exc).__name__}: {exc}") from None
+        _check_whole(ds, size)
+        meta = getattr(ds, "file_meta", None) or {}
+        sop_uid = _text(ds, "SOPInstanceUID") or str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
+        sop_class = _text(ds, "SOPClassUID") or str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
+        study_uid = _text(ds, "StudyInstanceUID")
+        if not sop_uid:
+            raise InvalidInput("missing SOP Instance UID (0008,0018)")
+        if not study_uid:
+            raise InvalidInput("missing Study Instance UID (0020,000D)")
+        if not has_preamble and len(ds) == 0:
+            raise InvalidInput("not a DICOM file: no data elements")
+        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") or _guess_syntax(ds)
+        routing = {tag: _tag_text(ds, tag) for tag in ROUTING_TAGS}
+        return HeaderInfo(
+            sop_instance_uid=sop_uid,
+            sop_class_uid=sop_class,
+            study_instance_uid=study_uid,
+            series_instance_uid=_text(ds, "SeriesInstanceUID"),
+            series_number=_text(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription")[:256],
+            modality=_text(ds, "Modality")[:16],
+            study_date=_text(ds, "StudyDate")[:8],
+            study_time=_text(ds, "StudyTime")[:16],
+            transfer_syntax=transfer_syntax,
+            has_preamble=has_preamble,
+            routing=routing,
+        )
+
+
+def _has_preamble(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _guess_syntax(ds: pydicom.Dataset) -> str:
+    if getattr(ds, "original_encoding", None):
+        implicit, little = ds.original_encoding
+    else:
+        implicit, little = True, True
+    if not little:
+        return str(ExplicitVRBigEndian)
+    return str(ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
+
+
+def _check_whole(ds: pydicom.Dataset, size: int) -> None:
+    """Every top-level value must end inside the file (catches truncation of deferred values)."""
+    last: Any = None
+    for elem in ds._dict.values():  # raw elements: reading them here would decode every value
+        last = elem
+        if isinstance(elem, RawDataElement) and elem.length not in (0xFFFFFFFF, None):
+            end = elem.value_tell + elem.length
+            if end > size:
+                raise InvalidInput(
+                    f"truncated: element ({elem.tag.group:04X},{elem.tag.element:04X}) needs {end} bytes, file has {size}"
+                )
+    if last is None:
+        raise InvalidInput("not a DICOM file: no data elements")

@@ -1,0 +1,192 @@
+"""One entry for every receiver: parse the header, route, stage the file durably, record it.
+
+`Ingest.stage(path, source)` returns only when the file is fsync'd under its final prearchive
+name and its row is committed in the catalog, or raises a DicomdError that the receiver turns
+into its own kind of answer (DIMSE status, HTTP status, quarantine entry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from dicomd import storage
+from dicomd.catalog import Catalog, NewInstance, SessionRow
+from dicomd.config import Config
+from dicomd.errors import InvalidInput
+from dicomd.header import HeaderInfo, read_header
+from dicomd.layout import Layout
+from dicomd.routing import Explicit, Route, RoutingTable, route
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who sent an instance and how; recorded with it."""
+
+    kind: str  # DICOM | HTTP | DROP | CLI
+    ae_title: str = ""
+    address: str = ""
+    receiver: int | None = None  # index into config.receivers
+    fixed_project: str = ""
+    explicit: Explicit = field(default_factory=Explicit)
+    prevent_anon: bool = False
+    auto_archive: bool | None = None
+
+    def describe(self) -> str:
+        if self.kind == "DICOM":
+            return f"DICOM:{self.ae_title}@{self.address}"
+        return self.kind if not self.address else f"{self.kind}:{self.address}"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One staged instance: where it went and what happened."""
+
+    session: SessionRow
+    sop_instance_uid: str
+    outcome: str  # added | duplicate | replaced
+    path: Path
+
+
+class SiteTransform(Protocol):
+    """The site script hook: rewrites a staged file in place (see dicomd.anonymize)."""
+
+    def __call__(self, path: Path, header: HeaderInfo, route: Route) -> HeaderInfo: ...
+
+
+class Ingest:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        layout: Layout,
+        *,
+        site_transform: SiteTransform | None = None,
+        on_staged: Callable[[Staged], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.layout = layout
+        self.site_transform = site_transform
+        self.on_staged = on_staged
+        site = config.routing
+        self._tables = [
+            RoutingTable.from_text(r.routing, site) for r in config.receivers
+        ]
+        self._site_table = RoutingTable.from_text(site)
+        self._sessions: dict[tuple[str, str, str], SessionRow] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def stage(self, path: Path, source: Source, *, move: bool = False) -> Staged:
+        """Stage the file at ``path``. With ``move`` the file is consumed (renamed when possible)."""
+        storage.check_free(self.layout.root, self.config.min_free_bytes)
+        header = read_header(path)
+        where = self.route(header, source)
+        if self.site_transform is not None and not source.prevent_anon:
+            header = self.site_transform(path, header, where)
+        prefix = b"" if header.has_preamble else header.meta_prefix()
+        session = self._session_for(where, header, source)
+        for _attempt in range(3):
+            scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
+            dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
+            digest, size = storage.install_file(path, dst, move=move, prefix=prefix)
+            record = NewInstance(
+                scan_id=scan_id,
+                sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                series_instance_uid=header.series_instance_uid,
+                series_number=header.series_number,
+                series_description=header.series_description,
+                modality=header.modality,
+                study_date=header.study_date,
+                study_time=header.study_time,
+                transfer_syntax=header.transfer_syntax,
+                size=size,
+                sha256=digest,
+                path=self.layout.relative(dst),
+                source=source.describe(),
+            )
+            outcome = self.catalog.add_instance(session.id, record)
+            if outcome != "moved":
+                staged = Staged(session, header.sop_instance_uid, outcome, dst)
+                if self.on_staged is not None:
+                    self.on_staged(staged)
+                return staged
+            # The session was taken for archiving/moving between lookup and commit: the file
+            # must go to the session that now takes new data for this study.
+            self._forget(where, header)
+            path, move, prefix = dst, True, b""
+            session = self._session_for(where, header, source)
+        raise InvalidInput("could not find a prearchive session that accepts this instance")  # pragma: no cover
+
+    def route(self, header: HeaderInfo, source: Source) -> Route:
+        table = self._tables[source.receiver] if source.receiver is not None else self._site_table
+        return route(
+            header.routing,
+            resolve_project=self.config.resolve_project,
+            table=table,
+            fixed_project=source.fixed_project,
+            explicit=source.explicit,
+        )
+
+    def forget_session(self, session_id: int) -> None:
+        """Drop a cached session (it was archived, moved or deleted)."""
+        with self._lock:
+            for key, row in list(self._sessions.items()):
+                if row.id == session_id:
+                    del self._sessions[key]
+
+    # ------------------------------------------------------------------ private
+
+    def _key(self, where: Route, header: HeaderInfo) -> tuple[str, str, str]:
+        return (where.project, header.study_instance_uid, where.session)
+
+    def _forget(self, where: Route, header: HeaderInfo) -> None:
+        with self._lock:
+            self._sessions.pop(self._key(where, header), None)
+
+    def _session_for(self, where: Route, header: HeaderInfo, source: Source) -> SessionRow:
+        key = self._key(where, header)
+        with self._lock:
+            cached = self._sessions.get(key)
+        if cached is not None:
+            return cached
+        auto = source.auto_archive if source.auto_archive is not None else where.auto_archive
+        row = self.catalog.open_prearchive_session(
+            project=where.project,
+            subject=where.subject,
+            label=where.session,
+            study_uid=header.study_instance_uid,
+            subject_from=where.subject_from,
+            session_from=where.session_from,
+            source=source.describe(),
+            auto_archive=auto,
+            prevent_anon=source.prevent_anon,
+        )
+        with self._lock:
+            self._sessions[key] = row
+            if len(self._sessions) > 10000:
+                self._sessions.clear()
+        return row
+
+
+def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, reason: str, *, move: bool) -> int:
+    """Keep refused bytes with a reason file beside them; returns the quarantine entry id."""
+    folder = layout.quarantine_item(source.kind)
+    storage.ensure_dir(folder)
+    target = folder / "data.bin"
+    _digest, size = storage.install_file(path, target, move=move)
+    detail = {"reason": reason, "source": source.describe(), "original_name": path.name}
+    storage.write_bytes_durably(folder / "reason.json", json.dumps(detail, indent=2).encode())
+    (folder / "reason.txt").write_text(reason + "\n")
+    entry = catalog.add_quarantine(source=source.describe(), reason=reason, path=layout.relative(target), size=size)
+    logger.warning("quarantined %s from %s: %s (entry %d)", path.name, source.describe(), reason, entry)
+    return entry

@@ -1,0 +1,97 @@
+"""The session watcher: builds idle RECEIVING sessions and archives what should auto-archive.
+
+Disk and catalog are the truth; this loop only looks at them periodically (and when woken), so
+nothing is lost if it stops. Archiving runs on this thread, never on a receiver's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dicomd.archive import Archiver
+from dicomd.catalog import CONFLICT, READY, Catalog, SessionRow
+from dicomd.config import UNASSIGNED, Config
+from dicomd.errors import DicomdError
+from dicomd.prearchive import Prearchive
+
+logger = logging.getLogger(__name__)
+
+
+class SessionWatcher:
+    def __init__(self, config: Config, catalog: Catalog, prearchive: Prearchive, archiver: Archiver) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.prearchive = prearchive
+        self.archiver = archiver
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.idle = config.session_idle_seconds
+        self.interval = config.watch_interval_seconds or min(max(self.idle / 4, 0.05), 60.0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="session-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the one loop that catches everything, logs it and carries on
+                logger.exception("session watcher tick failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def tick(self) -> int:
+        """One pass: build every idle session and auto-archive what qualifies. Returns sessions built."""
+        built = 0
+        for session in self.catalog.idle_sessions(time.time() - self.idle):
+            if self._stop.is_set():
+                break
+            row = self.prearchive.build(session.id)
+            if row is None:
+                continue
+            built += 1
+            logger.info("built session %s: %d scans, %d instances", row.url, row.scans, row.instances)
+            self._maybe_archive(row)
+        return built
+
+    def _maybe_archive(self, row: SessionRow) -> None:
+        if row.status != READY or row.project == UNASSIGNED:
+            return
+        project = self.config.project(row.project)
+        policy = project.overwrite_policy if project else "none"
+        if row.late_for is not None and self.catalog.archived_study(row.project, row.study_instance_uid):
+            if policy == "none":
+                self.catalog.set_status(
+                    row.id, CONFLICT,
+                    "late data for a study already in the archive; archive it with overwrite=append to merge",
+                    actor="watcher",
+                )
+                return
+            self._archive(row, policy)
+            return
+        wanted = bool(project and project.auto_archive in (4, 5))
+        if row.auto_archive is not None:
+            wanted = bool(row.auto_archive)
+        if wanted:
+            self._archive(row, policy)
+
+    def _archive(self, row: SessionRow, policy: str) -> None:
+        try:
+            result = self.archiver.archive(row.id, overwrite=policy, actor="auto-archive")
+            logger.info("auto-archived %s -> %s", row.url, result.url)
+        except DicomdError as exc:
+            logger.warning("auto-archive of %s stopped: %s", row.url, exc)

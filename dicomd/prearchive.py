@@ -1,0 +1,318 @@
+"""Prearchive sessions: naming, build, rebuild, move, delete, and reconciliation with the disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dicomd import storage
+from dicomd.catalog import (
+    ARCHIVE,
+    BUILDING,
+    CONFLICT,
+    DELETING,
+    ERROR,
+    MOVING,
+    PREARCHIVE,
+    READY,
+    RECEIVABLE,
+    RECEIVING,
+    Catalog,
+    NewInstance,
+    SessionRow,
+)
+from dicomd.config import Config
+from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
+from dicomd.header import read_header
+from dicomd.layout import Layout
+
+logger = logging.getLogger(__name__)
+
+FieldExtractor = Callable[[SessionRow], dict[str, Any]]
+
+
+def xnat_row(row: SessionRow, config: Config | None = None) -> dict[str, Any]:
+    """A prearchive listing row with XNAT's columns plus dicomd's counts."""
+    import time
+
+    def stamp(value: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else ""
+
+    project = config.project(row.project) if config else None
+    auto = row.auto_archive if row.auto_archive is not None else (project.auto_archive if project else 0)
+    return {
+        "project": row.project,
+        "timestamp": row.timestamp,
+        "lastmod": stamp(row.last_received_at or row.updated_at),
+        "uploaded": stamp(row.created_at),
+        "scan_date": _date(row.scan_date),
+        "scan_time": _time(row.scan_time),
+        "subject": row.subject,
+        "folderName": row.label,
+        "name": row.label,
+        "tag": row.study_instance_uid,
+        "status": row.status,
+        "url": row.url,
+        "autoarchive": {0: "Manual", 1: "AutoArchive", 4: "AutoArchive", 5: "AutoArchiveOverwrite"}.get(
+            int(auto or 0), "Manual"
+        ),
+        "prevent_anon": "true" if row.prevent_anon else "false",
+        "prevent_auto_commit": "false",
+        "SOURCE": row.source,
+        "VISIT": "",
+        "PROTOCOL": "",
+        "TIMEZONE": "",
+        "scans": row.scans,
+        "instances": row.instances,
+        "modalities": row.modalities,
+        "reason": row.reason,
+        "custom": row.custom_fields(),
+    }
+
+
+def archive_row(row: SessionRow) -> dict[str, Any]:
+    return {
+        "project": row.project,
+        "subject": row.subject,
+        "label": row.label,
+        "study_instance_uid": row.study_instance_uid,
+        "scans": row.scans,
+        "instances": row.instances,
+        "modalities": row.modalities,
+        "scan_date": _date(row.scan_date),
+        "url": row.url,
+        "archived_at": row.archived_at,
+        "custom": row.custom_fields(),
+    }
+
+
+def _date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 and value[:8].isdigit() else value
+
+
+def _time(value: str) -> str:
+    return f"{value[:2]}:{value[2:4]}:{value[4:6]}" if len(value) >= 6 and value[:6].isdigit() else value
+
+
+@dataclass
+class Prearchive:
+    config: Config
+    catalog: Catalog
+    layout: Layout
+    extract_fields: FieldExtractor | None = None
+    on_forget: Callable[[int], None] = field(default=lambda _sid: None)
+
+    # ------------------------------------------------------------------ naming
+
+    def resolve(self, name: str, stage: str = PREARCHIVE) -> SessionRow:
+        """A session by url (`/prearchive/projects/P/T/S`, with or without `/data`), `P/T/S`,
+        folder name when unique, or a unique prefix of it."""
+        text = name.strip().strip("/")
+        for prefix in ("data/", "REST/"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        parts = text.split("/")
+        if stage == PREARCHIVE:
+            if parts[:2] == ["prearchive", "projects"]:
+                parts = parts[2:]
+            if len(parts) == 3:
+                row = self.catalog.find_session(PREARCHIVE, *parts)
+                if row is None:
+                    raise NotFound(f"no prearchive session {'/'.join(parts)}")
+                return row
+        else:
+            if parts[:2] == ["archive", "projects"]:
+                parts = parts[2:]
+            if len(parts) >= 3 and parts[1] in ("subjects", "experiments"):
+                project, label = parts[0], parts[-1]
+                row = self.catalog.find_session(ARCHIVE, project, "", label)
+                if row is None:
+                    raise NotFound(f"no archived session {project}/{label}")
+                return row
+            if len(parts) == 2:
+                row = self.catalog.find_session(ARCHIVE, parts[0], "", parts[1])
+                if row is None:
+                    raise NotFound(f"no archived session {'/'.join(parts)}")
+                return row
+        if len(parts) != 1 or not parts[0]:
+            raise NotFound(f"cannot read {name!r} as a session name")
+        rows = self.catalog.sessions(stage)
+        exact = [r for r in rows if r.label == parts[0]]
+        candidates = exact or [r for r in rows if r.label.startswith(parts[0])]
+        if not candidates:
+            raise NotFound(f"no {stage} session named {name!r}")
+        if len(candidates) > 1:
+            names = ", ".join(_display(r) for r in candidates[:10])
+            raise Ambiguous(f"{name!r} matches {len(candidates)} sessions: {names}")
+        return candidates[0]
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, session_id: int, *, actor: str = "build") -> SessionRow | None:
+        """Summarize a session (scans, counts, dates, mapped fields) and make it READY.
+
+        Returns the built row, or None when new data arrived meanwhile (it stays RECEIVING).
+        """
+        try:
+            session = self.catalog.set_status(
+                session_id, BUILDING, expect=(RECEIVING, READY, ERROR, CONFLICT, "REVIEW"), actor=actor
+            )
+        except (InvalidState, NotFound):
+            return None
+        fields: dict[str, Any] = {}
+        status, reason = READY, ""
+        try:
+            if self.extract_fields is not None:
+                fields["custom"] = json.dumps(self.extract_fields(session))
+        except DicomdError as exc:
+            status, reason = ERROR, f"build failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a build failure is an ERROR state, not a crash
+            logger.exception("build of session %d failed", session_id)
+            status, reason = ERROR, f"build failed: {type(exc).__name__}: {exc}"
+        return self.catalog.finish_build(session_id, fields, status, reason)
+
+    def rebuild(self, session_id: int, *, actor: str = "") -> SessionRow | None:
+        """Re-scan the session folder (adopt files the catalog lacks, drop rows whose file is gone), then build."""
+        session = self.catalog.session(session_id)
+        self.reconcile_session(session)
+        return self.build(session_id, actor=actor or "rebuild")
+
+    # ------------------------------------------------------------------ move / delete
+
+    def move(self, session_id: int, new_project: str, *, actor: str = "") -> SessionRow:
+        target = self.config.resolve_project(new_project) if new_project != "Unassigned" else "Unassigned"
+        if target is None:
+            raise NotFound(f"no project {new_project!r}")
+        session = self.catalog.session(session_id)
+        if session.project == target:
+            return session
+        stamp = self.catalog.unique_timestamp(target, session.label)
+        new_rel = f"prearchive/{target}/{stamp}/{session.label}"
+        session = self.catalog.set_status(
+            session_id, MOVING, f"to {target}", expect=(*RECEIVABLE,), actor=actor,
+            extra={"summary": json.dumps({"moving_to": [target, stamp]})},
+        )
+        self.on_forget(session_id)
+        return self._finish_move(session, target, stamp, new_rel, actor)
+
+    def _finish_move(self, session: SessionRow, target: str, stamp: str, new_rel: str, actor: str) -> SessionRow:
+        old_dir = self.layout.root / session.relative_dir
+        new_dir = self.layout.root / new_rel
+        if old_dir.exists() and not new_dir.exists():
+            storage.ensure_dir(new_dir.parent)
+            os.replace(old_dir, new_dir)
+            storage.fsync_dir(new_dir.parent)
+            storage.remove_empty_dirs(old_dir.parent, self.layout.prearchive)
+        old_prefix = session.relative_dir + "/"
+        paths = {
+            inst.id: new_rel + "/" + inst.path[len(old_prefix):]
+            for inst in self.catalog.instances(session.id)
+            if inst.path.startswith(old_prefix)
+        }
+        self.catalog.move_session(session.id, target, stamp, paths, actor)
+        built = self.build(session.id, actor="move")
+        return built or self.catalog.session(session.id)
+
+    def delete(self, session_id: int, *, actor: str = "") -> None:
+        session = self.catalog.set_status(session_id, DELETING, expect=(*RECEIVABLE,), actor=actor)
+        self.on_forget(session_id)
+        self._finish_delete(session, actor)
+
+    def _finish_delete(self, session: SessionRow, actor: str) -> None:
+        folder = self.layout.root / session.relative_dir
+        shutil.rmtree(folder, ignore_errors=True)
+        storage.remove_empty_dirs(folder.parent, self.layout.prearchive)
+        self.catalog.delete_session_rows(session.id, "deleted from the prearchive", actor)
+        logger.info("deleted prearchive session %s", session.url)
+
+    # ------------------------------------------------------------------ reconciliation
+
+    def reconcile_session(self, session: SessionRow, *, dry_run: bool = False) -> list[str]:
+        """Make the catalog match the session folder. Returns what differed."""
+        findings: list[str] = []
+        folder = self.layout.root / session.relative_dir
+        rows = {inst.path: inst for inst in self.catalog.instances(session.id)}
+        on_disk: set[str] = set()
+        if folder.exists():
+            for path in folder.rglob("*"):
+                if not path.is_file():
+                    continue
+                rel = self.layout.relative(path)
+                if path.name.startswith(".") and path.name.endswith(".part"):
+                    findings.append(f"{rel}: unfinished temporary file removed")
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+                    continue
+                on_disk.add(rel)
+        missing = [inst for p, inst in rows.items() if p not in on_disk]
+        extra = sorted(on_disk - set(rows))
+        for inst in missing:
+            findings.append(f"{inst.path}: in the catalog but not on disk; row removed")
+        adopted: list[NewInstance] = []
+        for rel in extra:
+            try:
+                header = read_header(self.layout.root / rel)
+            except InvalidInput as exc:
+                findings.append(f"{rel}: on disk but unreadable ({exc}); left in place")
+                continue
+            digest, size = storage.sha256_file(self.layout.root / rel)
+            findings.append(f"{rel}: on disk but not in the catalog; adopted")
+            scan_id = Path(rel).parent.parent.name
+            adopted.append(
+                NewInstance(
+                    scan_id=scan_id, sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
+                    series_instance_uid=header.series_instance_uid, series_number=header.series_number,
+                    series_description=header.series_description, modality=header.modality,
+                    study_date=header.study_date, study_time=header.study_time,
+                    transfer_syntax=header.transfer_syntax, size=size, sha256=digest, path=rel, source="recovered",
+                )
+            )
+        if not dry_run and (missing or adopted):
+            if missing:
+                self.catalog.remove_instance_rows([i.id for i in missing])
+            if adopted:
+                self.catalog.add_instance_rows(session.id, adopted)
+        return findings
+
+    def recover(self, *, dry_run: bool = False) -> list[str]:
+        """Repair what a crash left: half-moved or half-deleted sessions, interrupted builds,
+        temp files, and differences between session folders and the catalog."""
+        done: list[str] = []
+        for session in self.catalog.sessions_in(PREARCHIVE, [MOVING]):
+            info = json.loads(session.summary or "{}").get("moving_to")
+            done.append(f"{session.url}: move interrupted; finished")
+            if not dry_run and info:
+                target, stamp = info
+                self._finish_move(session, target, stamp, f"prearchive/{target}/{stamp}/{session.label}", "recovery")
+        for session in self.catalog.sessions_in(PREARCHIVE, [DELETING]):
+            done.append(f"{session.url}: delete interrupted; finished")
+            if not dry_run:
+                self._finish_delete(session, "recovery")
+        for session in self.catalog.sessions_in(PREARCHIVE, [BUILDING]):
+            done.append(f"{session.url}: build interrupted; back to RECEIVING")
+            if not dry_run:
+                self.catalog.set_status(session.id, RECEIVING, "build interrupted by a restart", actor="recovery")
+        for session in self.catalog.sessions_in(PREARCHIVE, [*RECEIVABLE]):
+            done += self.reconcile_session(session, dry_run=dry_run)
+        known = {s.relative_dir for s in self.catalog.sessions(PREARCHIVE)}
+        if self.layout.prearchive.exists():
+            for session_dir in self.layout.prearchive.glob("*/*/*"):
+                rel = self.layout.relative(session_dir)
+                if session_dir.is_dir() and rel not in known:
+                    done.append(f"{rel}: folder without a catalog session; left for an operator (dicomd check)")
+        if self.layout.tmp.exists() and not dry_run:
+            for leftover in self.layout.tmp.iterdir():
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+        for line in done:
+            logger.warning("recovery: %s", line)
+        return done
+
+
+def _display(row: SessionRow) -> str:
+    return f"{row.project}/{row.timestamp}/{row.label}" if row.stage == PREARCHIVE else f"{row.project}/{row.label}"

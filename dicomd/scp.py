@@ -1,0 +1,166 @@
+"""The C-STORE SCP: pynetdicom receivers that hand every instance to ingest.
+
+This is one of the three edges where domain errors are translated, here into DIMSE statuses:
+  InvalidInput (not DICOM, truncated, missing UIDs)  -> 0xC000 Cannot understand (+ quarantine)
+  StorageFull / StorageFailure / anything unexpected -> 0xA700 Out of resources
+The handler answers as soon as the file is durable and recorded; it never waits on building,
+anonymization or archiving.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomd.allowlist import Allowlist
+from dicomd.config import ReceiverConfig
+from dicomd.errors import DicomdError, InvalidInput
+from dicomd.ingest import Ingest, Source, quarantine
+
+logger = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700
+
+# Transfer syntaxes we accept (stored as received, never transcoded).
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.100",  # MPEG2
+    "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102",  # MPEG-4
+    "1.2.840.10008.1.2.4.103",
+    "1.2.840.10008.1.2.4.104",
+    "1.2.840.10008.1.2.4.105",
+    "1.2.840.10008.1.2.4.106",
+    "1.2.840.10008.1.2.4.107",
+    "1.2.840.10008.1.2.4.108",
+    "1.2.840.10008.1.2.4.201",  # HTJ2K
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+
+def configure_pynetdicom(tmp_dir: Path) -> None:
+    """Process-wide pynetdicom settings: stream received datasets to files in ``tmp_dir``.
+
+    pynetdicom writes each incoming dataset to a NamedTemporaryFile; pointing the temp folder at
+    the data directory keeps it on the same file system, so staging is a rename, not a copy.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    tempfile.tempdir = str(tmp_dir)
+
+
+@dataclass(frozen=True)
+class Listening:
+    ae_title: str
+    address: str
+    port: int
+
+
+class Receiver:
+    """One (AE title, port, bind address) receiver."""
+
+    def __init__(self, index: int, config: ReceiverConfig, ingest: Ingest) -> None:
+        self.index = index
+        self.config = config
+        self.ingest = ingest
+        self.allowlist = Allowlist.parse(config.allowed)
+        self._server: Any = None
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> Listening:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu_size
+        ae.network_timeout = self.config.network_timeout
+        ae.dimse_timeout = self.config.dimse_timeout
+        ae.acse_timeout = self.config.acse_timeout
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, TRANSFER_SYNTAXES[:3])
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_REQUESTED, self._on_requested),
+        ]
+        self._server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
+        host, port = self._server.server_address[:2]
+        logger.info("receiver %s listening on %s:%d", self.config.ae_title, host, port)
+        return Listening(self.config.ae_title, host, port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_requested(self, event: Any) -> None:
+        rq = event.assoc.requestor
+        calling = (rq.primitive.calling_ae_title or "").strip()
+        address = rq.address
+        if not self.allowlist.allows(calling, address):
+            logger.warning(
+                "refused association from %s@%s to %s: not in this receiver's allowlist",
+                calling, address, self.config.ae_title,
+            )
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+
+    def _on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def _on_store(self, event: Any) -> int:
+        rq = event.assoc.requestor
+        source = Source(
+            kind="DICOM",
+            ae_title=(rq.ae_title or "").strip(),
+            address=rq.address,
+            receiver=self.index,
+            fixed_project=self.config.project,
+            prevent_anon=self.config.prevent_anon,
+        )
+        path = Path(event.dataset_path)
+        try:
+            self.ingest.stage(path, source, move=True)
+            return SUCCESS
+        except InvalidInput as exc:
+            self._quarantine(path, source, str(exc), event)
+            return CANNOT_UNDERSTAND
+        except DicomdError as exc:
+            logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), exc)
+            return OUT_OF_RESOURCES
+        except Exception:
+            logger.exception("C-STORE from %s failed unexpectedly", source.describe())
+            return OUT_OF_RESOURCES
+
+    def _quarantine(self, path: Path, source: Source, reason: str, event: Any) -> None:
+        try:
+            sop_uid = str(UID(event.request.AffectedSOPInstanceUID or ""))
+            quarantine(self.ingest.layout, self.ingest.catalog, path, source, f"{reason} (SOP {sop_uid})", move=True)
+        except Exception:
+            logger.exception("could not quarantine a refused instance from %s", source.describe())

@@ -1,0 +1,139 @@
+"""Durable file operations: owner-only folders, fsync'd writes and renames, the free-space floor."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from dicomd.errors import StorageFailure, StorageFull
+
+logger = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` and its parents with mode 0700 (existing folders are left as they are)."""
+    if not path.is_dir():
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise _translate(exc, f"cannot create folder {path}") from exc
+    return path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_free(path: Path, floor: int) -> None:
+    """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free."""
+    if floor <= 0:
+        return
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:
+        raise StorageFailure(f"cannot read free space of {path}: {exc}") from exc
+    if free < floor:
+        raise StorageFull(f"only {free} bytes free under {path}, below the floor of {floor}")
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"") -> tuple[str, int]:
+    """Put ``src`` at ``dst`` durably (fsync'd file, atomic rename, fsync'd folder).
+
+    With ``move`` the source is renamed when it is on the same file system and ``prefix`` is empty
+    (no copy at all); otherwise it is copied (``prefix`` first) through a temporary name beside
+    ``dst``. Returns (sha256, size) of what is now at ``dst``.
+    """
+    ensure_dir(dst.parent)
+    try:
+        if move and not prefix:
+            try:
+                digest, size = sha256_file(src)
+                with open(src, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(src, 0o600)
+                os.replace(src, dst)
+                fsync_dir(dst.parent)
+                return digest, size
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        tmp = dst.with_name(f".{dst.name}.part")
+        digest_obj = hashlib.sha256()
+        size = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
+            if prefix:
+                out.write(prefix)
+                digest_obj.update(prefix)
+                size += len(prefix)
+            size += _copy(fh, out, digest_obj)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+        if move:
+            src.unlink(missing_ok=True)
+        return digest_obj.hexdigest(), size
+    except OSError as exc:
+        raise _translate(exc, f"cannot store {dst.name}") from exc
+
+
+def _copy(fh: BinaryIO, out: BinaryIO, digest: "hashlib._Hash") -> int:
+    size = 0
+    while chunk := fh.read(CHUNK):
+        out.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+    return size
+
+
+def write_bytes_durably(dst: Path, data: bytes) -> None:
+    ensure_dir(dst.parent)
+    tmp = dst.with_name(f".{dst.name}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+    except OSError as exc:
+        raise _translate(exc, f"cannot write {dst}") from exc
+
+
+def remove_empty_dirs(start: Path, stop: Path) -> None:
+    """Remove ``start`` and its parents while they are empty, up to (not including) ``stop``."""
+    current = start
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
+
+
+def _translate(exc: OSError, what: str) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{what}: disk full")
+    return StorageFailure(f"{what}: {exc.strerror or exc}")

@@ -1,0 +1,109 @@
+"""Shared fixtures: real daemons on loopback with port 0, real SQLite files, pynetdicom SCUs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomd.config import Config, load
+from dicomd.daemon import Daemon
+
+
+def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "") -> Path:
+    """A config file for tests: one receiver on port 0, HTTP off, short idle time."""
+    if projects is None:
+        projects = """
+[projects.demo]
+aliases = ["DEMO"]
+auto_archive = 0
+
+[projects.auto]
+auto_archive = 4
+overwrite = "append"
+"""
+    text = f"""
+data_dir = "data"
+session_idle_seconds = 0.5
+watch_interval_seconds = 0.1
+min_free_bytes = 0
+log_level = "DEBUG"
+
+[[receivers]]
+ae_title = "DICOMD"
+port = 0
+bind = "127.0.0.1"
+{receiver}
+
+[http]
+enabled = false
+{extra}
+{projects}
+"""
+    path = tmp_path / "dicomd.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(config: Config | Path | None = None, **overrides: Any) -> Daemon:
+        if config is None:
+            config = write_config(tmp_path)
+        if isinstance(config, Path):
+            config = load(config, overrides)
+        daemon = Daemon(config).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    return make_daemon()
+
+
+def send(port: int, datasets: Iterable[Dataset], *, ae_title: str = "SCANNER", called: str = "DICOMD") -> list[int]:
+    """Send datasets over one association; returns the C-STORE statuses (-1 when no answer)."""
+    ae = AE(ae_title=ae_title)
+    ae.requested_contexts = StoragePresentationContexts[:120]
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        raise ConnectionRefusedError("association not established")
+    statuses = []
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            statuses.append(int(status.Status) if "Status" in status else -1)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
