@@ -1,0 +1,194 @@
+"""What the archive step and the ingest step call: a project's Anonymizer and the SiteScript."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dicomd.anonymize.privatetags import PrivateTagSpec, parse_private_tag
+from dicomd.anonymize.profile import (
+    PatientContext, ProfileRun, build_rules, identifying_tokens, set_deidentification,
+)
+from dicomd.anonymize.pseudonyms import PseudonymStore, Pseudonymizer
+from dicomd.anonymize.script.functions import parse_lookup_table
+from dicomd.anonymize.script.interpreter import Interpreter
+from dicomd.anonymize.script.syntax import Script, parse
+from dicomd.config import AnonymizeConfig
+from dicomd.errors import ConfigError, ScriptError
+
+logger = logging.getLogger(__name__)
+
+BURNED_IN_MODALITIES = {"US": "ultrasound", "SC": "secondary capture", "XC": "external camera photography",
+                        "ES": "endoscopy", "OT": "other"}
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Routing result, exposed to scripts as the variables project, subject and session."""
+
+    project: str
+    subject: str
+    session: str
+    subject_from: str = "default"  # explicit | rule | comment | patient_name | default
+    session_from: str = "default"  # explicit | rule | comment | patient_id | default
+
+
+@dataclass(frozen=True)
+class AnonResult:
+    changes: int
+    removed: int
+    script_hash: str | None
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadedScript:
+    script: Script
+    sha256: str
+    path: str
+    lookup_table: dict[str, str]
+
+
+def load_script(path: str | Path) -> LoadedScript:
+    """Read and parse a script file (and its `<name>.lookup` table when there is one)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScriptError(f"{path}: cannot read the script: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScriptError(f"{path}: not UTF-8 text ({exc})") from None
+    script = parse(text, str(path))
+    lookup_path = path.with_suffix(".lookup")
+    table: dict[str, str] = {}
+    if lookup_path.exists():
+        try:
+            table = parse_lookup_table(lookup_path.read_text("utf-8"))
+        except ValueError as exc:
+            raise ScriptError(f"{lookup_path}: {exc}") from None
+    return LoadedScript(script, hashlib.sha256(raw).hexdigest(), str(path), table)
+
+
+def check_script(path: str | Path) -> list[str]:
+    """Problems with one script file, for `dicomd anon check FILE`; an empty list when it is fine."""
+    try:
+        load_script(path)
+    except ScriptError as exc:
+        return [str(exc)]
+    return []
+
+
+class Anonymizer:
+    """Built once per project from its AnonymizeConfig, reused for many instances (thread-safe)."""
+
+    def __init__(self, project: str, settings: AnonymizeConfig, store: PseudonymStore) -> None:
+        self.project = project
+        self.settings = settings
+        self._rules = build_rules(settings.options) if settings.profile == "basic" else None
+        try:
+            self._allowlist: tuple[PrivateTagSpec, ...] = tuple(
+                parse_private_tag(entry) for entry in settings.private_allowlist
+            )
+        except ValueError as exc:
+            raise ConfigError(f"projects.{project}.anonymize.private_allowlist: {exc}") from None
+        self._loaded = load_script(settings.script) if settings.script else None
+        key = store.project_key(project)
+        self._pseudo = Pseudonymizer(project, key, store)
+        self._interpreter = (
+            Interpreter(self._loaded.script, self._loaded.path, self._loaded.lookup_table, key)
+            if self._loaded else None
+        )
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return self._rules.options if self._rules else ()
+
+    @property
+    def script_hash(self) -> str | None:
+        return self._loaded.sha256 if self._loaded else None
+
+    @property
+    def fingerprint(self) -> str:
+        """Profile, options and script hash: recorded in the catalog next to what it produced."""
+        profile = "PS3.15-basic" if self._rules else "no-profile"
+        parts = [profile + "".join(f"+{o}" for o in self.options)]
+        if self._loaded:
+            parts.append(f"script:sha256:{self._loaded.sha256}")
+        return ";".join(parts)
+
+    # -- labels ----------------------------------------------------------------------------------
+
+    def _patient(self, ds: Dataset) -> tuple[str, str, int]:
+        return self._pseudo.patient(str(ds.get("PatientID", "") or ""), str(ds.get("PatientName", "") or ""))
+
+    def archive_labels(self, ds_original: Dataset, labels: Labels) -> tuple[str, str]:
+        """(subject, session) for the archive: pseudonyms when they came from Patient Name / ID."""
+        subject, session = labels.subject, labels.session
+        if labels.subject_from == "patient_name":
+            new_id = self._patient(ds_original)[0] if ds_original.get("PatientID") else self._pseudo.new_id(subject)
+            self._pseudo.remember("subject_label", subject, new_id)
+            subject = new_id
+        if labels.session_from == "patient_id":
+            new_session = self._pseudo.new_id(session)
+            self._pseudo.remember("session_label", session, new_session)
+            session = new_session
+        return subject, session
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def apply(self, ds: Dataset, labels: Labels) -> AnonResult:
+        """De-identify in place: profile (if any), then the project script. Rejected on `reject`."""
+        subject, session = self.archive_labels(ds, labels)
+        changes = removed = 0
+        if self._rules is not None:
+            new_id, new_name, days = self._patient(ds)
+            tokens = identifying_tokens(ds) if "clean_descriptors" in self._rules.options else ()
+            run = ProfileRun(self._rules, self._pseudo, self._allowlist, PatientContext(new_id, new_name, days, tokens))
+            run.apply(ds)
+            set_deidentification(ds, self._rules, self.script_hash)
+            changes, removed = run.tally.changes, run.tally.removed
+        if self._interpreter is not None:
+            counts = self._interpreter.run(ds, {"project": self.project, "subject": subject, "session": session})
+            changes += counts.changes
+            removed += counts.removed
+        return AnonResult(changes, removed, self.script_hash, self.options)
+
+    def burned_in_reason(self, ds: Dataset) -> str | None:
+        """Why this instance may carry burned-in text, or None when fine (or the project allows it)."""
+        if self.settings.allow_burned_in:
+            return None
+        return burned_in_reason(ds)
+
+
+def burned_in_reason(ds: Dataset) -> str | None:
+    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        return "BurnedInAnnotation=YES"
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality in BURNED_IN_MODALITIES:
+        return f"modality {modality} ({BURNED_IN_MODALITIES[modality]}) may carry burned-in text"
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
+        return "secondary capture images may carry burned-in text"
+    return None
+
+
+class SiteScript:
+    """The site-wide DicomEdit script run on each instance as it enters the prearchive."""
+
+    def __init__(self, path: str) -> None:
+        self._loaded = load_script(path)
+        self._interpreter = Interpreter(self._loaded.script, self._loaded.path, self._loaded.lookup_table, None)
+
+    @property
+    def sha256(self) -> str:
+        return self._loaded.sha256
+
+    def apply(self, ds: Dataset, labels: Labels) -> None:
+        self._interpreter.run(ds, {"project": labels.project, "subject": labels.subject, "session": labels.session})

@@ -1,0 +1,322 @@
+"""Runs a parsed DicomEdit 6 script on one dataset, in place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+
+from dicomd.anonymize.privatetags import PrivateTagSpec
+from dicomd.anonymize.script import functions as fn
+from dicomd.anonymize.script.syntax import (
+    Assign, Call, CallCondition, CallStatement, Compare, Condition, Delete, Describe, Echo, IfChain, ListValue,
+    Num, RemoveAllPrivate, Script, SetVar, Statement, Str, TagRef, Ternary, Value, Var, Version, script_error,
+)
+from dicomd.anonymize.script.tagpath import TagPath
+from dicomd.errors import Rejected, ScriptError
+
+logger = logging.getLogger(__name__)
+
+_INT_VRS = {"US", "SS", "UL", "SL", "SV", "UV", "AT"}
+_FLOAT_VRS = {"FL", "FD"}
+_BYTES_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
+
+
+@dataclass
+class Counts:
+    changes: int = 0
+    removed: int = 0
+
+
+@dataclass
+class Run:
+    """The state of one script run over one dataset."""
+
+    ds: Dataset
+    variables: dict[str, str]
+    uids: fn.UidMaker
+    lookup_table: Mapping[str, str]
+    source: str
+    counts: Counts = field(default_factory=Counts)
+
+
+class Interpreter:
+    def __init__(self, script: Script, source: str = "", lookup_table: Mapping[str, str] | None = None,
+                 key: bytes | None = None) -> None:
+        self.script = script
+        self.source = source
+        self.lookup_table = dict(lookup_table or {})
+        self.uids = fn.UidMaker(key)
+
+    def run(self, ds: Dataset, variables: Mapping[str, str]) -> Counts:
+        run = Run(ds, {k: str(v) for k, v in variables.items()}, self.uids, self.lookup_table, self.source)
+        for statement in self.script.statements:
+            _execute(run, statement)
+        return run.counts
+
+
+# ------------------------------------------------------------------------------------------ statements
+
+
+def _execute(run: Run, st: Statement) -> None:
+    if isinstance(st, Assign):
+        _assign(run, st)
+    elif isinstance(st, SetVar):
+        run.variables[st.name] = _text(run, st.value)
+    elif isinstance(st, Delete):
+        for container, tag in st.path.find(run.ds):
+            if tag in container:
+                del container[tag]
+                run.counts.removed += 1
+    elif isinstance(st, Ternary):
+        if _holds(run, st.condition):
+            _execute(run, st.then)
+        elif st.otherwise is not None:
+            _execute(run, st.otherwise)
+    elif isinstance(st, IfChain):
+        for condition, body in st.branches:
+            if _holds(run, condition):
+                for inner in body:
+                    _execute(run, inner)
+                return
+        for inner in st.otherwise or ():
+            _execute(run, inner)
+    elif isinstance(st, CallStatement):
+        _call(run, st.call)
+    elif isinstance(st, RemoveAllPrivate):
+        run.counts.removed += _remove_private(run.ds, ())
+    elif isinstance(st, Echo):
+        logger.debug("script echo (line %d): %s", st.line, "" if st.value is None else _text(run, st.value))
+    elif isinstance(st, (Describe, Version)):
+        pass
+    else:  # pragma: no cover - the parser builds only the statements above
+        raise ScriptError(f"line {st.line}: cannot run {type(st).__name__}")
+
+
+def _assign(run: Run, st: Assign) -> None:
+    text = _text(run, st.value)
+    found = st.path.find(run.ds)
+    for container, tag in found:
+        _set(container, tag, text, run, st.line)
+    if found or st.if_exists:
+        return
+    last = st.path.last
+    if not last.concrete:
+        return  # a wildcard that matches nothing creates nothing
+    for container in st.path.containers(run.ds):
+        if last.creator is not None:
+            block = container.private_block(int(last.group, 16), last.creator, create=True)
+            block.add_new(int(last.element, 16), "LO", text)
+        else:
+            tag = BaseTag(int(last.group + last.element, 16))
+            try:
+                vr = dictionary_VR(tag).split(" or ")[0]
+            except KeyError:
+                vr = "LO"
+            if vr == "SQ":
+                raise script_error(f"cannot assign text to the sequence {tag}", st.line, 1, run.source)
+            container.add(DataElement(tag, vr, None))
+            _set(container, tag, text, run, st.line)
+        run.counts.changes += 1
+
+
+def _set(ds: Dataset, tag: BaseTag, text: str, run: Run, line: int) -> None:
+    elem = ds[tag]
+    vr = elem.VR
+    if vr == "SQ":
+        raise script_error(f"cannot assign text to the sequence {tag}", line, 1, run.source)
+    before = _element_text(elem)
+    if before == text:
+        return
+    try:
+        if text == "":
+            elem.value = None
+        elif vr in _INT_VRS:
+            elem.value = [int(v) for v in text.split("\\")] if "\\" in text else int(text)
+        elif vr in _FLOAT_VRS:
+            elem.value = [float(v) for v in text.split("\\")] if "\\" in text else float(text)
+        elif vr in _BYTES_VRS:
+            raw = text.encode("latin-1", "replace")
+            elem.value = raw + (b"\x00" if len(raw) % 2 else b"")
+        else:
+            elem.value = text.split("\\") if "\\" in text else text
+    except ValueError as exc:
+        raise script_error(f"{text!r} is not a valid value for {tag} (VR {vr}): {exc}", line, 1, run.source) from None
+    run.counts.changes += 1
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def _element_text(elem: DataElement) -> str:
+    if elem.VR == "SQ" or elem.value is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").rstrip("\x00 ")
+    if isinstance(value, (MultiValue, list, tuple)):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _tag_text(run: Run, path: TagPath) -> str:
+    found = path.find(run.ds)
+    if not found:
+        return ""
+    container, tag = found[0]
+    return _element_text(container[tag])
+
+
+def _text(run: Run, value: Value) -> str:
+    if isinstance(value, Str):
+        return value.value
+    if isinstance(value, Num):
+        return value.text
+    if isinstance(value, Var):
+        return run.variables.get(value.name, "")
+    if isinstance(value, TagRef):
+        return _tag_text(run, value.path)
+    if isinstance(value, Call):
+        return _call(run, value)
+    if isinstance(value, ListValue):
+        return "\\".join(_text(run, v) for v in value.items)
+    raise ScriptError(f"cannot evaluate {value!r}")  # pragma: no cover
+
+
+def _flat(run: Run, args: tuple[Value, ...]) -> list[str]:
+    out: list[str] = []
+    for arg in args:
+        if isinstance(arg, ListValue):
+            out.extend(_flat(run, arg.items))
+        else:
+            out.append(_text(run, arg))
+    return out
+
+
+def _holds(run: Run, cond: Condition) -> bool:
+    if isinstance(cond, CallCondition):
+        result = _call(run, cond.call)
+        return bool(result) and result.lower() != "false"
+    assert isinstance(cond, Compare)
+    left, right = _text(run, cond.left), _text(run, cond.right)
+    if cond.op == "=":
+        return left == right
+    if cond.op == "!=":
+        return left != right
+    try:
+        matched = re.fullmatch(right, left) is not None
+    except re.error as exc:
+        raise ScriptError(f"{run.source}: bad regular expression {right!r}: {exc}") from None
+    return matched if cond.op == "~" else not matched
+
+
+# ------------------------------------------------------------------------------------------ functions
+
+
+def _call(run: Run, call: Call) -> str:
+    try:
+        return _dispatch(run, call)
+    except (ScriptError, Rejected):
+        raise
+    except (ValueError, IndexError, re.error) as exc:
+        raise script_error(f"{call.name}[]: {exc}", call.line, call.col, run.source) from None
+
+
+def _dispatch(run: Run, call: Call) -> str:
+    name, args = call.name, call.args
+    if name == "reject":
+        reason = _text(run, args[0]) if args else "rejected by the anonymization script"
+        raise Rejected(reason or "rejected by the anonymization script")
+    if name == "retainPrivateTags":
+        specs = []
+        for arg in args:
+            for item in arg.items if isinstance(arg, ListValue) else (arg,):
+                assert isinstance(item, TagRef)
+                last = item.path.last
+                specs.append(PrivateTagSpec(int(last.group, 16), last.creator or "", int(last.element, 16)))
+        run.counts.removed += _remove_private(run.ds, tuple(specs))
+        return ""
+    if name in ("shiftDateByIncrement", "shiftDateTimeByIncrement"):
+        _check_date_arg(run, call)
+    values = _flat(run, args)
+    if name == "hashUID":
+        return run.uids.hash_uid(values[0])
+    if name == "newUID":
+        return run.uids.new_uid(values[0] if values else "")
+    if name == "mapUID":
+        value, prefix = _map_uid_args(args, values)
+        return run.uids.map_uid(value, prefix)
+    if name == "substring":
+        return fn.substring(*values)
+    if name == "format":
+        return fn.java_format(values[0], values[1:])
+    if name == "lowercase":
+        return values[0].lower()
+    if name == "uppercase":
+        return values[0].upper()
+    if name == "replace":
+        return values[0].replace(values[1], values[2])
+    if name == "concatenate":
+        return "".join(values)
+    if name == "match":
+        return fn.match(*values)
+    if name == "lookup":
+        return run.lookup_table.get(f"{values[0]}/{values[1]}", "")
+    if name == "shiftDateByIncrement":
+        return fn.shift_date(values[0], values[1])
+    if name == "shiftDateTimeByIncrement":
+        return fn.shift_datetime(*values)
+    raise script_error(f"function {name}[] is not implemented", call.line, call.col, run.source)  # pragma: no cover
+
+
+def _map_uid_args(args: tuple[Value, ...], values: list[str]) -> tuple[str, str]:
+    """mapUID[value, prefix] as DicomEdit implements it; [prefix, value] is accepted when the value
+    is clearly the second argument (a tag or variable) and the first a literal prefix."""
+    if len(values) == 1:
+        return values[0], ""
+    if isinstance(args[0], (Str, Num)) and isinstance(args[1], (TagRef, Var, Call)):
+        return values[1], values[0]
+    return values[0], values[1]
+
+
+def _check_date_arg(run: Run, call: Call) -> None:
+    arg = call.args[0]
+    if not isinstance(arg, TagRef):
+        return
+    found = arg.path.find(run.ds)
+    if len(found) > 1:
+        raise script_error(f"{call.name}[] needs a single attribute, {arg.path} matches {len(found)}",
+                           call.line, call.col, run.source)
+    if found:
+        container, tag = found[0]
+        if container[tag].VR not in ("DA", "DT"):
+            raise script_error(f"{call.name}[] needs a DA or DT attribute, {arg.path} is {container[tag].VR}",
+                               call.line, call.col, run.source)
+
+
+def _remove_private(ds: Dataset, keep: tuple[PrivateTagSpec, ...]) -> int:
+    """Remove private elements at every depth except `keep` (and their creators); returns how many."""
+    kept: set[BaseTag] = set()
+    for spec in keep:
+        for tag in spec.tags_in(ds):
+            if tag in ds:
+                kept.add(tag)
+                kept.add(BaseTag((tag.group << 16) | (tag.element >> 8)))
+    removed = 0
+    for tag in list(ds.keys()):
+        if tag.is_private and tag not in kept:
+            del ds[tag]
+            removed += 1
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                removed += _remove_private(item, keep)
+    return removed
