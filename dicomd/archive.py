@@ -22,6 +22,7 @@ from dicomd.catalog import CONFLICT, ERROR, READY, Catalog, InstanceRow, Session
 from dicomd.config import UNASSIGNED, Config
 from dicomd.errors import Conflict, DicomdError, InvalidState, Rejected
 from dicomd.layout import Layout
+from dicomd.reliability import crashpoint
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class Archiver:
             self._rollback(job_id, session_id, work_dir, ERROR, f"{type(exc).__name__}: {exc}", actor)
             raise
         self.catalog.plan_archive(job_id, subject, label, plan)
+        crashpoint("archive.planned")
         target_id = self._roll_forward(
             self.catalog.job(job_id), study_uid=study_uid, fingerprint=fingerprint, actor=actor
         )
@@ -181,6 +183,7 @@ class Archiver:
                 continue
             if written is None:
                 continue
+            crashpoint("archive.staging")
             study_uids.add(written.study_instance_uid)
             final = f"archive/{session.project}/{subject}/{label}/{written.relpath}"
             plan.append(
@@ -243,6 +246,7 @@ class Archiver:
             if work.exists():
                 os.replace(work, final)
                 touched.add(final.parent)
+                crashpoint("archive.moving")
         for folder in touched:
             storage.fsync_dir(folder)
         if not study_uid:
@@ -251,6 +255,7 @@ class Archiver:
         if fingerprint:
             fields["anonymization"] = fingerprint
         target_id = self.catalog.commit_archive(job, study_uid=study_uid, session_fields=fields, actor=actor)
+        crashpoint("archive.committed")
         self._cleanup(job, plan, old_files)
         return target_id
 
@@ -262,6 +267,7 @@ class Archiver:
             pre = self.layout.root / item["prearchive"]
             pre.unlink(missing_ok=True)
             folders.add(pre.parent)
+            crashpoint("archive.cleaning")
         for folder in folders:
             storage.remove_empty_dirs(folder, self.layout.prearchive)
         shutil.rmtree(self.layout.work / f"job-{job['id']}", ignore_errors=True)

@@ -20,6 +20,7 @@ from dicomd.config import Config
 from dicomd.errors import InvalidInput
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
+from dicomd.reliability import crashpoint
 from dicomd.routing import Explicit, Route, RoutingTable, route
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Ingest:
             scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
             dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
             digest, size = storage.install_file(path, dst, move=move, prefix=prefix)
+            crashpoint("ingest.installed")
             record = NewInstance(
                 scan_id=scan_id,
                 sop_instance_uid=header.sop_instance_uid,
@@ -115,6 +117,7 @@ class Ingest:
                 source=source.describe(),
             )
             outcome = self.catalog.add_instance(session.id, record)
+            crashpoint("ingest.recorded")
             if outcome != "moved":
                 staged = Staged(session, header.sop_instance_uid, outcome, dst)
                 if self.on_staged is not None:

@@ -30,6 +30,7 @@ from dicomd.config import Config
 from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
 from dicomd.header import read_header
 from dicomd.layout import Layout
+from dicomd.reliability import crashpoint
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Prearchive:
             )
         except (InvalidState, NotFound):
             return None
+        crashpoint("build.started")
         fields: dict[str, Any] = {}
         status, reason = READY, ""
         try:
@@ -198,6 +200,7 @@ class Prearchive:
             extra={"summary": json.dumps({"moving_to": [target, stamp]})},
         )
         self.on_forget(session_id)
+        crashpoint("move.started")
         return self._finish_move(session, target, stamp, new_rel, actor)
 
     def _finish_move(self, session: SessionRow, target: str, stamp: str, new_rel: str, actor: str) -> SessionRow:
@@ -207,6 +210,7 @@ class Prearchive:
             storage.ensure_dir(new_dir.parent)
             os.replace(old_dir, new_dir)
             storage.fsync_dir(new_dir.parent)
+            crashpoint("move.renamed")
             storage.remove_empty_dirs(old_dir.parent, self.layout.prearchive)
         old_prefix = session.relative_dir + "/"
         paths = {
@@ -221,12 +225,14 @@ class Prearchive:
     def delete(self, session_id: int, *, actor: str = "") -> None:
         session = self.catalog.set_status(session_id, DELETING, expect=(*RECEIVABLE,), actor=actor)
         self.on_forget(session_id)
+        crashpoint("delete.started")
         self._finish_delete(session, actor)
 
     def _finish_delete(self, session: SessionRow, actor: str) -> None:
         folder = self.layout.root / session.relative_dir
         shutil.rmtree(folder, ignore_errors=True)
         storage.remove_empty_dirs(folder.parent, self.layout.prearchive)
+        crashpoint("delete.removed")
         self.catalog.delete_session_rows(session.id, "deleted from the prearchive", actor)
         logger.info("deleted prearchive session %s", session.url)
 
