@@ -1,0 +1,102 @@
+"""Archive jobs interrupted at each recorded state are rolled back or finished on restart."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from dicomd.catalog import ARCHIVE, PREARCHIVE
+from dicomd.config import load
+from dicomd.daemon import Stores
+from dicomd.generator import generate_study, write_study
+from dicomd.ingest import Source
+from tests.conftest import write_config
+
+
+@pytest.fixture
+def stores(tmp_path):
+    s = Stores.open(load(write_config(tmp_path)))
+    yield s
+    s.close()
+
+
+def stage_study(stores, tmp_path, seed=1):
+    files = write_study(generate_study(seed, series=2, instances_per_series=2, study_description="demo"),
+                        tmp_path / f"in{seed}")
+    for f in files:
+        stores.ingest.stage(f, Source(kind="TEST"), move=True)
+    session = stores.catalog.sessions(PREARCHIVE)[0]
+    return stores.prearchive.build(session.id)
+
+
+def reopen(stores):
+    config = stores.config
+    stores.close()
+    return Stores.open(config)
+
+
+def test_crash_while_staging_rolls_back(stores, tmp_path):
+    session = stage_study(stores, tmp_path)
+    job = stores.catalog.begin_archive(session.id, overwrite="none", actor="t", work_dir="")
+    work = stores.layout.work / f"job-{job}"
+    work.mkdir(parents=True)
+    (work / "partial.dcm").write_bytes(b"half")
+    # -- crash here; restart --
+    stores = reopen(stores)
+    done = stores.archiver.recover()
+    assert any("rolled back" in line for line in done)
+    row = stores.catalog.session(session.id)
+    assert row.status == "READY" and row.instances == 4
+    assert not work.exists()
+    assert stores.archiver.archive(session.id).instances == 4
+    stores.close()
+
+
+def test_crash_while_moving_rolls_forward(stores, tmp_path):
+    session = stage_study(stores, tmp_path)
+    archiver = stores.archiver
+    job = stores.catalog.begin_archive(session.id, overwrite="none", actor="t", work_dir="")
+    work = stores.layout.work / f"job-{job}"
+    plan, subject, label, study_uid, _fp = archiver._stage(stores.catalog.session(session.id), "none", work, False)
+    stores.catalog.plan_archive(job, subject, label, plan)
+    # move half of the files, then crash
+    first = plan[0]
+    final = stores.layout.root / first["final"]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(first["work"], final)
+    stores = reopen(stores)
+    done = stores.archiver.recover()
+    assert any("finished" in line for line in done)
+    assert not stores.catalog.sessions(PREARCHIVE)
+    archived = stores.catalog.sessions(ARCHIVE)
+    assert len(archived) == 1 and archived[0].instances == 4
+    for inst in stores.catalog.instances(archived[0].id):
+        assert (stores.layout.root / inst.path).exists()
+    assert not any(stores.layout.prearchive.rglob("*.dcm"))
+    assert json.loads(stores.catalog.job(job)["plan"])
+    stores.close()
+
+
+def test_two_archivers_one_wins(stores, tmp_path):
+    from dicomd.errors import InvalidState
+
+    session = stage_study(stores, tmp_path)
+    stores.catalog.begin_archive(session.id, overwrite="none", actor="a", work_dir="")
+    with pytest.raises(InvalidState):
+        stores.catalog.begin_archive(session.id, overwrite="none", actor="b", work_dir="")
+
+
+def test_rebuild_adopts_and_drops(stores, tmp_path):
+    session = stage_study(stores, tmp_path)
+    instances = stores.catalog.instances(session.id)
+    (stores.layout.root / instances[0].path).unlink()
+    extra = write_study(generate_study(1, series=3, instances_per_series=1, study_description="demo"), tmp_path / "x")[-1]
+    target = stores.layout.root / session.relative_dir / "SCANS" / "3" / "DICOM" / "extra.dcm"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(extra.read_bytes())
+    findings = stores.prearchive.reconcile_session(stores.catalog.session(session.id), dry_run=True)
+    assert len(findings) == 2 and stores.catalog.session(session.id).instances == 4
+    row = stores.prearchive.rebuild(session.id)
+    assert row.status == "READY" and row.instances == 4 and row.scans == 3
