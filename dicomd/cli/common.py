@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import time
+from contextlib import contextmanager
 from functools import wraps
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
 
 from dicomd import config as config_mod
 from dicomd.config import Config
+
+Column = str | tuple[str, str]  # a row key, or (row key, heading)
+
+STATUS_COLOURS = {
+    "READY": "green", "ARCHIVED": "green", "RECEIVING": "cyan", "BUILDING": "cyan", "ARCHIVING": "cyan",
+    "MOVING": "cyan", "DELETING": "cyan", "ERROR": "red", "CONFLICT": "red", "REVIEW": "yellow",
+    "held": "yellow", "retried": "green", "deleted": "bright_black",
+}
 
 
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,34 +44,101 @@ def load_config(path: str | None, **overrides: Any) -> Config:
     return config_mod.load(path, overrides)
 
 
+@contextmanager
+def open_stores(config: Config) -> Iterator[Any]:
+    """The stores for one command, closed when it ends (the daemon may hold its own at the same time)."""
+    from dicomd.daemon import Stores  # imported late: `dicomd --help` stays fast
+
+    stores = Stores.open(config)
+    try:
+        yield stores
+    finally:
+        stores.close()
+
+
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def yes_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--yes", "-y", "yes", is_flag=True, help="Do not ask for confirmation (for scripts).")(fn)
 
 
 def pass_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.pass_context(fn)
 
 
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive action: at a terminal prompt, in a script demand --yes (usage error, exit 2)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question} Refusing without --yes when not at a terminal.")
+    click.confirm(question, abort=True)
+
+
+def is_terminal() -> bool:
+    return os.isatty(1)
+
+
+def colour(text: str, fg: str | None = None, bold: bool = False) -> str:
+    """Styled text on a terminal, plain text in pipes and files."""
+    if not is_terminal() or (fg is None and not bold):
+        return text
+    return click.style(text, fg=fg, bold=bold)
+
+
+def stamp(value: float | None) -> str:
+    """A catalog time (seconds since the epoch) as local 'YYYY-MM-DD HH:MM:SS'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else ""
+
+
+def human_bytes(value: int | float | None) -> str:
+    size = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> None:
-    """Aligned columns, truncated to the terminal width."""
-    cols = list(columns)
+def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """`key   value` lines for a show command."""
+    items = [(k, _cell(v)) for k, v in pairs]
+    width = max((len(k) for k, _v in items), default=0)
+    for key, value in items:
+        click.echo(f"{colour(key.ljust(width), bold=True)}  {value}")
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[Column]) -> None:
+    """Aligned columns, truncated to the terminal width; the status column is coloured on a terminal."""
+    cols = [(c, c) if isinstance(c, str) else c for c in columns]
     if not rows:
         click.echo("(none)")
         return
-    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    width = shutil.get_terminal_size((200, 20)).columns if os.isatty(1) else 10_000
+    cells = [[_cell(r.get(key)) for key, _title in cols] for r in rows]
+    titles = [title for _key, title in cols]
+    widths = [max(len(t), *(len(row[i]) for row in cells)) for i, t in enumerate(titles)]
+    width = shutil.get_terminal_size((200, 20)).columns if is_terminal() else 10_000
+    status_index = next((i for i, (key, _t) in enumerate(cols) if key == "status"), None)
+
     def line(values: Sequence[str]) -> str:
         text = "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
         return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
-    header = line(cols)
-    click.echo(click.style(header, bold=True) if os.isatty(1) else header)
+
+    click.echo(colour(line(titles), bold=True))
     for row in cells:
-        click.echo(line(row))
+        text = line(row)
+        if status_index is not None and is_terminal():
+            value = row[status_index]
+            start = sum(w + 2 for w in widths[:status_index])
+            if value and text[start:start + len(value)] == value:
+                text = text[:start] + colour(value, STATUS_COLOURS.get(value)) + text[start + len(value):]
+        click.echo(text)
 
 
 def _cell(value: Any) -> str:
@@ -68,4 +146,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value).replace("\n", " ")

@@ -1,22 +1,60 @@
+"""`dicomd prearchive ...`: list, inspect and act on sessions waiting in the prearchive."""
+
 from __future__ import annotations
 
-from typing import Any
+import getpass
+import os
+from pathlib import Path
+from typing import Any, Callable
 
 import click
 
-from dicomd.catalog import PREARCHIVE
-from dicomd.cli.common import json_option, print_json, print_table, store_options
+from dicomd.catalog import ARCHIVE, CONFLICT, ERROR, PREARCHIVE, REVIEW, SessionRow
+from dicomd.cli.common import (
+    colour,
+    confirm,
+    human_bytes,
+    json_option,
+    open_stores,
+    print_fields,
+    print_json,
+    print_table,
+    stamp,
+    store_options,
+    yes_option,
+)
 from dicomd.config import Config
-from dicomd.daemon import Stores
+from dicomd.errors import DicomdError, NotFound
 from dicomd.prearchive import xnat_row
 
-LIST_COLUMNS = ("project", "folderName", "subject", "timestamp", "status", "scans", "instances", "modalities",
-                "scan_date", "lastmod")
+LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "subject"),
+                ("timestamp", "timestamp"), ("status", "status"), ("scans", "scans"),
+                ("instances", "instances"), ("modalities", "modalities"), ("scan_date", "study date"),
+                ("lastmod", "last activity"))
+SCAN_COLUMNS = (("scan_id", "scan"), ("series_number", "series"), ("description", "description"),
+                ("modality", "modality"), ("instances", "instances"), ("size", "size"))
+HISTORY_COLUMNS = (("when", "when"), ("status", "status"), ("actor", "by"), ("reason", "reason"))
+
+
+def actor() -> str:
+    """Who acts, for the status history: `cli:<login>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name (containers): still record the CLI
+        return "cli"
 
 
 @click.group()
 def prearchive() -> None:
-    """Review and act on sessions waiting in the prearchive."""
+    """Review and act on sessions waiting in the prearchive.
+
+    SESSION is P/T/S (project/timestamp/folder), its url (/prearchive/projects/P/T/S), the folder
+    name when it is unique, or a unique prefix of it.
+
+    Example:
+
+        dicomd prearchive list --status READY
+    """
 
 
 @prearchive.command("list")
@@ -31,40 +69,284 @@ def list_sessions(config: Config, projects: tuple[str, ...], status: str | None,
 
         dicomd prearchive list --project demo --status READY --json
     """
-    stores = Stores.open(config)
-    try:
+    with open_stores(config) as stores:
         rows = [xnat_row(r, config) for r in stores.catalog.sessions(PREARCHIVE, projects=projects, status=status)]
-    finally:
-        stores.close()
     if as_json:
         print_json(rows)
     else:
         print_table(rows, LIST_COLUMNS)
 
 
+@prearchive.command("show")
+@store_options
+@click.argument("session")
+@json_option
+def show(config: Config, session: str, as_json: bool) -> None:
+    """Show one session: scans, status history with reasons, conflicts and warnings, mapped fields.
+
+    Example:
+
+        dicomd prearchive show demo/20240619_091425123/SESSION1
+    """
+    with open_stores(config) as stores:
+        row = stores.prearchive.resolve(session)
+        data = {
+            **xnat_row(row, config),
+            "bytes": row.bytes,
+            "late_for": row.late_for,
+            "warnings": session_warnings(stores, row),
+            "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in stores.catalog.scans(row.id)],
+            "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)],
+        }
+    if as_json:
+        print_json(data)
+        return
+    print_fields([
+        ("session", data["url"]), ("project", data["project"]), ("subject", data["subject"]),
+        ("label", data["folderName"]), ("status", colour(data["status"], _status_colour(data["status"]))),
+        ("reason", data["reason"]), ("study uid", data["tag"]), ("study date", data["scan_date"]),
+        ("modalities", data["modalities"]), ("scans", data["scans"]), ("instances", data["instances"]),
+        ("size", human_bytes(data["bytes"])), ("source", data["SOURCE"]), ("received", data["uploaded"]),
+        ("last activity", data["lastmod"]), ("auto-archive", data["autoarchive"]),
+    ])
+    if data["custom"]:
+        click.echo(colour("\nmapped fields", bold=True))
+        print_fields(sorted(data["custom"].items()))
+    for warning in data["warnings"]:
+        click.echo(colour(f"warning: {warning}", "yellow"))
+    click.echo(colour("\nscans", bold=True))
+    print_table(data["scans_detail"], SCAN_COLUMNS)
+    click.echo(colour("\nhistory", bold=True))
+    print_table(data["history"], HISTORY_COLUMNS)
+
+
+def session_warnings(stores: Any, row: SessionRow) -> list[str]:
+    """Conflicts and states an operator should know about before archiving."""
+    warnings: list[str] = []
+    if row.status in (ERROR, CONFLICT, REVIEW) and row.reason:
+        warnings.append(f"{row.status}: {row.reason}")
+    if row.project == "Unassigned":
+        warnings.append("routed to Unassigned: move it to a project before archiving (prearchive move --to)")
+    existing = stores.catalog.find_session(ARCHIVE, row.project, "", row.label)
+    if existing is not None:
+        same = existing.study_instance_uid == row.study_instance_uid
+        warnings.append(
+            f"the archive already has {existing.url} ({'same study' if same else 'another study'}); "
+            "archiving needs --overwrite append or delete"
+        )
+    else:
+        other = stores.catalog.archived_study(row.project, row.study_instance_uid)
+        if other is not None:
+            warnings.append(f"this study is already archived as {other.url}")
+    if row.late_for is not None and existing is None:
+        warnings.append("late data for a study that was being archived when it arrived")
+    return warnings
+
+
+def _status_colour(status: str) -> str | None:
+    from dicomd.cli.common import STATUS_COLOURS
+
+    return STATUS_COLOURS.get(status)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
+         action: Callable[[Any, SessionRow], dict[str, Any]], *, question: str | None = None,
+         yes: bool = False) -> None:
+    """Resolve every SESSION first (nothing happens if one is unknown), then act on each in turn.
+
+    A failure on one session is reported and the others still run; the exit code is 1 if any failed.
+    """
+    results: list[dict[str, Any]] = []
+    failed = 0
+    with open_stores(config) as stores:
+        rows = [stores.prearchive.resolve(name) for name in dict.fromkeys(sessions)]
+        if question:
+            listing = ", ".join(r.url for r in rows)
+            confirm(f"{question} {len(rows)} session(s): {listing}?", yes)
+        for row in rows:
+            try:
+                result = action(stores, row)
+            except NotFound:
+                failed += 1
+                message = f"{row.url}: no longer in the prearchive (archived, moved or deleted meanwhile)"
+                results.append({"session": row.url, "error": message})
+                click.echo(f"Error: {message}", err=True)
+                continue
+            except DicomdError as exc:
+                failed += 1
+                results.append({"session": row.url, "error": str(exc)})
+                click.echo(f"Error: {row.url}: {exc}", err=True)
+                continue
+            results.append(result)
+            if not as_json:
+                click.echo(result.pop("_text", ""))
+            else:
+                result.pop("_text", None)
+    if as_json:
+        print_json(results)
+    if failed:
+        raise SystemExit(1)
+
+
 @prearchive.command("archive")
 @store_options
 @click.argument("sessions", nargs=-1, required=True)
-@click.option("--overwrite", type=click.Choice(["none", "append", "delete"]), help="Overwrite policy (default: the project's).")
+@click.option("--overwrite", type=click.Choice(["none", "append", "delete"]),
+              help="Overwrite policy when the archive has the session (default: the project's).")
 @click.option("--force", is_flag=True, help="Archive even when the session is held for review (burned-in data).")
+@yes_option
 @json_option
-def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, as_json: bool) -> None:
-    """Archive prearchive sessions (SESSION is P/T/S, its url, or a unique folder name).
+def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, yes: bool,
+                     as_json: bool) -> None:
+    """Archive prearchive sessions. --overwrite delete asks for confirmation.
+
+    Two operators archiving the same session get one success and one refusal (exit 1).
 
     Example:
 
         dicomd prearchive archive demo/20240619_091425123/S1 --overwrite append
     """
-    stores = Stores.open(config)
-    results: list[dict[str, Any]] = []
-    try:
-        for name in sessions:
-            row = stores.prearchive.resolve(name)
-            result = stores.archiver.archive(row.id, overwrite=overwrite, actor="cli", force_review=force)
-            results.append({"session": row.url, "archived": result.url, "instances": result.instances})
-            if not as_json:
-                click.echo(f"{row.url} -> {result.url} ({result.instances} instances)")
-    finally:
-        stores.close()
+    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
+        result = stores.archiver.archive(row.id, overwrite=overwrite, actor=actor(), force_review=force)
+        return {"session": row.url, "archived": result.url, "instances": result.instances,
+                "_text": f"{row.url} -> {result.url} ({result.instances} instances)"}
+
+    question = "Replace what the archive holds for" if overwrite == "delete" else None
+    _act(config, sessions, as_json, run, question=question, yes=yes)
+
+
+@prearchive.command("move")
+@store_options
+@click.argument("sessions", nargs=-1, required=True)
+@click.option("--to", "project", required=True, help="Target project (ID or alias, or Unassigned).")
+@json_option
+def move(config: Config, sessions: tuple[str, ...], project: str, as_json: bool) -> None:
+    """Move sessions to another project (fix routing); they are rebuilt there.
+
+    Example:
+
+        dicomd prearchive move Unassigned/20240619_091425123/S1 --to demo
+    """
+    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
+        moved = stores.prearchive.move(row.id, project, actor=actor())
+        return {"session": row.url, "moved": moved.url, "status": moved.status,
+                "_text": f"{row.url} -> {moved.url} ({moved.status})"}
+
+    _act(config, sessions, as_json, run)
+
+
+@prearchive.command("delete")
+@store_options
+@click.argument("sessions", nargs=-1, required=True)
+@yes_option
+@json_option
+def delete(config: Config, sessions: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Delete sessions and their files from the prearchive (asks first; --yes for scripts).
+
+    Example:
+
+        dicomd prearchive delete demo/20240619_091425123/S1 --yes
+    """
+    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
+        stores.prearchive.delete(row.id, actor=actor())
+        return {"session": row.url, "deleted": True, "_text": f"{row.url} deleted"}
+
+    _act(config, sessions, as_json, run, question="Delete", yes=yes)
+
+
+@prearchive.command("rebuild")
+@store_options
+@click.argument("sessions", nargs=-1, required=True)
+@json_option
+def rebuild(config: Config, sessions: tuple[str, ...], as_json: bool) -> None:
+    """Re-scan session folders against the catalog and rebuild their summaries.
+
+    Example:
+
+        dicomd prearchive rebuild demo/20240619_091425123/S1
+    """
+    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
+        built = stores.prearchive.rebuild(row.id, actor=actor())
+        now = built or stores.catalog.session(row.id)
+        return {"session": now.url, "status": now.status, "scans": now.scans, "instances": now.instances,
+                "_text": f"{now.url}: {now.status}, {now.scans} scans, {now.instances} instances"}
+
+    _act(config, sessions, as_json, run)
+
+
+# --------------------------------------------------------------------------- looking at it
+
+
+@prearchive.command("snapshot")
+@store_options
+@click.argument("session")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="PNG file to write (default: <folder name>.png here).")
+@click.option("--size", type=click.IntRange(64, 1024), default=256, show_default=True, help="Tile size in pixels.")
+@json_option
+def snapshot(config: Config, session: str, output: str | None, size: int, as_json: bool) -> None:
+    """Contact sheet of one image per series (middle slice, windowed) to look for burned-in text.
+
+    A series that cannot be rendered shows a labelled placeholder. The PNG may show patient data:
+    it is written readable by its owner only.
+
+    Example:
+
+        dicomd prearchive snapshot S1 -o S1.png
+    """
+    from dicomd.snapshot import png_bytes, session_sheet  # numpy/Pillow only when needed
+
+    with open_stores(config) as stores:
+        row = stores.prearchive.resolve(session)
+        sheet, tiles = session_sheet(stores.catalog, stores.layout, row.id, title=row.url, size=size)
+    target = Path(output or f"{row.label}.png")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(png_bytes(sheet))
+    series = [{"label": t.label, "rendered": t.rendered, "problem": t.problem} for t in tiles]
     if as_json:
-        print_json(results)
+        print_json({"session": row.url, "file": str(target), "series": series})
+        return
+    placeholders = sum(1 for t in tiles if not t.rendered)
+    click.echo(f"wrote {target} ({len(tiles)} series, {placeholders} placeholder(s))")
+    for tile in tiles:
+        if not tile.rendered:
+            click.echo(colour(f"  {tile.label}: {tile.problem}", "yellow"))
+
+
+@prearchive.command("preview")
+@store_options
+@click.argument("session")
+@click.option("--scan", "scans", multiple=True, help="Only these scans (repeatable).")
+@json_option
+def preview(config: Config, session: str, scans: tuple[str, ...], as_json: bool) -> None:
+    """What anonymization will change, on the first instance of each scan (nothing is written).
+
+    Example:
+
+        dicomd prearchive preview demo/20240619_091425123/S1 --scan 2
+    """
+    from dicomd.cli.anonpreview import preview_session
+
+    with open_stores(config) as stores:
+        row = stores.prearchive.resolve(session)
+        report = preview_session(stores, row, scans)
+    if as_json:
+        print_json(report)
+        return
+    if not report["enabled"]:
+        click.echo(report["message"])
+        return
+    print_fields([("session", row.url), ("archive subject", report["subject"]),
+                  ("archive label", report["label"]), ("anonymization", report["fingerprint"])])
+    for scan in report["scans"]:
+        click.echo(colour(f"\nscan {scan['scan_id']} ({scan['file']})", bold=True))
+        if scan.get("error"):
+            click.echo(colour(f"  cannot preview: {scan['error']}", "red"))
+            continue
+        if scan.get("burned_in"):
+            click.echo(colour(f"  held for review: {scan['burned_in']}", "yellow"))
+        print_table(scan["changes"], ("action", "path", "keyword", "before", "after"))

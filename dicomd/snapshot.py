@@ -1,0 +1,201 @@
+"""Contact sheets: one representative image per series (middle slice or frame, windowed) as a PNG.
+
+An operator looks at the sheet for burned-in text before archiving. Compressed transfer syntaxes
+are decoded by pydicom's plugins (pylibjpeg, -libjpeg, -openjpeg, -rle). A series that cannot be
+rendered gets a labelled placeholder tile; rendering never raises for bad pixel data.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from dicomd.catalog import Catalog, InstanceRow
+from dicomd.layout import Layout
+
+logger = logging.getLogger(__name__)
+
+TILE = 256
+LABEL_HEIGHT = 34
+MAX_COLUMNS = 4
+BACKGROUND = (24, 24, 24)
+PLACEHOLDER = (70, 40, 40)
+ORDER_TAGS = [0x00200013, 0x00200032]  # InstanceNumber, ImagePositionPatient
+
+
+@dataclass(frozen=True)
+class SeriesPick:
+    """The instance chosen to represent one series, and the words under its tile."""
+
+    scan_id: str
+    label: str
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class Tile:
+    label: str
+    image: Image.Image
+    rendered: bool
+    problem: str = ""
+
+
+def pick_series(catalog: Catalog, layout: Layout, session_id: int) -> list[SeriesPick]:
+    """One instance per scan: the middle one in instance-number order."""
+    by_scan: dict[str, list[InstanceRow]] = {}
+    for inst in catalog.instances(session_id):
+        by_scan.setdefault(inst.scan_id, []).append(inst)
+    picks: list[SeriesPick] = []
+    for scan in catalog.scans(session_id):
+        members = by_scan.get(scan["scan_id"], [])
+        label = _label(scan["scan_id"], scan.get("modality", ""), scan.get("description", ""), len(members))
+        if not members:
+            picks.append(SeriesPick(scan["scan_id"], label, None))
+            continue
+        paths = [layout.resolve(i.path) for i in members]
+        picks.append(SeriesPick(scan["scan_id"], label, _middle(paths)))
+    return picks
+
+
+def _label(scan_id: str, modality: str, description: str, count: int) -> str:
+    words = f"{scan_id} {modality} {description}".strip()
+    return f"{words} ({count})"
+
+
+def _middle(paths: Sequence[Path]) -> Path:
+    if len(paths) <= 2:
+        return paths[0]
+
+    def order(path: Path) -> tuple[float, str]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=ORDER_TAGS, force=True)
+            number = float(ds.get("InstanceNumber") or 0)
+        except Exception:  # noqa: BLE001 - an unreadable header only loses its place in the order
+            number = 0.0
+        return number, path.name
+
+    return sorted(paths, key=order)[len(paths) // 2]
+
+
+def render_tile(path: Path | None, label: str, size: int = TILE) -> Tile:
+    """The instance's middle frame as a windowed 8-bit tile, or a placeholder saying why not."""
+    if path is None:
+        return _placeholder(label, "no instances", size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = _to_image(path)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure becomes a placeholder
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+        logger.info("snapshot: cannot render %s: %s", path.name, problem)
+        return _placeholder(label, problem, size)
+    scale = min(size / image.width, size / image.height)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                         Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size), BACKGROUND)
+    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    return Tile(label, canvas, True)
+
+
+def _to_image(path: Path) -> Image.Image:
+    header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    if "Rows" not in header or "Columns" not in header:
+        raise ValueError("no image (not a pixel-data object)")
+    frames = int(header.get("NumberOfFrames") or 1)
+    index = frames // 2
+    ds = Dataset()
+    arr = pixel_array(str(path), index=index if frames > 1 else None, ds_out=ds)
+    return Image.fromarray(_to_uint8(arr, ds, index if frames > 1 else 0))
+
+
+def _to_uint8(arr: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        samples = 3
+    if samples == 3:
+        if arr.ndim != 3:
+            raise ValueError(f"unexpected colour array shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            top = float(arr.max()) or 1.0
+            arr = (arr.astype(np.float64) * (255.0 / top)).clip(0, 255)
+        return arr.astype(np.uint8)
+    if arr.ndim != 2:
+        raise ValueError(f"unexpected monochrome array shape {arr.shape}")
+    values = apply_modality_lut(arr, ds).astype(np.float64)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds, index=index).astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = (float(v) for v in np.percentile(values, (1, 99)))
+    if high <= low:
+        high = low + 1.0
+    scaled = ((values - low) * (255.0 / (high - low))).clip(0, 255)
+    if photometric == "MONOCHROME1":
+        scaled = 255.0 - scaled
+    return scaled.astype(np.uint8)
+
+
+def _placeholder(label: str, problem: str, size: int) -> Tile:
+    canvas = Image.new("RGB", (size, size), PLACEHOLDER)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    lines = ["cannot render", *_wrap(problem, max(size // 7, 10))][:8]
+    for i, text in enumerate(lines):
+        draw.text((8, 8 + 14 * i), text, fill=(235, 220, 220), font=font)
+    return Tile(label, canvas, False, problem)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return [text[i:i + width] for i in range(0, len(text), width)] or [""]
+
+
+def contact_sheet(tiles: Sequence[Tile], *, title: str = "", size: int = TILE) -> Image.Image:
+    """Tiles on a grid, each with its label underneath, and a title line on top."""
+    count = max(len(tiles), 1)
+    columns = min(count, MAX_COLUMNS)
+    rows = math.ceil(count / columns)
+    top = 22 if title else 0
+    sheet = Image.new("RGB", (columns * size, top + rows * (size + LABEL_HEIGHT)), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    if title:
+        draw.text((6, 5), title, fill=(255, 255, 255), font=font)
+    if not tiles:
+        draw.text((8, top + 8), "(no series)", fill=(255, 255, 255), font=font)
+    for i, tile in enumerate(tiles):
+        x, y = (i % columns) * size, top + (i // columns) * (size + LABEL_HEIGHT)
+        sheet.paste(tile.image, (x, y))
+        for n, text in enumerate(_wrap(tile.label, max(size // 7, 10))[:2]):
+            draw.text((x + 4, y + size + 3 + 14 * n), text, fill=(230, 230, 230), font=font)
+    return sheet
+
+
+def session_sheet(catalog: Catalog, layout: Layout, session_id: int, *, title: str = "",
+                  size: int = TILE) -> tuple[Image.Image, list[Tile]]:
+    tiles = [render_tile(p.path, p.label, size) for p in pick_series(catalog, layout, session_id)]
+    return contact_sheet(tiles, title=title, size=size), tiles
+
+
+def files_sheet(paths: Sequence[Path], *, title: str = "", size: int = TILE) -> tuple[Image.Image, list[Tile]]:
+    """A sheet of loose files, one tile each (for `dicomd prearchive snapshot` tests and ad-hoc use)."""
+    tiles = [render_tile(Path(p), Path(p).name, size) for p in paths]
+    return contact_sheet(tiles, title=title, size=size), tiles
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
