@@ -156,7 +156,7 @@ class Archiver:
             self.catalog.job(job_id), study_uid=study_uid, fingerprint=fingerprint, actor=actor
         )
         target = self.catalog.session(target_id)
-        logger.info("archived session %d as %s (%d instances)", session_id, target.url, len(plan))
+        logger.info("archived session #%d into %s (%d instances)", session_id, target.ref, len(plan))
         return ArchiveResult(target_id, target.url, len(plan))
 
     def _stage(
@@ -275,23 +275,30 @@ class Archiver:
 
     # ------------------------------------------------------------------ recovery
 
-    def recover(self) -> list[str]:
-        """Finish or roll back archive jobs a crash interrupted. Returns what was done."""
+    def recover(self, *, dry_run: bool = False) -> list[str]:
+        """Finish or roll back archive jobs a crash interrupted. Returns what was (or, with
+        ``dry_run``, would be) done; a dry run changes nothing."""
+        import json
+
         done: list[str] = []
         for job in self.catalog.archive_jobs(["staging"]):
-            work = self.layout.work / f"job-{job['id']}"
-            self._rollback(job["id"], job["session_id"], work, READY, "archive interrupted by a restart; rolled back", "recovery")
+            if not dry_run:
+                work = self.layout.work / f"job-{job['id']}"
+                self._rollback(job["id"], job["session_id"], work, READY, "archive interrupted by a restart; rolled back", "recovery")
             done.append(f"archive job {job['id']}: rolled back (session {job['session_id']} READY)")
         for job in self.catalog.archive_jobs(["moving"]):
+            if dry_run:
+                done.append(f"archive job {job['id']}: finished (archive {job['project']}/{job['label']})")
+                continue
             target = self._roll_forward(job, actor="recovery")
             done.append(f"archive job {job['id']}: finished (archive session {target})")
         for job in self.catalog.archive_jobs(["done"]):
-            import json
-
-            self._cleanup(job, json.loads(job["plan"]), [])
+            if not dry_run:
+                self._cleanup(job, json.loads(job["plan"]), [])
             done.append(f"archive job {job['id']}: cleaned up")
-        for line in done:
-            logger.warning("recovery: %s", line)
+        if not dry_run:
+            for line in done:
+                logger.warning("recovery: %s", line)
         return done
 
 

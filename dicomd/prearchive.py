@@ -234,7 +234,7 @@ class Prearchive:
         storage.remove_empty_dirs(folder.parent, self.layout.prearchive)
         crashpoint("delete.removed")
         self.catalog.delete_session_rows(session.id, "deleted from the prearchive", actor)
-        logger.info("deleted prearchive session %s", session.url)
+        logger.info("deleted %s", session.ref)
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -291,16 +291,16 @@ class Prearchive:
         done: list[str] = []
         for session in self.catalog.sessions_in(PREARCHIVE, [MOVING]):
             info = json.loads(session.summary or "{}").get("moving_to")
-            done.append(f"{session.url}: move interrupted; finished")
+            done.append(f"{session.ref}: move interrupted; finished")
             if not dry_run and info:
                 target, stamp = info
                 self._finish_move(session, target, stamp, f"prearchive/{target}/{stamp}/{session.label}", "recovery")
         for session in self.catalog.sessions_in(PREARCHIVE, [DELETING]):
-            done.append(f"{session.url}: delete interrupted; finished")
+            done.append(f"{session.ref}: delete interrupted; finished")
             if not dry_run:
                 self._finish_delete(session, "recovery")
         for session in self.catalog.sessions_in(PREARCHIVE, [BUILDING]):
-            done.append(f"{session.url}: build interrupted; back to RECEIVING")
+            done.append(f"{session.ref}: build interrupted; back to RECEIVING")
             if not dry_run:
                 self.catalog.set_status(session.id, RECEIVING, "build interrupted by a restart", actor="recovery")
         for session in self.catalog.sessions_in(PREARCHIVE, [*RECEIVABLE]):
@@ -315,7 +315,7 @@ class Prearchive:
             for leftover in self.layout.tmp.iterdir():
                 if leftover.is_file():
                     leftover.unlink(missing_ok=True)
-        for line in done:
+        for line in done if not dry_run else ():
             logger.warning("recovery: %s", line)
         return done
 
