@@ -20,6 +20,11 @@ class Rejected(InvalidInput):
     """Data refused on purpose (an anonymization script's reject, a policy). Quarantined."""
 
 
+class HostileArchive(InvalidInput):
+    """An archive refused as hostile: paths escaping the target, links, devices, too many members
+    or too many uncompressed bytes. HTTP 400."""
+
+
 class StorageFull(DicomdError):
     """Free space is below the configured floor, or the disk is full. DIMSE 0xA700, HTTP 507."""
 

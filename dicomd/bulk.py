@@ -1,0 +1,479 @@
+"""Stage a batch of files at once: a zip, a tar (plain, gz, bz2, xz), one DICOM file or a folder.
+
+A batch is all-or-nothing. Archives are expanded member by member into a temporary folder under
+``tmp/`` (never whole in memory), refusing hostile ones (paths escaping the target, links, devices,
+too many members, too many uncompressed bytes - counted as they are written, not as the headers
+claim). Every member's header is checked before anything is staged; an unparseable member fails
+the batch unless ``ignore_unparsable`` is set, in which case it is quarantined. If staging fails
+part-way, what the batch added is removed again, so a failed upload leaves nothing behind.
+
+Example::
+
+    result = stage_batch(stores, Path("upload.zip"), Source("HTTP", address="10.0.0.7"))
+    print(result.staged, [s.url for s in result.sessions])
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import stat
+import struct
+import tarfile
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Callable, Iterator
+
+from dicomd import storage
+from dicomd.catalog import SessionRow
+from dicomd.errors import HostileArchive, InvalidInput, Rejected, StorageFailure, StorageFull
+from dicomd.header import HeaderInfo, read_header
+from dicomd.ingest import Source, Staged, quarantine
+from dicomd.layout import safe_name
+
+if TYPE_CHECKING:
+    from dicomd.daemon import Stores
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+MAX_HEADER_READ = 16 * 1024 * 1024  # a tar header (pax, GNU long name) larger than this is hostile
+ZIP = "zip"
+TAR = "tar"
+FOLDER = "folder"
+FILE = "file"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CENTRAL_DIR_SIG = b"PK\x01\x02"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may hold before it is refused as hostile."""
+
+    max_members: int = 100_000
+    max_uncompressed_bytes: int = 64 * 2**30
+    max_member_bytes: int = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch did. ``bad`` holds (member name, reason) of every member not staged."""
+
+    sessions: tuple[SessionRow, ...]
+    staged: int
+    duplicates: int
+    bad: tuple[tuple[str, str], ...]
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of a batch: its name inside the batch and where its bytes are now."""
+
+    name: str
+    path: Path
+    temporary: bool  # True when the file is ours (extracted) and may be consumed
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------------------------- public
+
+
+def detect(path: Path) -> str:
+    """"folder", "zip", "tar" or "file" from the leading bytes (never the name)."""
+    if path.is_dir():
+        return FOLDER
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
+        return ZIP
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return TAR
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return TAR
+    return FILE
+
+
+def stage_batch(
+    stores: "Stores",
+    path: Path,
+    source: Source,
+    *,
+    ignore_unparsable: bool = False,
+    limits: Limits = Limits(),
+    progress: Progress | None = None,
+    consume: bool = False,
+) -> BatchResult:
+    """Stage everything in ``path`` as one all-or-nothing batch (see the module docstring).
+
+    ``progress(done, total)`` is called with member counts as members are staged. With ``consume``
+    the caller gives ``path`` up: a single file or a folder's files may be moved into the store
+    (uploads); otherwise originals are copied and left where they are (archives are always
+    extracted, so their members are always moved).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"{path} does not exist")
+    storage.check_free(stores.layout.root, stores.config.min_free_bytes)
+    with _temp_folder(stores) as temp:
+        members = list(expand(path, temp, limits, consume=consume))
+        if not members:
+            raise InvalidInput(f"{path.name}: no files to import")
+        good, bad = check_members(members)
+        if bad and not ignore_unparsable:
+            raise InvalidInput(_describe_bad(path.name, bad))
+        staged, rejected = _stage_all(stores, good, source, progress, len(members))
+        bad += rejected
+        for member, reason in bad:
+            quarantine(
+                stores.layout, stores.catalog, member.path, source,
+                f"{member.name}: {reason}", move=member.temporary,
+            )
+    return _result(stores, staged, bad)
+
+
+def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False) -> Iterator[Member]:
+    """The members of ``path``: extracted into ``temp`` for archives, found in place otherwise."""
+    kind = detect(path)
+    if kind == FOLDER:
+        yield from _walk(path, consume)
+    elif kind == ZIP:
+        yield from _extract_zip(path, temp, _Budget(limits))
+    elif kind == TAR:
+        yield from _extract_tar(path, temp, _Budget(limits))
+    else:
+        yield Member(path.name, path, consume)
+
+
+def check_members(members: list[Member]) -> tuple[list[tuple[Member, HeaderInfo]], list[tuple[Member, str]]]:
+    """Read every member's header; split into (parseable, header) and (unparseable, reason)."""
+    good: list[tuple[Member, HeaderInfo]] = []
+    bad: list[tuple[Member, str]] = []
+    for member in members:
+        try:
+            good.append((member, read_header(member.path)))
+        except InvalidInput as exc:
+            bad.append((member, str(exc)))
+    return good, bad
+
+
+def member_name_ok(name: str) -> str | None:
+    """The normalised relative name of an archive member, or None when it is to be skipped
+    (hidden files, macOS resource forks). Raises HostileArchive for names escaping the target."""
+    if "\x00" in name:
+        raise HostileArchive(f"member name with a NUL byte: {name!r}")
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or _DRIVE.match(norm):
+        raise HostileArchive(f"member with an absolute path: {name!r}")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise HostileArchive(f"member path escapes the archive: {name!r}")
+    if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None
+    return "/".join(parts)
+
+
+# ---------------------------------------------------------------------------------- expansion
+
+
+class _Budget:
+    """Counts members and bytes actually written; refuses what goes over the limits."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.members = 0
+        self.bytes = 0
+
+    def count_member(self, name: str) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise HostileArchive(f"more than {self.limits.max_members} members (at {name!r})")
+
+    def check_claim(self, name: str, claimed: int) -> None:
+        if claimed > self.limits.max_member_bytes:
+            raise HostileArchive(f"member {name!r} claims {claimed} bytes, over {self.limits.max_member_bytes}")
+
+    def copy(self, src: IO[bytes], dst: Path, name: str) -> None:
+        written = 0
+        try:
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    written += len(chunk)
+                    self.bytes += len(chunk)
+                    if written > self.limits.max_member_bytes:
+                        raise HostileArchive(
+                            f"member {name!r} expands past {self.limits.max_member_bytes} bytes"
+                        )
+                    if self.bytes > self.limits.max_uncompressed_bytes:
+                        raise HostileArchive(
+                            f"archive expands past {self.limits.max_uncompressed_bytes} bytes (at {name!r})"
+                        )
+                    out.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"disk full while extracting {name!r}") from exc
+            raise StorageFailure(f"cannot extract {name!r}: {exc.strerror or exc}") from exc
+
+
+def _temp_name(temp: Path, index: int, name: str) -> Path:
+    return temp / f"{index:06d}-{safe_name(name.rsplit('/', 1)[-1], 'member')}"
+
+
+def _extract_zip(path: Path, temp: Path, budget: _Budget) -> Iterator[Member]:
+    with open(path, "rb") as fh:
+        bound = _zip_entry_bound(fh)
+    if bound > budget.limits.max_members:
+        raise HostileArchive(f"zip has up to {bound} entries, more than {budget.limits.max_members}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for index, info in enumerate(zf.infolist()):
+                budget.count_member(info.filename)
+                name = member_name_ok(info.filename)
+                mode = info.external_attr >> 16
+                kind = stat.S_IFMT(mode)
+                if kind == stat.S_IFLNK:
+                    raise HostileArchive(f"member {info.filename!r} is a symbolic link")
+                if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                    raise HostileArchive(f"member {info.filename!r} is not a regular file")
+                if info.is_dir() or kind == stat.S_IFDIR or name is None:
+                    continue
+                if info.flag_bits & 0x1:
+                    raise InvalidInput(f"member {info.filename!r} is encrypted")
+                budget.check_claim(info.filename, info.file_size)
+                dst = _temp_name(temp, index, name)
+                with zf.open(info) as src:
+                    budget.copy(src, dst, info.filename)
+                yield Member(name, dst, True)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise InvalidInput(f"{path.name}: not a readable zip archive: {exc}") from None
+
+
+def _zip_entry_bound(fh: IO[bytes]) -> int:
+    """An upper bound on the entries zipfile would load, counted without loading them: the
+    central-directory signatures between the start of the central directory and its end record."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_len = min(size, 65536 + 22)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return 0  # zipfile will refuse it as not a zip
+    end = size - tail_len + at
+    (cd_size,) = struct.unpack("<I", tail[at + 12 : at + 16])
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if locator >= 0 and at - locator >= 20:
+        (z64_at,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        if z64_at < size:
+            fh.seek(z64_at)
+            record = fh.read(56)
+            if record[:4] == b"PK\x06\x06" and len(record) == 56:
+                (cd_size,) = struct.unpack("<Q", record[40:48])
+                end = z64_at
+    start = max(0, end - cd_size)
+    fh.seek(start)
+    count, carry, remaining = 0, b"", end - start
+    while remaining > 0:
+        chunk = fh.read(min(CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        data = carry + chunk
+        count += data.count(_CENTRAL_DIR_SIG)
+        carry = data[-3:]  # a signature split across chunks is counted once, in the next round
+    return count
+
+
+class _HeaderGuard:
+    """A read/seek/tell wrapper for tarfile that refuses giant single reads (hostile pax or
+    GNU long-name headers would otherwise be read whole into memory)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_HEADER_READ:
+            raise HostileArchive(f"tar header or read of {size} bytes refused")
+        return self.raw.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def _open_decompressed(path: Path) -> IO[bytes]:
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if head[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _extract_tar(path: Path, temp: Path, budget: _Budget) -> Iterator[Member]:
+    raw = _open_decompressed(path)
+    try:
+        with tarfile.open(fileobj=_HeaderGuard(raw), mode="r:") as tf:  # type: ignore[call-overload]
+            index = 0
+            while True:
+                info = tf.next()
+                if info is None:
+                    break
+                index += 1
+                budget.count_member(info.name)
+                name = member_name_ok(info.name)
+                if info.issym() or info.islnk():
+                    raise HostileArchive(f"member {info.name!r} is a link")
+                if info.isdir():
+                    continue
+                if not info.isfile():
+                    raise HostileArchive(f"member {info.name!r} is a device, fifo or special file")
+                if name is None:
+                    continue
+                budget.check_claim(info.name, info.size)
+                src = tf.extractfile(info)
+                if src is None:  # pragma: no cover - isfile() members always have data
+                    continue
+                dst = _temp_name(temp, index, name)
+                with src:
+                    budget.copy(src, dst, info.name)
+                yield Member(name, dst, True)
+                tf.members.clear()  # tarfile remembers every member; we never look back
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"disk full while extracting {path.name}") from exc
+        raise InvalidInput(f"{path.name}: not a readable tar archive: {exc}") from None
+    finally:
+        raw.close()
+
+
+def _walk(folder: Path, consume: bool) -> Iterator[Member]:
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root, name)
+            if path.is_symlink() or not path.is_file():
+                logger.warning("not importing %s: not a regular file (links are not followed)", path)
+                continue
+            yield Member(str(path.relative_to(folder)), path, consume)
+
+
+# ---------------------------------------------------------------------------------- staging
+
+
+def _stage_all(
+    stores: "Stores",
+    good: list[tuple[Member, HeaderInfo]],
+    source: Source,
+    progress: Progress | None,
+    total: int,
+) -> tuple[list[Staged], list[tuple[Member, str]]]:
+    started = time.time()
+    staged: list[Staged] = []
+    rejected: list[tuple[Member, str]] = []
+    try:
+        for done, (member, _header) in enumerate(good, start=1):
+            try:
+                staged.append(stores.ingest.stage(member.path, source, move=member.temporary))
+            except Rejected as exc:
+                rejected.append((member, f"rejected: {exc}"))
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        _roll_back(stores, staged, started)
+        raise
+    return staged, rejected
+
+
+def _roll_back(stores: "Stores", staged: list[Staged], started: float) -> None:
+    """Remove what this batch added: new instance rows and files, and sessions it created that
+    are left empty. Replaced instances keep their new bytes (the old ones are gone)."""
+    catalog, layout = stores.catalog, stores.layout
+    sessions: dict[int, SessionRow] = {}
+    for item in staged:
+        sessions[item.session.id] = item.session
+        if item.outcome != "added":
+            if item.outcome == "replaced":
+                logger.warning("roll back: %s was replaced by this batch and keeps the new bytes", item.path.name)
+            continue
+        rel = layout.relative(item.path)
+        ids = [r.id for r in catalog.instance_by_uid(item.sop_instance_uid)
+               if r.session_id == item.session.id and r.path == rel]
+        try:
+            catalog.remove_instance_rows(ids)
+            item.path.unlink(missing_ok=True)
+            storage.remove_empty_dirs(item.path.parent, layout.prearchive)
+        except Exception:  # noqa: BLE001 - keep rolling back the rest; recovery reconciles later
+            logger.exception("roll back: could not remove %s", item.path.name)
+    for session_id, row in sessions.items():
+        try:
+            current = catalog.session(session_id)
+            if current.instances == 0 and current.created_at >= started:
+                stores.ingest.forget_session(session_id)
+                catalog.delete_session_rows(session_id, "batch import failed; rolled back", "import")
+                storage.remove_empty_dirs(layout.session_dir(row.relative_dir), layout.prearchive)
+            else:
+                catalog.refresh_counts(session_id)
+        except Exception:  # noqa: BLE001
+            logger.exception("roll back: could not clean session %d", session_id)
+    logger.warning("batch failed: rolled back %d staged instance(s)", len(staged))
+
+
+def _result(stores: "Stores", staged: list[Staged], bad: list[tuple[Member, str]]) -> BatchResult:
+    ids = list(dict.fromkeys(s.session.id for s in staged))
+    sessions = tuple(stores.catalog.session(i) for i in ids)
+    duplicates = sum(1 for s in staged if s.outcome == "duplicate")
+    return BatchResult(
+        sessions=sessions,
+        staged=len(staged) - duplicates,
+        duplicates=duplicates,
+        bad=tuple((m.name, reason) for m, reason in bad),
+        quarantined=len(bad),
+    )
+
+
+def _describe_bad(batch: str, bad: list[tuple[Member, str]], shown: int = 20) -> str:
+    lines = [f"{m.name}: {reason}" for m, reason in bad[:shown]]
+    more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+    return f"{batch}: {len(bad)} unparseable member(s), nothing staged: " + "; ".join(lines) + more
+
+
+# ---------------------------------------------------------------------------------- temp folder
+
+
+class _temp_folder:
+    """A private folder under tmp/ for one batch, removed on exit whatever happened."""
+
+    def __init__(self, stores: "Stores") -> None:
+        self.path = stores.layout.tmp / f"batch-{uuid.uuid4().hex}"
+
+    def __enter__(self) -> Path:
+        storage.ensure_dir(self.path)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
