@@ -213,6 +213,11 @@ class SessionRow:
         return f"/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
 
     @property
+    def ref(self) -> str:
+        """A name for logs: no labels, which may be derived from patient names or IDs."""
+        return f"session #{self.id} ({self.stage} {self.project})"
+
+    @property
     def relative_dir(self) -> str:
         if self.stage == PREARCHIVE:
             return f"prearchive/{self.project}/{self.timestamp}/{self.label}"

@@ -191,5 +191,6 @@ def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, rea
     storage.write_bytes_durably(folder / "reason.json", json.dumps(detail, indent=2).encode())
     (folder / "reason.txt").write_text(reason + "\n")
     entry = catalog.add_quarantine(source=source.describe(), reason=reason, path=layout.relative(target), size=size)
-    logger.warning("quarantined %s from %s: %s (entry %d)", path.name, source.describe(), reason, entry)
+    logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), reason, entry)
+    logger.debug("quarantine entry %d was %s", entry, path.name)
     return entry

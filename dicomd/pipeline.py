@@ -64,7 +64,7 @@ class SessionWatcher:
             if row is None:
                 continue
             built += 1
-            logger.info("built session %s: %d scans, %d instances", row.url, row.scans, row.instances)
+            logger.info("built %s: %d scans, %d instances", row.ref, row.scans, row.instances)
             self._maybe_archive(row)
         return built
 
@@ -92,6 +92,6 @@ class SessionWatcher:
     def _archive(self, row: SessionRow, policy: str) -> None:
         try:
             result = self.archiver.archive(row.id, overwrite=policy, actor="auto-archive")
-            logger.info("auto-archived %s -> %s", row.url, result.url)
+            logger.info("auto-archived %s -> archive session #%d", row.ref, result.session_id)
         except DicomdError as exc:
-            logger.warning("auto-archive of %s stopped: %s", row.url, exc)
+            logger.warning("auto-archive of %s stopped: %s", row.ref, exc)

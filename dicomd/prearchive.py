@@ -250,7 +250,7 @@ class Prearchive:
                     continue
                 rel = self.layout.relative(path)
                 if path.name.startswith(".") and path.name.endswith(".part"):
-                    findings.append(f"{rel}: unfinished temporary file removed")
+                    findings.append(f"{session.ref}: {path.name}: unfinished temporary file removed")
                     if not dry_run:
                         path.unlink(missing_ok=True)
                     continue
@@ -258,16 +258,16 @@ class Prearchive:
         missing = [inst for p, inst in rows.items() if p not in on_disk]
         extra = sorted(on_disk - set(rows))
         for inst in missing:
-            findings.append(f"{inst.path}: in the catalog but not on disk; row removed")
+            findings.append(f"{session.ref}: {Path(inst.path).name}: in the catalog but not on disk; row removed")
         adopted: list[NewInstance] = []
         for rel in extra:
             try:
                 header = read_header(self.layout.root / rel)
             except InvalidInput as exc:
-                findings.append(f"{rel}: on disk but unreadable ({exc}); left in place")
+                findings.append(f"{session.ref}: {Path(rel).name}: on disk but unreadable ({exc}); left in place")
                 continue
             digest, size = storage.sha256_file(self.layout.root / rel)
-            findings.append(f"{rel}: on disk but not in the catalog; adopted")
+            findings.append(f"{session.ref}: {Path(rel).name}: on disk but not in the catalog; adopted")
             scan_id = Path(rel).parent.parent.name
             adopted.append(
                 NewInstance(
@@ -310,7 +310,7 @@ class Prearchive:
             for session_dir in self.layout.prearchive.glob("*/*/*"):
                 rel = self.layout.relative(session_dir)
                 if session_dir.is_dir() and rel not in known:
-                    done.append(f"{rel}: folder without a catalog session; left for an operator (dicomd check)")
+                    done.append(f"prearchive/{session_dir.parent.parent.name}/{session_dir.parent.name}/...: folder without a catalog session; left for an operator")
         if self.layout.tmp.exists() and not dry_run:
             for leftover in self.layout.tmp.iterdir():
                 if leftover.is_file():
