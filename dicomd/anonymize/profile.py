@@ -309,9 +309,10 @@ def scrub(text: str, tokens: tuple[str, ...]) -> str:
 def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
     """Strings that identify this instance's patient, for cleaning free text."""
     tokens: set[str] = set()
-    for keyword in ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-                    "ResponsiblePerson"):
-        for value in _values(ds.get(keyword)):
+    for elem in ds.iterall():  # every person name anywhere: patient, physicians, operators...
+        if elem.VR != "PN":
+            continue
+        for value in _values(elem):
             for part in re.split(r"[\^=\s,]+", str(value)):
                 if len(part) >= 3:
                     tokens.add(part)
@@ -319,7 +320,7 @@ def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
                 tokens.add(str(value).strip())
     for keyword in ("PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
                     "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator"):
-        for value in _values(ds.get(keyword)):
+        for value in _values(ds[keyword] if keyword in ds else None):
             if len(str(value).strip()) >= 3:
                 tokens.add(str(value).strip())
     for item in ds.get("OtherPatientIDsSequence") or ():
