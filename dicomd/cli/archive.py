@@ -3,13 +3,25 @@ from __future__ import annotations
 import click
 
 from dicomd.catalog import ARCHIVE
-from dicomd.cli.common import json_option, print_json, print_table, store_options
+from dicomd.cli.common import (
+    colour,
+    human_bytes,
+    json_option,
+    open_stores,
+    print_fields,
+    print_json,
+    print_table,
+    stamp,
+    store_options,
+)
 from dicomd.config import Config
-from dicomd.daemon import Stores
 from dicomd.errors import DicomdError
 from dicomd.prearchive import archive_row
 
-LIST_COLUMNS = ("project", "subject", "label", "scans", "instances", "modalities", "scan_date", "custom")
+LIST_COLUMNS = ("project", "subject", ("label", "session"), "scans", "instances", "modalities",
+                ("scan_date", "study date"), ("archived", "archived"), ("custom", "fields"))
+SCAN_COLUMNS = (("scan_id", "scan"), ("series_number", "series"), ("description", "description"),
+                ("modality", "modality"), ("instances", "instances"), ("size", "size"))
 
 
 def parse_where(values: tuple[str, ...]) -> dict[str, str]:
@@ -24,7 +36,14 @@ def parse_where(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.group()
 def archive() -> None:
-    """Query the archive catalog."""
+    """Query the archive catalog.
+
+    SESSION is P/LABEL, its url (/archive/projects/P/subjects/S/experiments/LABEL), or a unique label.
+
+    Example:
+
+        dicomd archive list --project demo
+    """
 
 
 @archive.command("list")
@@ -41,16 +60,13 @@ def list_sessions(config: Config, projects: tuple[str, ...], subject: str | None
 
         dicomd archive list --project demo --where scanner=Prisma --json
     """
-    stores = Stores.open(config)
-    try:
+    with open_stores(config) as stores:
         rows = [archive_row(r) for r in stores.catalog.sessions(ARCHIVE, projects=projects, subject=subject,
                                                                 where=parse_where(where))]
-    finally:
-        stores.close()
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, LIST_COLUMNS)
+        print_table([{**r, "archived": stamp(r["archived_at"])} for r in rows], LIST_COLUMNS)
 
 
 @archive.command("show")
@@ -64,19 +80,26 @@ def show(config: Config, session: str, as_json: bool) -> None:
 
         dicomd archive show demo/SESSION1
     """
-    stores = Stores.open(config)
-    try:
+    with open_stores(config) as stores:
         row = stores.prearchive.resolve(session, stage=ARCHIVE)
-        data = {**archive_row(row), "scans_detail": stores.catalog.scans(row.id),
-                "history": stores.catalog.history(row.id)}
-    finally:
-        stores.close()
+        data = {**archive_row(row), "bytes": row.bytes, "anonymization": row.anonymization,
+                "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in stores.catalog.scans(row.id)],
+                "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)]}
     if as_json:
         print_json(data)
         return
-    for key in ("project", "subject", "label", "study_instance_uid", "instances", "modalities", "url"):
-        click.echo(f"{key:20} {data[key]}")
-    print_table(data["scans_detail"], ("scan_id", "series_number", "description", "modality", "instances", "bytes"))
+    print_fields([("session", data["url"]), ("project", data["project"]), ("subject", data["subject"]),
+                  ("label", data["label"]), ("study uid", data["study_instance_uid"]),
+                  ("study date", data["scan_date"]), ("modalities", data["modalities"]),
+                  ("scans", data["scans"]), ("instances", data["instances"]), ("size", human_bytes(data["bytes"])),
+                  ("archived", stamp(data["archived_at"])), ("anonymization", data["anonymization"] or "none")])
+    if data["custom"]:
+        click.echo(colour("\nmapped fields", bold=True))
+        print_fields(sorted(data["custom"].items()))
+    click.echo(colour("\nscans", bold=True))
+    print_table(data["scans_detail"], SCAN_COLUMNS)
+    click.echo(colour("\nhistory", bold=True))
+    print_table(data["history"], (("when", "when"), ("status", "status"), ("actor", "by"), ("reason", "reason")))
 
 
 __all__ = ["archive", "DicomdError"]

@@ -1,0 +1,388 @@
+"""Operations commands: `dicomd status`, `dicomd dump`, `dicomd config check|keys`, `dicomd check`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from dicomd import config as config_mod
+from dicomd.catalog import ARCHIVE, CONFLICT, ERROR, PREARCHIVE, REVIEW
+from dicomd.cli.common import (
+    colour,
+    human_bytes,
+    json_option,
+    open_stores,
+    print_fields,
+    print_json,
+    print_table,
+    stamp,
+    store_options,
+)
+from dicomd.config import Config
+from dicomd.errors import ConfigError, InvalidInput, NotFound
+
+PROBLEM_STATES = (ERROR, CONFLICT, REVIEW)
+MAX_VALUE = 100
+
+
+# --------------------------------------------------------------------------- status
+
+
+@click.command()
+@store_options
+@json_option
+def status(config: Config, as_json: bool) -> None:
+    """Receivers and ports, sessions per state, disk free and the last errors (works while the daemon runs).
+
+    Example:
+
+        dicomd status --config config.example.toml
+    """
+    with open_stores(config) as stores:
+        counts = stores.catalog.status_counts()
+        held = len(stores.catalog.quarantine())
+        problems = [
+            {"session": r.url, "status": r.status, "reason": r.reason, "when": stamp(r.updated_at)}
+            for r in stores.catalog.sessions_in(PREARCHIVE, PROBLEM_STATES)
+        ]
+        events = [
+            {"when": stamp(e["at"]), "kind": e["kind"], "detail": _event_text(e["detail"])}
+            for e in stores.catalog.events(kinds=["quarantined"], limit=5)
+        ]
+    disk = shutil.disk_usage(config.data_dir)
+    data = {
+        "config": config.source,
+        "data_dir": str(config.data_dir),
+        "receivers": [
+            {"ae_title": r.ae_title, "bind": r.bind, "port": r.port, "project": r.project,
+             "listening": _listening(r.bind, r.port)}
+            for r in config.receivers
+        ],
+        "http": {"enabled": config.http.enabled, "host": config.http.host, "port": config.http.port,
+                 "listening": _listening(config.http.host, config.http.port) if config.http.enabled else None},
+        "drop_folders": [f.path for f in config.drop_folders],
+        "prearchive": counts.get(PREARCHIVE, {}),
+        "archive": counts.get(ARCHIVE, {}),
+        "quarantine_held": held,
+        "disk": {"free": disk.free, "total": disk.total, "min_free": config.min_free_bytes,
+                 "below_floor": disk.free < config.min_free_bytes},
+        "problems": problems,
+        "recent_quarantine": events,
+    }
+    if as_json:
+        print_json(data)
+        return
+    _print_status(data)
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    disk = data["disk"]
+    free = f"{human_bytes(disk['free'])} of {human_bytes(disk['total'])} (floor {human_bytes(disk['min_free'])})"
+    print_fields([("config", data["config"]), ("data", data["data_dir"]),
+                  ("disk free", colour(free, "red") if disk["below_floor"] else free)])
+    click.echo(colour("\nreceivers", bold=True))
+    rows = [{**r, "listening": _yes_no(r["listening"])} for r in data["receivers"]]
+    http = data["http"]
+    if http["enabled"]:
+        rows.append({"ae_title": "(HTTP)", "bind": http["host"], "port": http["port"],
+                     "listening": _yes_no(http["listening"])})
+    print_table(rows, ("ae_title", "bind", "port", "project", "listening"))
+    for folder in data["drop_folders"]:
+        click.echo(f"drop folder  {folder}")
+    click.echo(colour("\nsessions", bold=True))
+    counts = [{"stage": "prearchive", "status": s, "sessions": n} for s, n in sorted(data["prearchive"].items())]
+    counts += [{"stage": "archive", "status": s, "sessions": n} for s, n in sorted(data["archive"].items())]
+    counts.append({"stage": "quarantine", "status": "held", "sessions": data["quarantine_held"]})
+    print_table(counts, ("stage", "status", ("sessions", "count")))
+    if data["problems"]:
+        click.echo(colour("\nsessions needing attention", bold=True))
+        print_table(data["problems"], ("when", "status", "session", "reason"))
+    if data["recent_quarantine"]:
+        click.echo(colour("\nlast refused data", bold=True))
+        print_table(data["recent_quarantine"], ("when", "detail"))
+
+
+def _yes_no(value: bool | None) -> str:
+    return "auto port" if value is None else ("yes" if value else "no")
+
+
+def _listening(host: str, port: int) -> bool | None:
+    """Whether something accepts TCP connections there (None for port 0: chosen at start-up)."""
+    if not port:
+        return None
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    try:
+        with socket.create_connection((target, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _event_text(detail: dict[str, Any]) -> str:
+    return f"{detail.get('source', '')}: {detail.get('reason', '')}"
+
+
+# --------------------------------------------------------------------------- dump
+
+
+@click.command()
+@store_options
+@click.argument("target")
+@click.option("--tag", "tags", multiple=True,
+              help="Only this attribute: keyword (PatientID) or tag (0010,0020) (repeatable).")
+@click.option("--scan", help="With a SESSION: dump the first instance of this scan.")
+@json_option
+def dump(config: Config, target: str, tags: tuple[str, ...], scan: str | None, as_json: bool) -> None:
+    """A readable header dump of a DICOM FILE, or of the first instance of a SESSION.
+
+    SESSION is looked up in the prearchive, then in the archive. Pixel data is not loaded.
+
+    Example:
+
+        dicomd dump demo/20240619_091425123/S1 --tag PatientID --tag "(0008,0060)"
+    """
+    wanted = [parse_tag(t) for t in tags]
+    path = Path(target)
+    if not path.is_file():
+        path = _session_file(config, target, scan)
+    ds = _read(path)
+    if wanted:
+        rows = [_row(ds[t], 0) if t in ds else {"tag": _tag_text(t), "vr": "", "keyword": _keyword(t),
+                                                 "value": None, "depth": 0} for t in wanted]
+    else:
+        rows = list(_walk(ds, 0))
+    if as_json:
+        print_json({"file": str(path), "elements": rows})
+        return
+    click.echo(colour(f"# {path}", bold=True))
+    if ds.file_meta and not wanted:
+        for elem in ds.file_meta:
+            click.echo(_line(_row(elem, 0)))
+    for row in rows:
+        click.echo(_line(row))
+
+
+def parse_tag(text: str) -> int:
+    """A tag from a keyword, '(gggg,eeee)', 'gggg,eeee', 'ggggeeee' or '0xggggeeee'."""
+    from pydicom.datadict import tag_for_keyword
+
+    value = text.strip()
+    number = tag_for_keyword(value)
+    if number is not None:
+        return int(number)
+    cleaned = value.strip("()").replace(",", "").replace(" ", "")
+    if cleaned.lower().startswith("0x"):
+        cleaned = cleaned[2:]
+    if len(cleaned) == 8:
+        try:
+            return int(cleaned, 16)
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{text!r} is not a DICOM keyword or tag", param_hint="--tag")
+
+
+def _session_file(config: Config, name: str, scan: str | None) -> Path:
+    with open_stores(config) as stores:
+        try:
+            row = stores.prearchive.resolve(name)
+        except NotFound:
+            try:
+                row = stores.prearchive.resolve(name, stage=ARCHIVE)
+            except NotFound:
+                raise NotFound(f"{name!r} is neither a file nor a prearchive or archive session") from None
+        instances = stores.catalog.instances(row.id, scan)
+        if not instances:
+            raise NotFound(f"{row.url} has no instances" + (f" in scan {scan}" if scan else ""))
+        return stores.layout.resolve(instances[0].path)
+
+
+def _read(path: Path) -> Any:
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(path, force=True, defer_size=4096)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is "not readable DICOM" here
+            raise InvalidInput(f"{path}: cannot read as DICOM: {type(exc).__name__}: {exc}") from None
+
+
+def _walk(ds: Any, depth: int) -> Iterator[dict[str, Any]]:
+    for elem in ds:
+        yield _row(elem, depth)
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or []):
+                yield {"tag": f"item {i + 1}", "vr": "", "keyword": "", "value": None, "depth": depth + 1}
+                yield from _walk(item, depth + 2)
+
+
+def _row(elem: Any, depth: int) -> dict[str, Any]:
+    return {"tag": _tag_text(elem.tag), "vr": elem.VR, "keyword": elem.keyword or elem.name,
+            "value": _value(elem), "depth": depth}
+
+
+def _value(elem: Any) -> str | None:
+    if elem.VR == "SQ":
+        return f"<{len(elem.value or [])} item(s)>"
+    if elem.tag == 0x7FE00010 or elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        try:
+            size = len(elem.value) if elem.value is not None else 0
+        except Exception:  # noqa: BLE001 - a deferred value may be unreadable
+            size = 0
+        return f"<{size} bytes>"
+    try:
+        value = elem.value
+    except Exception as exc:  # noqa: BLE001 - show what cannot be decoded instead of failing
+        return f"<unreadable: {exc}>"
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE] + "…"
+
+
+def _line(row: dict[str, Any]) -> str:
+    indent = "  " * row["depth"]
+    if row["tag"].startswith("item"):
+        return f"{indent}-- {row['tag']}"
+    value = "(not present)" if row["value"] is None and not row["vr"] else row["value"]
+    return f"{indent}{row['tag']} {row['vr']:2} {row['keyword']:<32} {value}"
+
+
+def _tag_text(tag: int) -> str:
+    return f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
+
+
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or ""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check a configuration file, list every setting.
+
+    Example:
+
+        dicomd config check config.example.toml
+    """
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def config_check(file: str, as_json: bool) -> None:
+    """Validate FILE: unknown keys, bad values, projects, routing rules and anonymization scripts.
+
+    Exit code 1 with a message naming the key and the file when something is wrong.
+
+    Example:
+
+        dicomd config check /etc/dicomd/dicomd.toml
+    """
+    loaded = config_mod.load(file)
+    problems = _script_problems(loaded)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    summary = {
+        "file": file, "ok": True, "data_dir": str(loaded.data_dir),
+        "receivers": [f"{r.ae_title}@{r.bind}:{r.port}" for r in loaded.receivers],
+        "http": f"{loaded.http.host}:{loaded.http.port}" if loaded.http.enabled else "off",
+        "projects": loaded.project_ids(), "drop_folders": [f.path for f in loaded.drop_folders],
+    }
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"{file}: OK")
+    print_fields([("data_dir", summary["data_dir"]), ("receivers", ", ".join(summary["receivers"]) or "(none)"),
+                  ("http", summary["http"]), ("projects", ", ".join(summary["projects"]) or "(none)"),
+                  ("drop folders", ", ".join(summary["drop_folders"]) or "(none)")])
+
+
+def _script_problems(loaded: Config) -> list[str]:
+    scripts = [(f"projects.{pid}.anonymize.script", p.anonymize.script) for pid, p in loaded.projects.items()
+               if p.anonymize.script]
+    if loaded.anonymize.site_script:
+        scripts.append(("anonymize.site_script", loaded.anonymize.site_script))
+    if not scripts:
+        return []
+    try:
+        from dicomd.anonymize import check_script
+    except ImportError:  # pragma: no cover - the package ships with dicomd
+        return []
+    problems: list[str] = []
+    for key, path in scripts:
+        if not os.path.isfile(path):
+            problems.append(f"{loaded.source}: {key}: file not found: {path}")
+            continue
+        problems += [f"{loaded.source}: {key}: {p}" for p in check_script(path)]
+    return problems
+
+
+@config_group.command("keys")
+@json_option
+def config_keys(as_json: bool) -> None:
+    """Every configuration key with its meaning.
+
+    Example:
+
+        dicomd config keys
+    """
+    rows = [{"key": key, "help": text} for key, text in config_mod.describe()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ("key", "help"))
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.command()
+@store_options
+@click.option("--verify-hashes", is_flag=True, help="Also re-hash every file (slow on a big store).")
+@json_option
+def check(config: Config, verify_hashes: bool, as_json: bool) -> None:
+    """Compare the catalog with the disk and list what a restart's recovery would do. Changes nothing.
+
+    Exit code 0 when the store is consistent, 1 when there are findings. While the daemon is
+    running, work in progress (a session being built or archived) shows up too.
+
+    Example:
+
+        dicomd check --config config.example.toml --verify-hashes
+    """
+    from dicomd.reliability import check_store
+
+    with open_stores(config) as stores:
+        recovery = stores.archiver.recover(dry_run=True) + stores.prearchive.recover(dry_run=True)
+        report = check_store(stores.layout, stores.catalog, verify_hashes=verify_hashes)
+    findings = [{"kind": f.kind, "where": f.where, "detail": f.detail} for f in report.findings]
+    if as_json:
+        print_json({"ok": not recovery and not findings, "recovery": recovery, "findings": findings})
+    else:
+        click.echo(colour("recovery at the next start would:", bold=True))
+        for line in recovery or ["(nothing)"]:
+            click.echo(f"  {line}")
+        click.echo(colour("catalog against disk:", bold=True))
+        if findings:
+            print_table(findings, ("kind", "where", "detail"))
+        else:
+            click.echo("  consistent")
+    if recovery or findings:
+        raise SystemExit(1)
+
+
+commands = [status, dump, config_group, check]
