@@ -1,0 +1,111 @@
+"""`dicomd anon`: check DicomEdit scripts, preview a file, show a project's pseudonym map."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import click
+import pydicom
+
+from dicomd.cli.common import print_json, print_table, store_options
+from dicomd.config import Config
+from dicomd.errors import InvalidInput, NotFound, ScriptError
+from dicomd.layout import Layout
+
+PSEUDONYM_FILE = "pseudonyms.sqlite"
+
+
+@click.group()
+def anon() -> None:
+    """De-identification: scripts, previews and the pseudonym map."""
+
+
+@anon.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def check(files: tuple[str, ...]) -> None:
+    """Validate DicomEdit 6 script FILES; each problem is printed with its line and column.
+
+    Example:
+
+        dicomd anon check project.das site.das
+    """
+    from dicomd.anonymize import check_script
+
+    problems = [p for f in files for p in check_script(f)]
+    if problems:
+        raise ScriptError("\n".join(problems))
+    for f in files:
+        click.echo(f"{f}: OK")
+
+
+@anon.command("preview")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--project", required=True, help="The project whose anonymization settings to use.")
+@click.option("--subject", default="", help="Subject label the script sees (default: none).")
+@click.option("--session", default="", help="Session label the script sees (default: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@store_options
+def preview_file(config: Config, file: str, project: str, subject: str, session: str, as_json: bool) -> None:
+    """Show what the project's anonymization would change in FILE, attribute by attribute.
+
+    Nothing is written (the pseudonym key is created if the project has none yet).
+
+    Example:
+
+        dicomd anon preview --project demo scan.dcm
+    """
+    from dicomd.anonymize import Anonymizer, Labels, PseudonymStore, preview
+
+    settings = config.project(project)
+    if settings is None:
+        raise NotFound(f"no project {project!r} in {config.source}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(file)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+        raise InvalidInput(f"{file}: not readable as DICOM: {exc}") from None
+    store = PseudonymStore(Layout(config.data_dir).keys / PSEUDONYM_FILE)
+    anonymizer = Anonymizer(project, settings.anonymize, store)
+    changes = preview(ds, anonymizer, Labels(project, subject, session))
+    if as_json:
+        print_json({"file": file, "fingerprint": anonymizer.fingerprint,
+                    "burned_in": anonymizer.burned_in_reason(ds), "changes": [asdict(c) for c in changes]})
+        return
+    click.echo(f"{file}: {anonymizer.fingerprint}")
+    reason = anonymizer.burned_in_reason(ds)
+    if reason:
+        click.echo(f"review needed: {reason}")
+    print_table([_row(asdict(c)) for c in changes], ["action", "path", "keyword", "before", "after"])
+
+
+def _row(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("" if v is None else v) for k, v in change.items()}
+
+
+@anon.command("map")
+@click.argument("project")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@store_options
+def pseudonym_map(config: Config, project: str, as_json: bool) -> None:
+    """Print PROJECT's original -> pseudonym map (identifying data: for an operator on this machine).
+
+    Example:
+
+        dicomd anon map demo
+    """
+    from dicomd.anonymize import PseudonymStore
+
+    path = Layout(config.data_dir).keys / PSEUDONYM_FILE
+    if not path.exists():
+        raise NotFound(f"no pseudonym store at {path}")
+    rows = PseudonymStore(path).lookup(project)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, ["kind", "original", "pseudonym", "first_seen"])
+
+
+commands = [anon]
