@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicomd import storage
-from dicomd.catalog import CONFLICT, ERROR, READY, Catalog, InstanceRow, SessionRow
+from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, Catalog, InstanceRow, SessionRow
 from dicomd.config import UNASSIGNED, Config
 from dicomd.errors import Conflict, DicomdError, InvalidState, Rejected
 from dicomd.layout import Layout
@@ -284,8 +284,9 @@ class Archiver:
         for job in self.catalog.archive_jobs(["staging"]):
             if not dry_run:
                 work = self.layout.work / f"job-{job['id']}"
-                self._rollback(job["id"], job["session_id"], work, READY, "archive interrupted by a restart; rolled back", "recovery")
-            done.append(f"archive job {job['id']}: rolled back (session {job['session_id']} READY)")
+                # RECEIVING, not READY: the watcher rebuilds it and re-decides (auto-archive resumes)
+            self._rollback(job["id"], job["session_id"], work, RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
+            done.append(f"archive job {job['id']}: rolled back (session {job['session_id']} RECEIVING)")
         for job in self.catalog.archive_jobs(["moving"]):
             if dry_run:
                 done.append(f"archive job {job['id']}: finished (archive {job['project']}/{job['label']})")
