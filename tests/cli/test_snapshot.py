@@ -1,0 +1,60 @@
+"""Contact sheets: a PNG for MR, CT, RGB, JPEG, JPEG 2000 and RLE files; placeholders, never a crash."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from dicomd.snapshot import files_sheet, png_bytes
+
+RENDERABLE = ["MR_small.dcm", "CT_small.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm",
+              "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm", "examples_palette.dcm", "examples_ybr_color.dcm"]
+
+
+def _file(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path, f"pydicom test file {name} is not bundled"
+    return Path(path)
+
+
+@pytest.mark.parametrize("name", RENDERABLE)
+def test_each_kind_renders(name):
+    sheet, tiles = files_sheet([_file(name)])
+    assert [t.rendered for t in tiles] == [True], tiles[0].problem
+    image = Image.open(io.BytesIO(png_bytes(sheet)))
+    assert image.format == "PNG" and image.width >= 256
+    pixels = image.convert("L").crop((0, 0, 256, 256))
+    assert pixels.getextrema()[1] > 60  # something was drawn, not an empty tile
+
+
+def test_non_image_gets_a_labelled_placeholder():
+    sheet, tiles = files_sheet([_file("rtplan.dcm"), _file("MR_small.dcm")])
+    assert [t.rendered for t in tiles] == [False, True]
+    assert "no image" in tiles[0].problem
+    assert sheet.width == 2 * 256
+
+
+def test_cli_snapshot_of_a_staged_session(store, tmp_path):
+    files = [_file(n) for n in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm")]
+    sessions = store.ingest_files(files)  # same study, same SOP Instance UID: one session, one scan
+    row = sessions[0]
+    out = tmp_path / "sheet.png"
+    result = store.cli("prearchive", "snapshot", row.label, "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["file"] == str(out) and all(s["rendered"] for s in report["series"])
+    assert Image.open(out).format == "PNG"
+    assert out.stat().st_mode & 0o077 == 0  # may show burned-in patient data: owner only
+
+
+def test_cli_snapshot_of_a_generated_study_has_one_tile_per_series(store, tmp_path):
+    row = store.ingest_study(21, series=3, instances=5, modality="CT")
+    out = tmp_path / "ct.png"
+    result = store.cli("prearchive", "snapshot", row.label, "-o", str(out), "--size", "128")
+    assert result.exit_code == 0 and "3 series, 0 placeholder(s)" in result.stdout
+    assert Image.open(out).size == (3 * 128, 22 + 128 + 34)
