@@ -364,3 +364,66 @@ def test_project_script_runs_after_the_profile(tmp_path: Path, store):
     assert ds.PatientComments == "added by script"
     assert result.script_hash and anonymizer.fingerprint.endswith(result.script_hash)
     assert "DicomEdit script sha256:" in "".join(ds.DeidentificationMethod)
+
+
+# ------------------------------------------------------------------------------------------ forms seen in XNAT's own test scripts
+
+
+def test_line_continuations():
+    ds = run(V + '(0008,1030) = "nope" ? \\\n    (0008,1030) := "x" : \\\n    (0008,1030) := "continued"\n'
+                 '(0008,103E) := "one \\\nstring"\n(0010,0010) := \\\n  "next line"\n')
+    assert ds.StudyDescription == "continued"
+    assert ds.SeriesDescription == "one string"
+    assert ds.PatientName == "next line"
+
+
+def test_error_lines_count_continued_strings():
+    with pytest.raises(ScriptError, match="line 4, column 16"):
+        parse(V + '(0008,103E) := "a \\\nb"\n(0010,0010) := nope[]\n')
+
+
+def test_delete_a_sequence_item():
+    ds = run(V + "-(0008,1140)[0]\n")
+    assert len(ds.ReferencedImageSequence) == 1
+    assert ds.ReferencedImageSequence[0].PatientName == "Nested^Two"
+    ds = run(V + "-(0008,1140)[1]/(0008,1110)[0]/(0010,0010)\n-(0008,1140)[7]\n")  # missing: no-op
+    assert len(ds.ReferencedImageSequence) == 2
+
+
+def test_retain_private_tags_with_paths_lists_and_variables():
+    ds = _ds()
+    item = ds.ReferencedImageSequence[0]
+    item.private_block(0x0065, "AE 2", create=True).add_new(0x01, "LO", "nested keep")
+    item.private_block(0x0067, "AE 3", create=True).add_new(0x01, "LO", "nested drop")
+    run(V + 'keep := {"(0019,{SIEMENS MR HEADER}0X)", */(0065,{AE 2}XX)}\nretainPrivateTags[keep]\n', ds)
+    block = ds.private_block(0x0019, "SIEMENS MR HEADER")
+    assert block.get_tag(0x0C) in ds and block.get_tag(0x0D) in ds
+    assert not any(t.group == 0x0021 for t in ds.keys())
+    assert item[item.private_block(0x0065, "AE 2").get_tag(0x01)].value == "nested keep"
+    assert not any(t.group == 0x0067 for t in item.keys())
+    ds = run(V + '(0010,0010) = "Patient^Name" ? retainPrivateTags["(0019,{SIEMENS MR HEADER}0C)"]\n')
+    assert ds.private_block(0x0019, "SIEMENS MR HEADER").get_tag(0x0D) not in ds
+    with pytest.raises(ScriptError, match="not a tag path"):
+        parse(V + 'retainPrivateTags["(0019,nope"]\n')
+
+
+def test_reject_inside_a_block():
+    script = V + 'if ((0020,0013) != "1") {\n    reject["only the first instance"]\n}\n'
+    first = _ds()
+    first.InstanceNumber = 1
+    run(script, first)
+    other = _ds()
+    other.InstanceNumber = 2
+    with pytest.raises(Rejected, match="only the first instance"):
+        run(script, other)
+
+
+def test_shift_function_as_a_statement_shifts_in_place():
+    ds = run(V + 'shiftDateByIncrement[(0008,0020), "-19"]\nshiftDateTimeByIncrement[*/(0008,002A), "3600"]\n')
+    assert ds.StudyDate == "20120831"
+    assert ds.AcquisitionDateTime == "20120920005959.25"
+
+
+def test_functions_of_missing_attributes_create_nothing():
+    ds = run(V + "(0008,0058) := hashUID[(0008,0058)]\n(0010,1005) := (0010,0022)\n")
+    assert "FailedSOPInstanceUIDList" not in ds and "PatientBirthName" not in ds

@@ -33,12 +33,16 @@ class UidMaker:
         return int.from_bytes(digest[:16], "big")
 
     def hash_uid(self, value: str) -> str:
+        if not value:
+            return ""  # nothing to hash (a missing attribute): nothing is assigned
         return f"2.25.{self._number('hashUID', value)}"
 
     def new_uid(self, prefix: str = "") -> str:
         return _with_prefix(prefix, uuid.uuid4().int)
 
     def map_uid(self, value: str, prefix: str) -> str:
+        if not value:
+            return ""
         if self.key is not None:
             return _with_prefix(prefix, self._number("mapUID:" + prefix, value))
         with self._lock:

@@ -17,7 +17,8 @@ from dicomd.anonymize.privatetags import PrivateTagSpec
 from dicomd.anonymize.script import functions as fn
 from dicomd.anonymize.script.syntax import (
     Assign, Call, CallCondition, CallStatement, Compare, Condition, Delete, Describe, Echo, IfChain, ListValue,
-    Num, RemoveAllPrivate, Script, SetVar, Statement, Str, TagRef, Ternary, Value, Var, Version, script_error,
+    Num, RemoveAllPrivate, Script, SetVar, Statement, Str, TagRef, Ternary, Value, Var, Version, parse_tagpath,
+    script_error,
 )
 from dicomd.anonymize.script.tagpath import TagPath
 from dicomd.errors import Rejected, ScriptError
@@ -40,7 +41,7 @@ class Run:
     """The state of one script run over one dataset."""
 
     ds: Dataset
-    variables: dict[str, str]
+    variables: dict[str, str | tuple[str | TagPath, ...]]  # a list keeps its tag paths as paths
     uids: fn.UidMaker
     lookup_table: Mapping[str, str]
     source: str
@@ -69,10 +70,19 @@ def _execute(run: Run, st: Statement) -> None:
     if isinstance(st, Assign):
         _assign(run, st)
     elif isinstance(st, SetVar):
-        run.variables[st.name] = _text(run, st.value)
+        if isinstance(st.value, ListValue):
+            run.variables[st.name] = _list_items(run, st.value)
+        else:
+            run.variables[st.name] = _text(run, st.value)
     elif isinstance(st, Delete):
+        item = st.path.last.item
         for container, tag in st.path.find(run.ds):
-            if tag in container:
+            if isinstance(item, int):  # `- (gggg,eeee)[n]` removes one item of a sequence
+                seq = container[tag].value if container[tag].VR == "SQ" else None
+                if seq is not None and 0 <= item < len(seq):
+                    del seq[item]
+                    run.counts.removed += 1
+            elif tag in container:
                 del container[tag]
                 run.counts.removed += 1
     elif isinstance(st, Ternary):
@@ -89,7 +99,10 @@ def _execute(run: Run, st: Statement) -> None:
         for inner in st.otherwise or ():
             _execute(run, inner)
     elif isinstance(st, CallStatement):
-        _call(run, st.call)
+        if st.call.name in _SHIFT_IN_PLACE and isinstance(st.call.args[0], TagRef):
+            _shift_in_place(run, st.call)
+        else:
+            _call(run, st.call)
     elif isinstance(st, RemoveAllPrivate):
         run.counts.removed += _remove_private(run.ds, ())
     elif isinstance(st, Echo):
@@ -100,13 +113,34 @@ def _execute(run: Run, st: Statement) -> None:
         raise ScriptError(f"line {st.line}: cannot run {type(st).__name__}")
 
 
+_SHIFT_IN_PLACE = ("shiftDateByIncrement", "shiftDateTimeByIncrement")
+
+
+def _shift_in_place(run: Run, call: Call) -> None:
+    """`shiftDateByIncrement[(gggg,eeee), n]` on its own line shifts every matching DA/DT in place."""
+    path = call.args[0].path  # type: ignore[union-attr]
+    rest = _flat(run, call.args[1:])
+    for container, tag in path.find(run.ds):
+        elem = container[tag]
+        if elem.VR not in ("DA", "DT") or elem.is_empty:
+            continue
+        shift = fn.shift_date if call.name == "shiftDateByIncrement" else fn.shift_datetime
+        try:
+            new = shift(_element_text(elem), *rest)
+        except ValueError as exc:
+            raise script_error(f"{call.name}[]: {exc}", call.line, call.col, run.source) from None
+        if new != _element_text(elem):
+            elem.value = new
+            run.counts.changes += 1
+
+
 def _assign(run: Run, st: Assign) -> None:
     text = _text(run, st.value)
     found = st.path.find(run.ds)
     for container, tag in found:
         _set(container, tag, text, run, st.line)
-    if found or st.if_exists:
-        return
+    if found or st.if_exists or text == "":
+        return  # nothing to assign to, or nothing worth creating an attribute for
     last = st.path.last
     if not last.concrete:
         return  # a wildcard that matches nothing creates nothing
@@ -180,7 +214,10 @@ def _text(run: Run, value: Value) -> str:
     if isinstance(value, Num):
         return value.text
     if isinstance(value, Var):
-        return run.variables.get(value.name, "")
+        held = run.variables.get(value.name, "")
+        if isinstance(held, tuple):
+            return "\\".join(x if isinstance(x, str) else _tag_text(run, x) for x in held)
+        return held
     if isinstance(value, TagRef):
         return _tag_text(run, value.path)
     if isinstance(value, Call):
@@ -188,6 +225,18 @@ def _text(run: Run, value: Value) -> str:
     if isinstance(value, ListValue):
         return "\\".join(_text(run, v) for v in value.items)
     raise ScriptError(f"cannot evaluate {value!r}")  # pragma: no cover
+
+
+def _list_items(run: Run, value: ListValue) -> tuple[str | TagPath, ...]:
+    items: list[str | TagPath] = []
+    for item in value.items:
+        if isinstance(item, ListValue):
+            items.extend(_list_items(run, item))
+        elif isinstance(item, TagRef):
+            items.append(item.path)
+        else:
+            items.append(_text(run, item))
+    return tuple(items)
 
 
 def _flat(run: Run, args: tuple[Value, ...]) -> list[str]:
@@ -235,13 +284,12 @@ def _dispatch(run: Run, call: Call) -> str:
         reason = _text(run, args[0]) if args else "rejected by the anonymization script"
         raise Rejected(reason or "rejected by the anonymization script")
     if name == "retainPrivateTags":
-        specs = []
-        for arg in args:
-            for item in arg.items if isinstance(arg, ListValue) else (arg,):
-                assert isinstance(item, TagRef)
-                last = item.path.last
-                specs.append(PrivateTagSpec(int(last.group, 16), last.creator or "", int(last.element, 16)))
-        run.counts.removed += _remove_private(run.ds, tuple(specs))
+        keep: set[tuple[int, BaseTag]] = set()
+        for path in _private_paths(run, call, args):
+            for container, tag in path.find(run.ds):
+                keep.add((id(container), tag))
+                keep.add((id(container), BaseTag((tag.group << 16) | (tag.element >> 8))))
+        run.counts.removed += _remove_private_except(run.ds, keep)
         return ""
     if name in ("shiftDateByIncrement", "shiftDateTimeByIncrement"):
         _check_date_arg(run, call)
@@ -299,6 +347,44 @@ def _check_date_arg(run: Run, call: Call) -> None:
         if container[tag].VR not in ("DA", "DT"):
             raise script_error(f"{call.name}[] needs a DA or DT attribute, {arg.path} is {container[tag].VR}",
                                call.line, call.col, run.source)
+
+
+def _private_paths(run: Run, call: Call, args: tuple[Value, ...]) -> list[TagPath]:
+    paths: list[TagPath] = []
+    for arg in args:
+        if isinstance(arg, ListValue):
+            paths += _private_paths(run, call, arg.items)
+        elif isinstance(arg, TagRef):
+            paths.append(arg.path)
+        else:  # a variable holding a list of tag paths (or one, as text)
+            held = run.variables.get(arg.name, "") if isinstance(arg, Var) else _text(run, arg)
+            for text in held if isinstance(held, tuple) else str(held).split("\\"):
+                if isinstance(text, TagPath):
+                    paths.append(text)
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    path = parse_tagpath(text)
+                except ScriptError as exc:
+                    raise script_error(f"retainPrivateTags[]: {text!r} is not a tag path ({exc})",
+                                       call.line, call.col, run.source) from None
+                paths.append(path)
+    return paths
+
+
+def _remove_private_except(ds: Dataset, keep: set[tuple[int, BaseTag]]) -> int:
+    removed = 0
+    for tag in list(ds.keys()):
+        if tag.is_private and (id(ds), tag) not in keep:
+            del ds[tag]
+            removed += 1
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                removed += _remove_private_except(item, keep)
+    return removed
 
 
 def _remove_private(ds: Dataset, keep: tuple[PrivateTagSpec, ...]) -> int:

@@ -53,6 +53,10 @@ def tokenize(text: str, source: str = "") -> list[Token]:
         if c in " \t\r\ufeff":
             i += 1
             continue
+        if c == "\\" and text[i + 1 : i + 2] == "\n" or text[i : i + 3] == "\\\r\n":
+            i = text.index("\n", i) + 1  # a backslash at the end of a line continues the statement
+            line, line_start = line + 1, i
+            continue
         if c == "\n":
             tokens.append(Token("NEWLINE", "\n", line, col))
             line, line_start, i = line + 1, i + 1, i + 1
@@ -65,6 +69,9 @@ def tokenize(text: str, source: str = "") -> list[Token]:
             start = i
             value, i = _read_string(text, i, line, col, source)
             tokens.append(Token("STRING", text[start:i], line, col, value))
+            breaks = text.count("\n", start, i)
+            if breaks:
+                line, line_start = line + breaks, text.rindex("\n", start, i) + 1
             continue
         if c == "(":
             m = _TAG.match(text, i)
@@ -106,6 +113,9 @@ def _read_string(text: str, i: int, line: int, col: int, source: str) -> tuple[s
             break
         if c == "\\" and j + 1 < len(text):
             nxt = text[j + 1]
+            if nxt == "\n" or text[j + 1 : j + 3] == "\r\n":
+                j = text.index("\n", j) + 1  # continued on the next line
+                continue
             if nxt in _ESCAPES:
                 out.append(_ESCAPES[nxt])
                 j += 2
@@ -417,7 +427,7 @@ class Parser:
         tok = self.tok
         if tok.kind == "-":
             self.advance()
-            return Delete(self.tagpath(), tok.line)
+            return Delete(self.tagpath(item_end=True), tok.line)
         if tok.kind == "ID" and tok.text == "echo":
             self.advance()
             return Echo(None if self.tok.kind in _END + (":",) else self.value(), tok.line)
@@ -524,15 +534,25 @@ class Parser:
             want = f"{lo}" if lo == hi else (f"at least {lo}" if hi is None else f"{lo} to {hi}")
             raise self.error(f"{name}[] takes {want} argument(s), got {len(args)}", name_tok)
         if name == "retainPrivateTags":
-            for arg in args:
-                items = arg.items if isinstance(arg, ListValue) else (arg,)
-                for item in items:
-                    if not (isinstance(item, TagRef) and item.path.last.creator is not None):
-                        raise self.error("retainPrivateTags[] takes private tags written (gggg,{CREATOR}ee)",
-                                         name_tok)
+            args = [self.private_paths(arg, name_tok) for arg in args]
         return Call(name, tuple(args), name_tok.line, name_tok.col)
 
-    def tagpath(self) -> TagPath:
+    def private_paths(self, arg: Value, tok: Token) -> Value:
+        """retainPrivateTags' arguments, checked now: private tag paths, as tags or strings, or lists."""
+        if isinstance(arg, ListValue):
+            return ListValue(tuple(self.private_paths(item, tok) for item in arg.items))
+        if isinstance(arg, Var):
+            return arg  # a list variable: its paths are checked when the script runs
+        if isinstance(arg, Str):
+            try:
+                arg = TagRef(parse_tagpath(arg.value))
+            except ScriptError as exc:
+                raise self.error(f"retainPrivateTags[]: {arg.value!r} is not a tag path ({exc})", tok) from None
+        if not isinstance(arg, TagRef) or arg.path.last.creator is None:
+            raise self.error("retainPrivateTags[] takes private tags written (gggg,{CREATOR}ee)", tok)
+        return arg
+
+    def tagpath(self, item_end: bool = False) -> TagPath:
         segments: list[Segment] = []
         start = self.tok
         while True:
@@ -550,8 +570,8 @@ class Parser:
             self.advance()
         if not isinstance(segments[-1], ElementSeg):
             raise self.error("a tag path must end with a tag", start)
-        if segments[-1].item is not None:
-            raise self.error("a tag path cannot end with an item number", start)
+        if segments[-1].item is not None and not (item_end and isinstance(segments[-1].item, int)):
+            raise self.error("only a deletion can end a tag path with an item number", start)
         return TagPath(tuple(segments))
 
     def element_seg(self, tok: Token) -> ElementSeg:
@@ -582,6 +602,15 @@ def _describe(tok: Token) -> str:
     if tok.kind == "NEWLINE":
         return "the end of the line"
     return repr(tok.text)
+
+
+def parse_tagpath(text: str) -> TagPath:
+    """One tag path on its own, e.g. "*/(0065,{AE 2}XX)"."""
+    parser = Parser(text.strip())
+    path = parser.tagpath()
+    if parser.tok.kind != "EOF":
+        raise parser.error(f"unexpected {_describe(parser.tok)} after the tag path")
+    return path
 
 
 def parse(text: str, source: str = "") -> Script:

@@ -1,0 +1,191 @@
+"""Where de-identification plugs into the pipeline (built once by `Stores.open`):
+
+- the archive step's writer: the project's profile + script on every instance (or a plain copy);
+- the ingest step's site script, run on each instance as it enters the prearchive;
+- the build step's custom field extractor (DICOM mappings), reading the data as it will be archived.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicomd import storage
+from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript
+from dicomd.anonymize.pseudonyms import PseudonymStore
+from dicomd.archive import CopyWriter, SessionWriter, Written
+from dicomd.catalog import Catalog, InstanceRow, SessionRow
+from dicomd.config import Config
+from dicomd.header import HeaderInfo, read_header
+from dicomd.layout import Layout
+from dicomd.routing import Route
+
+logger = logging.getLogger(__name__)
+
+
+def labels_of(session: SessionRow) -> Labels:
+    return Labels(session.project, session.subject, session.label, session.subject_from, session.session_from)
+
+
+def _read(path: Path) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path)
+
+
+class Anonymizers:
+    """One Anonymizer per project, built on first use and shared by every archive job."""
+
+    def __init__(self, config: Config, layout: Layout) -> None:
+        self.config = config
+        self.store = PseudonymStore(layout.keys / "pseudonyms.sqlite")
+        self._by_project: dict[str, Anonymizer | None] = {}
+        self._lock = threading.Lock()
+
+    def for_project(self, project: str) -> Anonymizer | None:
+        with self._lock:
+            if project not in self._by_project:
+                settings = self.config.project(project)
+                wanted = settings is not None and settings.anonymize.enabled and (
+                    settings.anonymize.profile != "none" or settings.anonymize.script
+                )
+                self._by_project[project] = (
+                    Anonymizer(project, settings.anonymize, self.store) if wanted and settings else None
+                )
+            return self._by_project[project]
+
+
+class AnonymizingWriter:
+    """Writes each prearchive instance, de-identified, into the archive job's work folder."""
+
+    def __init__(self, session: SessionRow, anonymizer: Anonymizer, first: Path) -> None:
+        self.session = session
+        self.anonymizer = anonymizer
+        self.fingerprint = anonymizer.fingerprint
+        self._labels = labels_of(session)
+        self._archive_labels = anonymizer.archive_labels(_read(first), self._labels)
+        self._review: str | None = None
+
+    def labels(self) -> tuple[str, str]:
+        return self._archive_labels
+
+    def review_reason(self) -> str | None:
+        return self._review
+
+    def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written:
+        ds = _read(src)
+        if self._review is None:
+            self._review = self.anonymizer.burned_in_reason(ds)
+        self.anonymizer.apply(ds, self._labels)
+        sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
+        if hasattr(ds, "file_meta"):
+            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        rel = f"SCANS/{inst.scan_id}/DICOM/{Layout.instance_name(sop_uid)}"
+        dst = work_dir / rel
+        storage.ensure_dir(dst.parent)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            ds.save_as(out, enforce_file_format=False)
+            out.flush()
+            os.fsync(out.fileno())
+        digest, size = storage.sha256_file(dst)
+        return Written(
+            relpath=rel,
+            scan_id=inst.scan_id,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=str(ds.get("SOPClassUID", inst.sop_class_uid)),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+            series_number=str(ds.get("SeriesNumber", inst.series_number) or ""),
+            series_description=str(ds.get("SeriesDescription", "") or "")[:256],
+            modality=inst.modality,
+            study_date=str(ds.get("StudyDate", "") or "")[:8],
+            study_time=str(ds.get("StudyTime", "") or "")[:16],
+            transfer_syntax=inst.transfer_syntax,
+            size=size,
+            sha256=digest,
+        )
+
+
+class WriterFactory:
+    def __init__(self, anonymizers: Anonymizers, catalog: Catalog, layout: Layout) -> None:
+        self.anonymizers = anonymizers
+        self.catalog = catalog
+        self.layout = layout
+
+    def __call__(self, session: SessionRow) -> SessionWriter:
+        anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)
+        if anonymizer is None:
+            return CopyWriter(session)
+        instances = self.catalog.instances(session.id)
+        if not instances:
+            return CopyWriter(session)
+        return AnonymizingWriter(session, anonymizer, self.layout.resolve(instances[0].path))
+
+
+class SiteTransform:
+    """Runs the site script on a staged file before it enters the prearchive (rewrites it in place)."""
+
+    def __init__(self, script: SiteScript) -> None:
+        self.script = script
+
+    def __call__(self, path: Path, header: HeaderInfo, route: Route) -> HeaderInfo:
+        ds = _read(path)
+        self.script.apply(ds, Labels(route.project, route.subject, route.session, route.subject_from,
+                                     route.session_from))
+        tmp = path.with_name(path.name + ".site")
+        ds.save_as(tmp, enforce_file_format=False)
+        os.replace(tmp, path)
+        return read_header(path)
+
+
+class FieldExtractor:
+    """Custom DICOM mappings -> session and scan custom fields, read from the data as archived."""
+
+    def __init__(self, anonymizers: Anonymizers, catalog: Catalog, layout: Layout) -> None:
+        self.anonymizers = anonymizers
+        self.catalog = catalog
+        self.layout = layout
+
+    def __call__(self, session: SessionRow) -> dict[str, Any]:
+        from dicomd.mappings import MappingStore, convert
+
+        mappings = MappingStore(self.catalog).list(session.project)
+        if not mappings:
+            return {"session": {}, "scans": {}}
+        anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)
+        first_by_scan: dict[str, InstanceRow] = {}
+        for inst in self.catalog.instances(session.id):
+            first_by_scan.setdefault(inst.scan_id, inst)
+        session_fields: dict[str, Any] = {}
+        scan_fields: dict[str, dict[str, Any]] = {}
+        for scan_id, inst in first_by_scan.items():
+            ds = _read(self.layout.resolve(inst.path))
+            if anonymizer is not None:
+                ds = copy.deepcopy(ds)
+                anonymizer.apply(ds, labels_of(session))
+            for mapping in mappings:
+                elem = ds.get(mapping.tag)
+                raw = None if elem is None else elem.value
+                value, problem = convert(raw, mapping.field_type)
+                if problem:
+                    self.catalog.event("mapping_warning", {"field": mapping.field_name, "problem": problem}, session.id)
+                if mapping.level == "scan":
+                    scan_fields.setdefault(scan_id, {})[mapping.field_name] = value
+                else:
+                    session_fields.setdefault(mapping.field_name, value)
+        return {"session": session_fields, "scans": scan_fields}
+
+
+def build_hooks(config: Config, layout: Layout, catalog: Catalog) -> tuple[Callable[..., Any], Any, Any]:
+    anonymizers = Anonymizers(config, layout)
+    site = SiteTransform(SiteScript(config.anonymize.site_script)) if config.anonymize.site_script else None
+    return WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout)
