@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from pydicom.dataset import Dataset
 
@@ -22,8 +23,10 @@ from dicomd.errors import ConfigError, ScriptError
 
 logger = logging.getLogger(__name__)
 
-BURNED_IN_MODALITIES = {"US": "ultrasound", "SC": "secondary capture", "XC": "external camera photography",
-                        "ES": "endoscopy", "OT": "other"}
+BURNED_IN_MODALITIES = MappingProxyType({
+    "US": "ultrasound", "SC": "secondary capture", "XC": "external camera photography", "ES": "endoscopy",
+    "OT": "other",
+})
 _SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
 
@@ -154,6 +157,8 @@ class Anonymizer:
             run.apply(ds)
             set_deidentification(ds, self._rules, self.script_hash)
             changes, removed = run.tally.changes, run.tally.removed
+        elif self._loaded is not None:
+            ds.DeidentificationMethod = f"DicomEdit script sha256:{self._loaded.sha256[:40]}"
         if self._interpreter is not None:
             counts = self._interpreter.run(ds, {"project": self.project, "subject": subject, "session": session})
             changes += counts.changes

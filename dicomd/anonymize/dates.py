@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
-UNITS = {
+UNITS = MappingProxyType({
     "seconds": 1, "second": 1, "s": 1,
     "minutes": 60, "minute": 60, "m": 60,
     "hours": 3600, "hour": 3600, "h": 3600,
     "days": 86400, "day": 86400, "d": 86400,
-}
+})
 
 
 def shift_da(value: str, days: int) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -34,17 +35,16 @@ from dicomd.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-_RESOLVE = {"Z/D": "Z", "X/Z": "X", "X/D": "X", "X/Z/D": "X", "X/Z/U*": "U*"}
-_STRENGTH = {"K": 3, "C": 2}  # when two options disagree, the one that keeps more wins
-_NUMERIC_VRS = {"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "OF", "OD"}
-_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "PN", "UR", "DS", "IS", "AS"}
-_DUMMY_TEXT = {
+_RESOLVE = MappingProxyType({"Z/D": "Z", "X/Z": "X", "X/D": "X", "X/Z/D": "X", "X/Z/U*": "U*"})
+_STRENGTH = MappingProxyType({"K": 3, "C": 2})  # when two options disagree, the one that keeps more wins
+_NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "OF", "OD"})
+_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "PN", "UR", "DS", "IS", "AS"})
+_DUMMY_TEXT = MappingProxyType({
     "AE": "ANON", "AS": "000Y", "CS": "ANON", "DA": "19000101", "DT": "19000101000000", "TM": "000000",
     "DS": "0", "IS": "0", "LO": "ANONYMIZED", "LT": "ANONYMIZED", "SH": "ANONYMIZED", "ST": "ANONYMIZED",
     "UT": "ANONYMIZED", "UC": "ANONYMIZED", "UR": "",
-}
+})
 _STUDY_UID = 0x0020000D
-DEID_METHOD_CODE_SEQ = 0x00120064
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,13 @@ class PseudonymStore:
         ).fetchall()
         return [dict(zip(("kind", "original", "pseudonym", "first_seen"), row)) for row in rows]
 
+    def close(self) -> None:
+        """Close this thread's connection (other threads' close when they end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def projects(self) -> list[str]:
         rows = self._conn().execute("SELECT project FROM project_keys ORDER BY project").fetchall()
         return [row[0] for row in rows]

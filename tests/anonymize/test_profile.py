@@ -258,3 +258,13 @@ def test_burned_in(store):
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     assert anonymizer.burned_in_reason(ds)
     assert make_anonymizer(store, allow_burned_in=True).burned_in_reason(ds) is None
+
+
+def test_script_only_is_recorded(store, tmp_path, phi_study):
+    study, _ = phi_study
+    script = tmp_path / "only.das"
+    script.write_text('version "6.1"\n(0010,0010) := subject\n')
+    anonymizer, out = _anonymized(store, study, profile="none", script=str(script))
+    assert out[0].PatientName == "subj"
+    assert out[0].DeidentificationMethod == f"DicomEdit script sha256:{anonymizer.script_hash[:40]}"
+    assert "PatientIdentityRemoved" not in out[0]  # a script alone is not a profile: no claim made

@@ -25,9 +25,9 @@ from dicomd.errors import Rejected, ScriptError
 
 logger = logging.getLogger(__name__)
 
-_INT_VRS = {"US", "SS", "UL", "SL", "SV", "UV", "AT"}
-_FLOAT_VRS = {"FL", "FD"}
-_BYTES_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "SV", "UV", "AT"})
+_FLOAT_VRS = frozenset({"FL", "FD"})
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Union
 
 from dicomd.anonymize.script.tagpath import ElementSeg, Segment, TagPath, WildSeg
@@ -21,9 +22,9 @@ _TAG = re.compile(
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PUNCT = (":=", "?=", "!=", "!~", "=", "~", "?", ":", "-", "[", "]", "{", "}", ",", "/", "(", ")", "*", "+", ".", "%")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "(": "(", ")": ")"}
-KEYWORDS = {"version", "if", "elseif", "else", "describe", "hidden", "const", "immutable", "export", "echo",
-            "removeAllPrivateTags"}
+_ESCAPES = MappingProxyType({"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "(": "(", ")": ")"})
+KEYWORDS = frozenset({"version", "if", "elseif", "else", "describe", "hidden", "const", "immutable", "export", "echo",
+            "removeAllPrivateTags"})
 
 
 @dataclass(frozen=True)
@@ -266,14 +267,14 @@ class Script:
 
 # ---------------------------------------------------------------------------------------------- parser
 
-FUNCTIONS = {
+FUNCTIONS = MappingProxyType({
     # name: (min args, max args or None)
     "hashUID": (1, 2), "newUID": (0, 1), "mapUID": (1, 2), "substring": (3, 3), "format": (1, None),
     "lowercase": (1, 1), "uppercase": (1, 1), "replace": (3, 3), "concatenate": (1, None),
     "match": (3, 3), "lookup": (2, 2), "retainPrivateTags": (1, None), "reject": (0, 1),
     "shiftDateByIncrement": (2, 2), "shiftDateTimeByIncrement": (2, 3),
-}
-KNOWN_UNSUPPORTED = {
+})
+KNOWN_UNSUPPORTED = MappingProxyType({
     "alterPixels": "pixel editing is not supported (pixel data is never changed)",
     "getURL": "fetching URLs from a script is not supported",
     "mapReferencedUIDs": "not supported: every UID is already remapped consistently by the profile",
@@ -284,7 +285,7 @@ KNOWN_UNSUPPORTED = {
     "set": "not supported; use :=",
     "delete": "not supported; use - (gggg,eeee)",
     "hashUIDList": "not supported; hashUID each attribute",
-}
+})
 BUILTIN_VARIABLES = ("project", "subject", "session")
 _COMPARE = ("=", "!=", "~", "!~")
 _END = ("NEWLINE", "EOF", "}")

@@ -12,8 +12,8 @@ from pydicom.tag import BaseTag
 
 from dicomd.anonymize.privatetags import creator_blocks
 
-_ODD = set("13579bdf")
-_EVEN = set("02468ace")
+_ODD = frozenset("13579bdf")
+_EVEN = frozenset("02468ace")
 
 
 def _digit_ok(pattern: str, digit: str) -> bool:
