@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicomd import storage
-from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, Catalog, InstanceRow, SessionRow
+from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, InstanceRow, SessionRow
 from dicomd.config import UNASSIGNED, Config
-from dicomd.errors import Conflict, DicomdError, InvalidState, Rejected
+from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected
 from dicomd.layout import Layout
 from dicomd.reliability import crashpoint
 
@@ -138,11 +138,11 @@ class Archiver:
         work_dir = self.layout.work / f"job-{job_id}"
         try:
             plan, subject, label, study_uid, fingerprint = self._stage(session, policy, work_dir, force_review)
+        except HeldForReview as exc:
+            self._rollback(job_id, session_id, work_dir, REVIEW, str(exc), actor)
+            raise
         except Conflict as exc:
             self._rollback(job_id, session_id, work_dir, CONFLICT, str(exc), actor)
-            raise
-        except InvalidState as exc:
-            self._rollback(job_id, session_id, work_dir, _review_status(), str(exc), actor)
             raise
         except DicomdError as exc:
             self._rollback(job_id, session_id, work_dir, ERROR, str(exc), actor)
@@ -163,10 +163,6 @@ class Archiver:
         self, session: SessionRow, policy: str, work_dir: Path, force_review: bool
     ) -> tuple[list[dict[str, Any]], str, str, str, str]:
         writer = self.writers(session)
-        if not force_review:
-            reason = writer.review_reason()
-            if reason:
-                raise InvalidState(reason)
         subject, label = writer.labels()
         instances = self.catalog.instances(session.id)
         if not instances:
@@ -200,6 +196,9 @@ class Archiver:
                 }
             )
         storage.fsync_dir(work_dir)
+        reason = None if force_review else writer.review_reason()
+        if reason:
+            raise HeldForReview(f"held for review: {reason}")
         study_uid = sorted(study_uids)[0] if study_uids else session.study_instance_uid
         self._check_conflicts(session.project, label, study_uid, plan, policy)
         return plan, subject, label, study_uid, writer.fingerprint
@@ -285,7 +284,7 @@ class Archiver:
             if not dry_run:
                 work = self.layout.work / f"job-{job['id']}"
                 # RECEIVING, not READY: the watcher rebuilds it and re-decides (auto-archive resumes)
-            self._rollback(job["id"], job["session_id"], work, RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
+                self._rollback(job["id"], job["session_id"], work, RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
             done.append(f"archive job {job['id']}: rolled back (session {job['session_id']} RECEIVING)")
         for job in self.catalog.archive_jobs(["moving"]):
             if dry_run:
@@ -301,9 +300,3 @@ class Archiver:
             for line in done:
                 logger.warning("recovery: %s", line)
         return done
-
-
-def _review_status() -> str:
-    from dicomd.catalog import REVIEW
-
-    return REVIEW

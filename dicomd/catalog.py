@@ -735,7 +735,8 @@ class Catalog:
 
         return self.write(txn)
 
-    def finish_build(self, session_id: int, fields: dict[str, Any], status: str, reason: str) -> SessionRow | None:
+    def finish_build(self, session_id: int, fields: dict[str, Any], status: str, reason: str,
+                     scan_fields: dict[str, dict[str, Any]] | None = None) -> SessionRow | None:
         """Record a build's summary; only if the session is still BUILDING (new data wins)."""
 
         def txn(conn: sqlite3.Connection) -> SessionRow | None:
@@ -743,6 +744,10 @@ class Catalog:
             if current is None or current[0] != BUILDING:
                 return None
             self._refresh_counts(conn, session_id)
+            conn.executemany(
+                "UPDATE scans SET custom=? WHERE session_id=? AND scan_id=?",
+                [(json.dumps(v), session_id, k) for k, v in (scan_fields or {}).items()],
+            )
             sets = {**fields, "status": status, "reason": reason, "built_at": time.time(), "updated_at": time.time()}
             conn.execute(
                 f"UPDATE sessions SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), session_id)
@@ -924,11 +929,22 @@ class Catalog:
                     ),
                 )
             self._refresh_counts(conn, target_id)
-            sets = {**session_fields, "updated_at": now, "archived_at": now, "subject": job["subject"]}
+            # mapped custom fields follow the data (extracted at build, from the data as archived)
+            pre_scans = conn.execute(
+                "SELECT scan_id, custom FROM scans WHERE session_id=? AND custom != '{}'", (job["session_id"],)
+            ).fetchall()
+            conn.executemany(
+                "UPDATE scans SET custom=? WHERE session_id=? AND scan_id=?",
+                [(custom, target_id, scan_id) for scan_id, custom in pre_scans],
+            )
+            old_custom = conn.execute("SELECT custom FROM sessions WHERE id=?", (target_id,)).fetchone()[0]
+            merged = {**json.loads(old_custom or "{}"), **json.loads(pre_row.custom if pre_row else "{}")}
+            sets = {**session_fields, "custom": json.dumps(merged), "updated_at": now, "archived_at": now,
+                    "subject": job["subject"]}
             conn.execute(
                 f"UPDATE sessions SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?", (*sets.values(), target_id)
             )
-            self.record_history(conn, target_id, ARCHIVED, f"from {pre_row.url if pre_row else '?'}", actor)
+            self.record_history(conn, target_id, ARCHIVED, f"from {pre_row.ref if pre_row else '?'}", actor)
             self.record_event(
                 conn, "archived", {"job": job["id"], "instances": len(plan), "overwrite": job["overwrite"]}, target_id
             )

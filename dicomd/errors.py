@@ -49,6 +49,10 @@ class InvalidState(Conflict):
     """The session is not in a state that allows this operation (e.g. already ARCHIVING)."""
 
 
+class HeldForReview(Conflict):
+    """The session needs a person's look before archiving (burned-in annotation, ...). HTTP 409."""
+
+
 class Forbidden(DicomdError):
     """The caller may not do this. HTTP 403."""
 

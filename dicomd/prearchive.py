@@ -34,6 +34,7 @@ from dicomd.reliability import crashpoint
 
 logger = logging.getLogger(__name__)
 
+# session -> {"session": {field: value}, "scans": {scan_id: {field: value}}}
 FieldExtractor = Callable[[SessionRow], dict[str, Any]]
 
 
@@ -167,16 +168,19 @@ class Prearchive:
             return None
         crashpoint("build.started")
         fields: dict[str, Any] = {}
+        scan_fields: dict[str, dict[str, Any]] = {}
         status, reason = READY, ""
         try:
             if self.extract_fields is not None:
-                fields["custom"] = json.dumps(self.extract_fields(session))
+                extracted = self.extract_fields(session)
+                fields["custom"] = json.dumps(extracted.get("session", {}))
+                scan_fields = extracted.get("scans", {})
         except DicomdError as exc:
             status, reason = ERROR, f"build failed: {exc}"
         except Exception as exc:  # noqa: BLE001 - a build failure is an ERROR state, not a crash
             logger.exception("build of session %d failed", session_id)
             status, reason = ERROR, f"build failed: {type(exc).__name__}: {exc}"
-        return self.catalog.finish_build(session_id, fields, status, reason)
+        return self.catalog.finish_build(session_id, fields, status, reason, scan_fields)
 
     def rebuild(self, session_id: int, *, actor: str = "") -> SessionRow | None:
         """Re-scan the session folder (adopt files the catalog lacks, drop rows whose file is gone), then build."""

@@ -48,7 +48,8 @@ def test_crash_while_staging_rolls_back(stores, tmp_path):
     done = stores.archiver.recover()
     assert any("rolled back" in line for line in done)
     row = stores.catalog.session(session.id)
-    assert row.status == "READY" and row.instances == 4
+    # back to RECEIVING: the watcher rebuilds it and auto-archive (if any) resumes
+    assert row.status == "RECEIVING" and row.instances == 4
     assert not work.exists()
     assert stores.archiver.archive(session.id).instances == 4
     stores.close()
