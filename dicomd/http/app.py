@@ -1,0 +1,174 @@
+"""`create_app(config, stores)`: the FastAPI application, its login gate and its one error edge."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from http.cookies import SimpleCookie
+from typing import Any, Awaitable, Callable, MutableMapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from dicomd.auth import Auth, User
+from dicomd.config import Config
+from dicomd.daemon import Stores
+from dicomd.errors import (
+    Ambiguous,
+    Conflict,
+    DicomdError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StorageFull,
+)
+from dicomd.http.mappings import MappingStore
+
+logger = logging.getLogger(__name__)
+
+VERSION = "1.8.10"  # the XNAT release whose API dicomd follows (clients branch on it)
+PUBLIC_PATHS = frozenset({"/health", "/data/services/auth"})
+COOKIE = "JSESSIONID"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# The one place domain errors become HTTP statuses (first match wins).
+STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (InvalidInput, 400),
+    (Ambiguous, 400),
+    (Conflict, 409),  # includes InvalidState
+    (StorageFull, 507),
+)
+
+
+def status_for(exc: DicomdError) -> int:
+    for kind, status in STATUS_FOR:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def create_app(config: Config, stores: Stores) -> FastAPI:
+    from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, xapi
+
+    app = FastAPI(
+        title="dicomd",
+        version=VERSION,
+        description="XNAT-shaped API of dicomd: import, prearchive, archive, DICOM dump, mappings.",
+    )
+    app.state.config = config
+    app.state.stores = stores
+    app.state.auth = Auth(stores.catalog)
+    app.state.mappings = MappingStore(stores.catalog)
+    app.state.started = time.time()
+
+    @app.exception_handler(DicomdError)
+    async def _domain_error(_request: Request, exc: DicomdError) -> PlainTextResponse:
+        status = status_for(exc)
+        if status >= 500:
+            logger.error("request failed: %s: %s", type(exc).__name__, exc)
+        return PlainTextResponse(str(exc), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> PlainTextResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return PlainTextResponse(f"invalid request: {problems}", status_code=400)
+
+    for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
+        app.include_router(module.router)
+    app.add_middleware(LoginGate, auth=app.state.auth)
+    return app
+
+
+# ---------------------------------------------------------------- login gate
+
+
+class LoginGate:
+    """Pure ASGI middleware: every request but PUBLIC_PATHS needs a JSESSIONID or basic auth.
+
+    The user goes into ``scope["state"]["user"]``; how they logged in into ``...["login"]``.
+    Streaming bodies pass through untouched (uploads are never buffered here).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        found = await run_in_threadpool(identify, self.auth, headers)
+        if found is None:
+            response = PlainTextResponse(
+                "Login required: use HTTP basic auth or a JSESSIONID from /data/JSESSION.",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="dicomd"'},
+            )
+            await response(scope, receive, send)
+            return
+        user, login = found
+        state = scope.setdefault("state", {})
+        state["user"] = user
+        state["login"] = login
+        await self.app(scope, receive, send)
+
+
+def identify(auth: Auth, headers: dict[str, str]) -> tuple[User, dict[str, str]] | None:
+    """(user, {"via": "session"|"basic", "session": id}) from the cookie or basic auth, else None."""
+    session_id = cookie_value(headers.get("cookie", ""), COOKIE)
+    if session_id:
+        user = auth.session_user(session_id)
+        if user is not None:
+            return user, {"via": "session", "session": session_id}
+    credentials = basic_credentials(headers.get("authorization", ""))
+    if credentials is not None:
+        user = auth.authenticate(*credentials)
+        if user is not None:
+            return user, {"via": "basic", "session": ""}
+    return None
+
+
+def cookie_value(header: str, name: str) -> str:
+    if not header:
+        return ""
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except Exception:  # noqa: BLE001 - a malformed cookie header is just no cookie
+        return ""
+    morsel = jar.get(name)
+    return morsel.value if morsel else ""
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    name, sep, password = decoded.partition(":")
+    return (name, password) if sep else None
+
+
+def current_user(request: Request) -> User:
+    """The logged-in user (set by LoginGate)."""
+    user = getattr(request.state, "user", None)
+    if user is None:  # only reachable on a public path by mistake
+        raise Forbidden("login required")
+    return user
+
+
+def stores_of(request: Request) -> Stores:
+    return request.app.state.stores

@@ -1,0 +1,1 @@
+"""Route modules: each is thin over the library and exposes a module-level `router`."""

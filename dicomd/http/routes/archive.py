@@ -1,0 +1,208 @@
+"""`POST /data/services/archive` and the archive listings: projects, subjects, experiments, scans,
+file and zip downloads (paths under `/data/projects` and its alias `/data/archive/projects`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from dicomd.auth import MANAGE, READ, User
+from dicomd.catalog import ARCHIVE, SessionRow
+from dicomd.config import UNASSIGNED
+from dicomd.daemon import Stores
+from dicomd.errors import InvalidInput, NotFound
+from dicomd.http import browse, operations, targets
+from dicomd.http.app import current_user, stores_of
+from dicomd.http.params import params
+from dicomd.http.results import pick_format, result_set, uri_list
+
+router = APIRouter()
+PREFIXES = ("/data/projects", "/data/archive/projects")
+_RESERVED = {"format", "columns", "xsiType", "offset", "limit", "sortBy", "sortOrder", "accept-not-found"}
+
+
+@router.post("/data/services/archive", summary="Archive prearchive sessions: src (repeatable), overwrite, dest")
+async def archive_service(request: Request) -> Response:
+    stores, user = stores_of(request), current_user(request)
+    given = await params(request)
+    srcs = given.all("src")
+    overwrite = operations.overwrite_policy(given.get("overwrite"))
+    dest_project = _dest_project(given.get("dest")) or given.get("project")
+    _refuse_rename(given.get("subject"), given.get("session"), srcs)
+
+    def run() -> Response:
+        sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
+        uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project).uri
+                for s in sessions]
+        return uri_list(uris, request.headers.get("accept", ""))
+
+    return await run_in_threadpool(run)
+
+
+def _dest_project(dest: str) -> str:
+    if not dest:
+        return ""
+    parts = targets.segments(dest)
+    if parts[:1] == ["archive"]:
+        parts = parts[1:]
+    if parts[:1] != ["projects"] or len(parts) < 2:
+        raise InvalidInput("dest must look like /archive/projects/P")
+    if len(parts) > 2:
+        raise InvalidInput("dest may name only a project (/archive/projects/P): dicomd keeps the session's labels")
+    return parts[1]
+
+
+def _refuse_rename(subject: str, session: str, srcs: list[str]) -> None:
+    if not (subject or session):
+        return
+    for src in srcs:
+        target = targets.parse(src)
+        if (session and session != target.label) or subject:
+            raise InvalidInput("renaming the subject or session at archive time is not supported; "
+                               "set subject/session when importing")
+
+
+# ---------------------------------------------------------------- listings
+
+
+def _project_row(stores: Stores, pid: str) -> dict[str, Any]:
+    project = stores.config.project(pid)
+    return {"ID": pid, "secondary_ID": pid, "name": (project.name if project else "") or pid,
+            "description": "", "pi_firstname": "", "pi_lastname": "", "URI": f"/data/projects/{pid}"}
+
+
+def _experiment_row(row: SessionRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ID": row.label,
+        "label": row.label,
+        "project": row.project,
+        "subject_ID": row.subject,
+        "subject_label": row.subject,
+        "xsiType": browse.session_xsi(row.modalities),
+        "date": browse_date(row.scan_date),
+        "time": row.scan_time,
+        "modality": row.modalities,
+        "UID": row.study_instance_uid,
+        "scans": row.scans,
+        "instances": row.instances,
+        "insert_date": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.archived_at or row.created_at)),
+        "URI": f"/data/projects/{row.project}/subjects/{row.subject}/experiments/{row.label}",
+    }
+    for key, value in row.custom_fields().items():
+        out.setdefault(key, value)
+    return out
+
+
+def browse_date(value: str) -> str:
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 and value[:8].isdigit() else value
+
+
+def _readable_project(stores: Stores, user: User, name: str) -> str:
+    targets.check_names(name)
+    user.require(READ, name)
+    if name == UNASSIGNED or stores.config.project(name) is None:
+        raise NotFound(f"no project {name!r}")
+    return name
+
+
+def _filters(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.query_params.items() if k not in _RESERVED}
+
+
+def list_projects(request: Request, format: str | None = None) -> Response:
+    stores, user = stores_of(request), current_user(request)
+    rows = [_project_row(stores, p) for p in stores.config.project_ids() if user.can(READ, p)]
+    return result_set(rows, pick_format(format), title="projects")
+
+
+def get_project(request: Request, project: str, format: str | None = None) -> Response:
+    stores = stores_of(request)
+    pid = _readable_project(stores, current_user(request), project)
+    row = _project_row(stores, pid)
+    if (format or "json").lower() == "json":
+        return JSONResponse(_items("xnat:projectData", row, []))
+    return result_set([row], pick_format(format), title="project")
+
+
+def list_subjects(request: Request, project: str, format: str | None = None) -> Response:
+    stores = stores_of(request)
+    pid = _readable_project(stores, current_user(request), project)
+    by_subject: dict[str, list[SessionRow]] = {}
+    for row in stores.catalog.sessions(ARCHIVE, projects=[pid]):
+        by_subject.setdefault(row.subject, []).append(row)
+    rows = [{"ID": s, "label": s, "project": pid, "experiments": len(r), "URI": f"/data/projects/{pid}/subjects/{s}"}
+            for s, r in sorted(by_subject.items())]
+    return result_set(rows, pick_format(format), title="subjects")
+
+
+def get_subject(request: Request, project: str, subject: str, format: str | None = None) -> Response:
+    stores = stores_of(request)
+    pid = _readable_project(stores, current_user(request), project)
+    targets.check_names(subject)
+    sessions = stores.catalog.sessions(ARCHIVE, projects=[pid], subject=subject)
+    if not sessions:
+        raise NotFound(f"no subject {subject!r} in project {pid}")
+    row = {"ID": subject, "label": subject, "project": pid, "URI": f"/data/projects/{pid}/subjects/{subject}"}
+    children = [{"field": "experiments/experiment", "items": [
+        {"meta": {"xsi:type": browse.session_xsi(s.modalities), "isHistory": False}, "data_fields": _experiment_row(s)}
+        for s in sessions]}]
+    if (format or "json").lower() == "json":
+        return JSONResponse(_items("xnat:subjectData", row, children))
+    return result_set([row], pick_format(format), title="subject")
+
+
+def list_experiments(request: Request, project: str, subject: str = "", format: str | None = None) -> Response:
+    stores = stores_of(request)
+    pid = _readable_project(stores, current_user(request), project)
+    if subject:
+        targets.check_names(subject)
+    sessions = stores.catalog.sessions(ARCHIVE, projects=[pid], subject=subject or None, where=_filters(request))
+    return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
+
+
+def experiment(request: Request, project: str, label: str, subject: str = "", rest: str = "",
+               format: str | None = None) -> Response:
+    stores = stores_of(request)
+    pid = _readable_project(stores, current_user(request), project)
+    targets.check_names(subject, label, rest)
+    session = targets.session_for(stores.catalog, targets.Target(ARCHIVE, pid, label=label, subject=subject))
+    fmt = "zip" if (format or "").lower() == "zip" else pick_format(format)
+    base = f"/data/projects/{pid}/subjects/{session.subject}/experiments/{session.label}"
+
+    def own_rows() -> Response:
+        row = _experiment_row(session)
+        if fmt in ("json", "zip"):
+            scans = [{"meta": {"xsi:type": s["xsiType"], "isHistory": False}, "data_fields": s}
+                     for s in browse.scan_rows(stores.catalog, session, base)]
+            return JSONResponse(_items(row["xsiType"], row, [{"field": "scans/scan", "items": scans}]))
+        return result_set([row], fmt, title="experiment")
+
+    return browse.respond(stores.catalog, stores.layout, session, base, rest.split("/"), fmt, own_rows)
+
+
+def _items(xsi_type: str, fields: dict[str, Any], children: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [{"meta": {"xsi:type": xsi_type, "isHistory": False}, "data_fields": fields,
+                       "children": children}]}
+
+
+for _prefix in PREFIXES:
+    _doc = _prefix == PREFIXES[0]
+    router.add_api_route(_prefix, list_projects, methods=["GET"], include_in_schema=_doc,
+                         summary="Projects the caller may read")
+    router.add_api_route(_prefix + "/{project}", get_project, methods=["GET"], include_in_schema=_doc)
+    router.add_api_route(_prefix + "/{project}/subjects", list_subjects, methods=["GET"], include_in_schema=_doc)
+    router.add_api_route(_prefix + "/{project}/subjects/{subject}", get_subject, methods=["GET"],
+                         include_in_schema=_doc)
+    router.add_api_route(_prefix + "/{project}/experiments", list_experiments, methods=["GET"],
+                         include_in_schema=_doc, summary="Archived sessions with their mapped custom fields")
+    router.add_api_route(_prefix + "/{project}/subjects/{subject}/experiments", list_experiments, methods=["GET"],
+                         include_in_schema=_doc)
+    for _tail in ("", "/{rest:path}"):
+        router.add_api_route(_prefix + "/{project}/experiments/{label}" + _tail, experiment, methods=["GET"],
+                             include_in_schema=_doc, summary="A session, its scans/files, or format=zip")
+        router.add_api_route(_prefix + "/{project}/subjects/{subject}/experiments/{label}" + _tail, experiment,
+                             methods=["GET"], include_in_schema=_doc)

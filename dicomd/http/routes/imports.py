@@ -1,0 +1,233 @@
+"""`POST /data/services/import`: a raw zip / tar / tar.gz / DICOM body, or a multipart form.
+
+The body is streamed into a temp file under the data dir (never held in memory), then staged as
+one all-or-nothing batch by `dicomd.bulk.stage_batch`. `dest=/archive/...` or `auto-archive=true`
+archive right after staging. The reply is `text/uri-list`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
+from dicomd import storage
+from dicomd.auth import MANAGE, UPLOAD, User
+from dicomd.config import UNASSIGNED
+from dicomd.daemon import Stores
+from dicomd.errors import Forbidden, InvalidInput, StorageFull
+from dicomd.http import operations, targets
+from dicomd.http.app import current_user, stores_of
+from dicomd.http.params import Params
+from dicomd.http.results import uri_list
+from dicomd.ingest import Source
+from dicomd.routing import Explicit
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+HANDLERS = ("DICOM-zip", "gradual-DICOM", "DICOM", "")
+_MAX_FIELD = 64 * 1024
+
+
+@router.post(
+    "/data/services/import",
+    summary="Import DICOM (zip, tar, tar.gz or one file; raw body or multipart)",
+    description="Parameters: project|PROJECT_ID, subject|SUBJECT_ID, session|EXPT_LABEL, dest, overwrite, "
+    "import-handler (DICOM-zip, gradual-DICOM), auto-archive, Ignore-Unparsable, prevent_anon. "
+    "Reply: text/uri-list of /data/prearchive/... or /data/archive/... URIs.",
+)
+async def import_(request: Request) -> Response:
+    stores, user = stores_of(request), current_user(request)
+    storage.check_free(stores.layout.root, stores.config.min_free_bytes)
+    _check_room(stores, request.headers.get("content-length"))
+    upload = stores.layout.tmp / f"upload-{uuid.uuid4().hex}.part"
+    try:
+        fields = await _receive(request, upload)
+        given = Params(tuple(request.query_params.multi_items()) + tuple(fields))
+        plan = _plan(stores, user, given)
+        uris = await run_in_threadpool(_stage, stores, user, upload, plan, _client(request))
+    finally:
+        upload.unlink(missing_ok=True)
+    return uri_list(uris, request.headers.get("accept", ""))
+
+
+# ---------------------------------------------------------------- what to do
+
+
+class _Plan:
+    """The checked parameters of one import."""
+
+    def __init__(self, explicit: Explicit, archive: bool, overwrite: str | None, ignore_unparsable: bool,
+                 prevent_anon: bool, auto_archive: bool | None) -> None:
+        self.explicit = explicit
+        self.archive = archive
+        self.overwrite = overwrite
+        self.ignore_unparsable = ignore_unparsable
+        self.prevent_anon = prevent_anon
+        self.auto_archive = auto_archive
+
+
+def _plan(stores: Stores, user: User, given: Params) -> _Plan:
+    handler = given.get("import-handler", "import_handler")
+    if handler not in HANDLERS:
+        raise InvalidInput(f"import-handler {handler!r} is not supported (DICOM-zip, gradual-DICOM)")
+    project = given.get("project", "PROJECT_ID")
+    subject = given.get("subject", "SUBJECT_ID")
+    session = given.get("session", "EXPT_LABEL")
+    dest = given.get("dest")
+    to_archive = False
+    if dest:
+        stage, dest_project, dest_subject, dest_session = _parse_dest(dest)
+        to_archive = stage == "archive"
+        if project and dest_project and project != dest_project:
+            raise InvalidInput(f"project {project!r} and dest {dest!r} disagree")
+        project, subject, session = project or dest_project, subject or dest_subject, session or dest_session
+    auto = given.flag("auto-archive", "AUTO_ARCHIVE")
+    to_archive = to_archive or bool(auto) or bool(given.flag("Direct-Archive"))
+    targets.check_names(project, subject, session)
+    if project:
+        user.require(MANAGE if to_archive else UPLOAD, project)
+        project = operations.project_id(stores, project)
+    elif not user.admin:
+        raise Forbidden("only site admins may import without naming a project (project= or dest=)")
+    if to_archive and project == UNASSIGNED:
+        raise InvalidInput("data cannot be archived into Unassigned; name a project")
+    return _Plan(
+        explicit=Explicit(project=project, subject=subject, session=session),
+        archive=to_archive,
+        overwrite=operations.overwrite_policy(given.get("overwrite")),
+        ignore_unparsable=bool(given.flag("Ignore-Unparsable", "ignore-unparsable", default=False)),
+        prevent_anon=bool(given.flag("prevent_anon", default=False)),
+        auto_archive=False if auto is False else None,
+    )
+
+
+def _parse_dest(dest: str) -> tuple[str, str, str, str]:
+    """`/prearchive[/projects/P]` or `/archive/projects/P[/subjects/S[/experiments/E]]`."""
+    parts = targets.segments(dest)
+    if not parts or parts[0] not in ("prearchive", "archive"):
+        raise InvalidInput("dest must start with /prearchive or /archive")
+    stage, rest = parts[0], parts[1:]
+    values = {"projects": "", "subjects": "", "experiments": ""}
+    while rest:
+        if len(rest) < 2 or rest[0] not in values:
+            raise InvalidInput(f"dest {dest!r} is not /{stage}/projects/P[/subjects/S[/experiments/E]]")
+        values[rest[0]] = rest[1]
+        rest = rest[2:]
+    return stage, values["projects"], values["subjects"], values["experiments"]
+
+
+def _client(request: Request) -> str:
+    host = request.client.host if request.client else ""
+    return f"{current_user(request).name}@{host}"
+
+
+# ---------------------------------------------------------------- staging
+
+
+def _stage(stores: Stores, user: User, upload: Path, plan: _Plan, client: str) -> list[str]:
+    from dicomd.bulk import stage_batch
+
+    if not upload.exists() or upload.stat().st_size == 0:
+        raise InvalidInput("the request has no data (send the file as the body or a multipart file field)")
+    source = Source(kind="HTTP", address=client, explicit=plan.explicit, prevent_anon=plan.prevent_anon,
+                    auto_archive=plan.auto_archive)
+    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True)
+    sessions = list({s.id: s for s in result.sessions}.values())
+    if not sessions:
+        raise InvalidInput("nothing in the upload could be staged")
+    logger.info("HTTP import by %s: %d staged, %d duplicates, %d sessions", user.name, result.staged,
+                result.duplicates, len(sessions))
+    if not plan.archive:
+        return ["/data" + s.url for s in sessions]
+    uris = []
+    for session in sessions:
+        stores.prearchive.build(session.id, actor=f"http:{user.name}")
+        uris.append(operations.archive(stores, user, stores.catalog.session(session.id), overwrite=plan.overwrite).uri)
+    return uris
+
+
+def _check_room(stores: Stores, length: str | None) -> None:
+    if not length or not length.isdigit() or stores.config.min_free_bytes <= 0:
+        return
+    free = os.statvfs(stores.layout.root)
+    available = free.f_bavail * free.f_frsize
+    if available - int(length) < stores.config.min_free_bytes:
+        raise StorageFull(f"an upload of {length} bytes would leave less than the free-space floor")
+
+
+# ---------------------------------------------------------------- receiving the body
+
+
+async def _receive(request: Request, dest: Path) -> list[tuple[str, str]]:
+    """Write the body (or the multipart file part) to ``dest``; returns multipart text fields."""
+    content_type = request.headers.get("content-type", "")
+    storage.ensure_dir(dest.parent)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        if content_type.lower().startswith("multipart/form-data"):
+            return await _receive_multipart(request, content_type, out)
+        async for chunk in request.stream():
+            out.write(chunk)
+    return []
+
+
+async def _receive_multipart(request: Request, content_type: str, out: Any) -> list[tuple[str, str]]:
+    _ctype, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidInput("multipart body without a boundary")
+    fields: list[tuple[str, str]] = []
+    part: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        part.clear()
+        part.update(headers={}, field=b"", value=bytearray(), file=False, name="")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = part["field"].decode("latin-1").lower()
+        part["headers"][key] = part["headers"].get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        part["field"] = b""
+
+    def on_headers_finished() -> None:
+        _disp, opts = parse_options_header(part["headers"].get("content-disposition", b""))
+        part["name"] = opts.get(b"name", b"").decode("utf-8", "replace")
+        part["file"] = b"filename" in opts
+        if part["file"]:
+            if out.tell() > 0:
+                raise InvalidInput("send one file per import request")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if part["file"]:
+            out.write(data[start:end])
+        else:
+            part["value"] += data[start:end]
+            if len(part["value"]) > _MAX_FIELD:
+                raise InvalidInput(f"form field {part['name']!r} is too large")
+
+    def on_part_end() -> None:
+        if not part["file"]:
+            fields.append((part["name"], part["value"].decode("utf-8", "replace")))
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    async for chunk in request.stream():
+        parser.write(chunk)
+    parser.finalize()
+    return fields
