@@ -26,6 +26,7 @@ import tarfile
 import time
 import uuid
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Iterator
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+STAGE_THREADS = 4
 MAX_HEADER_READ = 16 * 1024 * 1024  # a tar header (pax, GNU long name) larger than this is hostile
 ZIP = "zip"
 TAR = "tar"
@@ -134,7 +136,7 @@ def stage_batch(
         good, bad = check_members(members)
         if bad and not ignore_unparsable:
             raise InvalidInput(_describe_bad(path.name, bad))
-        staged, rejected = _stage_all(stores, good, source, progress, len(members))
+        staged, rejected = _stage_all(stores, good, source, progress)
         bad += rejected
         for member, reason in bad:
             quarantine(
@@ -390,23 +392,60 @@ def _stage_all(
     good: list[tuple[Member, HeaderInfo]],
     source: Source,
     progress: Progress | None,
-    total: int,
 ) -> tuple[list[Staged], list[tuple[Member, str]]]:
+    """Stage the members with a few threads (fsync and catalog commits overlap and group); on any
+    failure, wait for the ones in flight and roll back everything the batch staged."""
     started = time.time()
     staged: list[Staged] = []
     rejected: list[tuple[Member, str]] = []
+
+    def one(member: Member) -> Staged | str:
+        try:
+            return stores.ingest.stage(member.path, source, move=member.temporary)
+        except Rejected as exc:
+            return f"rejected: {exc}"
+
+    pool = ThreadPoolExecutor(max_workers=STAGE_THREADS, thread_name_prefix="dicomd-batch")
+    futures: dict[Future[Staged | str], Member] = {}
+    done = 0
     try:
-        for done, (member, _header) in enumerate(good, start=1):
-            try:
-                staged.append(stores.ingest.stage(member.path, source, move=member.temporary))
-            except Rejected as exc:
-                rejected.append((member, f"rejected: {exc}"))
-            if progress is not None:
-                progress(done, total)
+        for wave in _waves(good):  # repeats of one SOP Instance UID are staged in member order
+            batch = {pool.submit(one, member): member for member in wave}
+            futures.update(batch)
+            for future in as_completed(batch):
+                outcome = future.result()
+                if isinstance(outcome, str):
+                    rejected.append((batch[future], outcome))
+                else:
+                    staged.append(outcome)
+                done += 1
+                if progress is not None:
+                    progress(done, len(good))
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        seen = {id(s) for s in staged}
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                outcome = future.result()
+                if isinstance(outcome, Staged) and id(outcome) not in seen:
+                    staged.append(outcome)
         _roll_back(stores, staged, started)
         raise
+    pool.shutdown(wait=True)
     return staged, rejected
+
+
+def _waves(good: list[tuple[Member, HeaderInfo]]) -> list[list[Member]]:
+    """Members split so that no wave holds one SOP Instance UID twice (usually a single wave)."""
+    waves: list[list[Member]] = []
+    seen: dict[str, int] = {}
+    for member, header in good:
+        n = seen.get(header.sop_instance_uid, 0)
+        seen[header.sop_instance_uid] = n + 1
+        if n == len(waves):
+            waves.append([])
+        waves[n].append(member)
+    return waves
 
 
 def _roll_back(stores: "Stores", staged: list[Staged], started: float) -> None:

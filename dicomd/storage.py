@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,7 +78,7 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"") -> tu
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-        tmp = dst.with_name(f".{dst.name}.part")
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")  # unique: same-UID stores may race
         digest_obj = hashlib.sha256()
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -274,3 +274,14 @@ def test_pydicom_test_files_in_one_zip(stores: Stores, tmp_path: Path) -> None:
     assert result.staged == 3
     studies = {pydicom.dcmread(get_testdata_file(n), stop_before_pixels=True).StudyInstanceUID for n in names}
     assert len(result.sessions) == len(studies)
+
+
+def test_same_instance_twice_in_one_archive(stores: Stores, study: list[Path], tmp_path: Path) -> None:
+    # Given a zip that holds one instance under two names (same bytes) and the rest once
+    files = study_files(study)
+    files["copy/again.dcm"] = study[0].read_bytes()
+    result = stage_batch(stores, make_zip(tmp_path / "u.zip", files), SOURCE)
+    # Then the repeat is a duplicate, not a second instance
+    assert (result.staged, result.duplicates) == (6, 1)
+    assert result.sessions[0].instances == 6
+    assert len(prearchive_files(stores)) == 6
