@@ -77,6 +77,17 @@ def confirm(question: str, yes: bool) -> None:
     click.confirm(question, abort=True)
 
 
+def report_error(message: str) -> None:
+    """One line on stderr for a failure the command carries on after; -v adds the traceback."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    if root is not None and isinstance(root.obj, dict) and root.obj.get("verbose"):
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+
+
 def is_terminal() -> bool:
     return os.isatty(1)
 

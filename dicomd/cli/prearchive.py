@@ -19,6 +19,7 @@ from dicomd.cli.common import (
     print_fields,
     print_json,
     print_table,
+    report_error,
     stamp,
     store_options,
     yes_option,
@@ -173,12 +174,12 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
                 failed += 1
                 message = f"{row.url}: no longer in the prearchive (archived, moved or deleted meanwhile)"
                 results.append({"session": row.url, "error": message})
-                click.echo(f"Error: {message}", err=True)
+                report_error(message)
                 continue
             except DicomdError as exc:
                 failed += 1
                 results.append({"session": row.url, "error": str(exc)})
-                click.echo(f"Error: {row.url}: {exc}", err=True)
+                report_error(f"{row.url}: {exc}")
                 continue
             results.append(result)
             if not as_json:
@@ -303,9 +304,12 @@ def snapshot(config: Config, session: str, output: str | None, size: int, as_jso
         row = stores.prearchive.resolve(session)
         sheet, tiles = session_sheet(stores.catalog, stores.layout, row.id, title=row.url, size=size)
     target = Path(output or f"{row.label}.png")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(png_bytes(sheet))
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(png_bytes(sheet))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
     series = [{"label": t.label, "rendered": t.rendered, "problem": t.problem} for t in tiles]
     if as_json:
         print_json({"session": row.url, "file": str(target), "series": series})

@@ -17,6 +17,7 @@ from dicomd.cli.common import (
     print_fields,
     print_json,
     print_table,
+    report_error,
     stamp,
     store_options,
     yes_option,
@@ -134,7 +135,7 @@ def retry(config: Config, entries: tuple[int, ...], project: str, subject: str, 
                 stores.catalog.set_quarantine_status(entry, RETRIED)
             except DicomdError as exc:
                 results.append({"id": entry, "ok": False, "error": str(exc)})
-                click.echo(f"Error: entry {entry}: {exc}", err=True)
+                report_error(f"entry {entry}: {exc}")
                 continue
             results.append({"id": entry, "ok": True, "session": staged.session.url, "outcome": staged.outcome})
             if not as_json:

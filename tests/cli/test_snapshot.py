@@ -58,3 +58,9 @@ def test_cli_snapshot_of_a_generated_study_has_one_tile_per_series(store, tmp_pa
     result = store.cli("prearchive", "snapshot", row.label, "-o", str(out), "--size", "128")
     assert result.exit_code == 0 and "3 series, 0 placeholder(s)" in result.stdout
     assert Image.open(out).size == (3 * 128, 22 + 128 + 34)
+
+
+def test_cli_snapshot_to_an_unwritable_place_is_a_one_line_error(store, tmp_path):
+    row = store.ingest_study(22, series=1, instances=1)
+    result = store.cli("prearchive", "snapshot", row.label, "-o", str(tmp_path / "no" / "such" / "dir.png"))
+    assert result.exit_code == 1 and result.stderr.startswith("Error: cannot write") and "Traceback" not in result.stderr
