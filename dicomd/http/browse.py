@@ -49,22 +49,30 @@ def custom_of(value: str) -> dict[str, Any]:
 
 
 def scan_rows(catalog: Catalog, session: SessionRow, base: str) -> list[dict[str, Any]]:
+    """One row per scan, from the instance rows (so a session still RECEIVING has its scans too),
+    with the scan's mapped custom fields when the session was built."""
+    custom = {s["scan_id"]: custom_of(s.get("custom", "{}")) for s in catalog.scans(session.id)}
+    grouped: dict[str, list[InstanceRow]] = {}
+    for inst in catalog.instances(session.id):
+        grouped.setdefault(inst.scan_id, []).append(inst)
     rows = []
-    for scan in catalog.scans(session.id):
+    for scan_id in sorted(grouped, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s)):
+        members = grouped[scan_id]
+        first = members[0]
         row: dict[str, Any] = {
-            "ID": scan["scan_id"],
-            "type": scan["description"],
-            "series_description": scan["description"],
-            "modality": scan["modality"],
-            "xsiType": scan_xsi(scan["modality"]),
+            "ID": scan_id,
+            "type": first.series_description,
+            "series_description": first.series_description,
+            "modality": first.modality,
+            "xsiType": scan_xsi(first.modality),
             "quality": "usable",
-            "UID": scan["series_instance_uid"],
-            "series_number": scan["series_number"],
-            "file_count": scan["instances"],
-            "file_size": scan["bytes"],
-            "URI": f"{base}/scans/{scan['scan_id']}",
+            "UID": first.series_instance_uid,
+            "series_number": first.series_number,
+            "file_count": len(members),
+            "file_size": sum(m.size for m in members),
+            "URI": f"{base}/scans/{scan_id}",
         }
-        for key, value in custom_of(scan.get("custom", "{}")).items():
+        for key, value in custom.get(scan_id, {}).items():
             row.setdefault(key, value)
         rows.append(row)
     return rows
