@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 STAGE_THREADS = 4
+STALE_SECONDS = 24 * 3600  # a batch folder untouched this long belongs to a crashed process
+TEMP_PREFIX = "batch-"
 MAX_HEADER_READ = 16 * 1024 * 1024  # a tar header (pax, GNU long name) larger than this is hostile
 ZIP = "zip"
 TAR = "tar"
@@ -129,6 +131,7 @@ def stage_batch(
     if not path.exists():
         raise InvalidInput(f"{path} does not exist")
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
+    clean_stale(stores.layout.tmp)
     with _temp_folder(stores) as temp:
         members = list(expand(path, temp, limits, consume=consume))
         if not members:
@@ -504,11 +507,27 @@ def _describe_bad(batch: str, bad: list[tuple[Member, str]], shown: int = 20) ->
 # ---------------------------------------------------------------------------------- temp folder
 
 
+def clean_stale(tmp: Path, older_than: float = STALE_SECONDS) -> None:
+    """Remove batch folders a crashed process left in ``tmp`` (untouched for ``older_than`` s)."""
+    limit = time.time() - older_than
+    try:
+        candidates = [p for p in tmp.iterdir() if p.name.startswith(TEMP_PREFIX) and p.is_dir()]
+    except OSError:
+        return
+    for folder in candidates:
+        try:
+            if folder.stat().st_mtime < limit:
+                logger.warning("removing a stale batch folder %s", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
 class _temp_folder:
     """A private folder under tmp/ for one batch, removed on exit whatever happened."""
 
     def __init__(self, stores: "Stores") -> None:
-        self.path = stores.layout.tmp / f"batch-{uuid.uuid4().hex}"
+        self.path = stores.layout.tmp / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
 
     def __enter__(self) -> Path:
         storage.ensure_dir(self.path)

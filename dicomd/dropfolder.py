@@ -82,9 +82,9 @@ class Watched:
 class Signature:
     """What must not change for ``stable_seconds`` before an entry is read."""
 
-    files: int
+    files: int  # visible files (what a batch would read)
     size: int
-    digest: str
+    digest: str  # every file, hidden ones too: a copy in progress changes it
 
 
 def signature(entry: Path) -> Signature | None:
@@ -102,10 +102,11 @@ def signature(entry: Path) -> Signature | None:
         files = size = 0
         for root, dirs, names in os.walk(entry):
             dirs.sort()
+            hidden_dir = any(part.startswith(".") for part in Path(root).relative_to(entry).parts)
             for name in sorted(names):
                 path = os.path.join(root, name)
                 st = os.lstat(path)
-                files += 1
+                files += 0 if hidden_dir or name.startswith(".") else 1
                 size += st.st_size
                 digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return Signature(files, size, digest.hexdigest())
@@ -249,7 +250,7 @@ class DropFolders:
         del self._pending[entry]
         self._retry_at.pop(entry, None)
         if current.files == 0:
-            self._settled[entry] = current  # an empty folder: wait for something to land in it
+            self._settled[entry] = current  # nothing visible in it: wait for something to land
             return
         if self._ingest(pending.watched, entry):
             left = signature(entry)  # hidden files left in a folder: not read again until it changes
@@ -353,7 +354,9 @@ def _remove_empty_tree(folder: Path) -> None:
 
 
 def _log(entry: Path, result: BatchResult) -> None:
+    # file names can carry patient names: only at DEBUG
+    logger.debug("drop folder: %s read", entry.name)
     logger.info(
-        "drop folder: %s -> %d staged, %d duplicate(s), %d quarantined, %d session(s)",
-        entry.name, result.staged, result.duplicates, result.quarantined, len(result.sessions),
+        "drop folder: %d staged, %d duplicate(s), %d quarantined, %d session(s)",
+        result.staged, result.duplicates, result.quarantined, len(result.sessions),
     )

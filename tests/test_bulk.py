@@ -285,3 +285,16 @@ def test_same_instance_twice_in_one_archive(stores: Stores, study: list[Path], t
     assert (result.staged, result.duplicates) == (6, 1)
     assert result.sessions[0].instances == 6
     assert len(prearchive_files(stores)) == 6
+
+
+def test_stale_batch_folders_are_cleaned(stores: Stores, study: list[Path]) -> None:
+    import os
+
+    stale = stores.layout.tmp / "batch-crashed"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "000001-x.dcm").write_bytes(b"left over")
+    os.utime(stale, (0, 0))
+    fresh = stores.layout.tmp / "batch-running"
+    fresh.mkdir()
+    stage_batch(stores, study[0], SOURCE)
+    assert not stale.exists() and fresh.exists()

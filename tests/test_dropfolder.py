@@ -153,3 +153,23 @@ def test_files_dropped_while_down_are_picked_up(tmp_path: Path, make_daemon: Cal
     daemon = make_daemon(config)
     wait_for(lambda: instances(daemon) == 3)
     wait_for(lambda: not any((tmp_path / "drop").glob("*.dcm")))
+
+
+def test_folder_moved_to_processed_and_hidden_only_folder_waits(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon(drop_config(tmp_path, processed=True))
+    drop = tmp_path / "drop"
+    # a folder holding only a hidden file is left alone (nothing to stage, nothing quarantined)
+    (drop / "waiting").mkdir()
+    (drop / "waiting" / ".DS_Store").write_bytes(b"x")
+    # a folder of files is staged and its files moved under processed/
+    (drop / "series").mkdir()
+    for p in study(tmp_path, seed=8):
+        (drop / "series" / p.name).write_bytes(p.read_bytes())
+    wait_for(lambda: instances(daemon) == 3)
+    wait_for(lambda: len(list((drop / "processed" / "series").glob("*.dcm"))) == 3)
+    assert held(daemon) == []
+    # when a file lands in the waiting folder, it is staged too
+    extra = study(tmp_path, seed=9, count=1)[0]
+    (drop / "waiting" / extra.name).write_bytes(extra.read_bytes())
+    wait_for(lambda: instances(daemon) == 4)
+    assert (drop / "waiting" / ".DS_Store").exists() and held(daemon) == []
