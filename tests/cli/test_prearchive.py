@@ -156,3 +156,18 @@ def test_preview_lists_what_anonymization_changes(tmp_path):
         assert "PatientName" in text and "scan 1" in text and "scan 2" in text
     finally:
         stores.close()
+
+
+def test_mapped_fields_show_and_filter_the_archive_with_where(store):
+    from dicomd.mappings import MappingStore
+
+    MappingStore(store.stores.catalog).upsert(
+        {"scope": "site", "fieldName": "mod", "fieldType": "string", "dicomTag": "(0008,0060)"})
+    mr = store.ingest_study(15)
+    ct = store.ingest_study(16, modality="CT")
+    assert store.cli_json("prearchive", "show", mr.label)["custom"] == {"mod": "MR"}
+    assert "mapped fields" in store.cli("prearchive", "show", mr.label).stdout
+    assert store.cli("prearchive", "archive", mr.label, ct.label).exit_code == 0
+    assert [r["label"] for r in store.cli_json("archive", "list", "--where", "mod=CT")] == [ct.label]
+    assert store.cli_json("archive", "list", "--where", "mod=US") == []
+    assert store.cli("archive", "list", "--where", "mod").exit_code == 2
