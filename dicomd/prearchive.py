@@ -43,7 +43,10 @@ def xnat_row(row: SessionRow, config: Config | None = None) -> dict[str, Any]:
     import time
 
     def stamp(value: float | None) -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else ""
+        # XNAT's format, with milliseconds (xnatpy parses it with "%Y-%m-%d %H:%M:%S.%f")
+        if not value:
+            return ""
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) + f".{int(value * 1000) % 1000:03d}"
 
     project = config.project(row.project) if config else None
     auto = row.auto_archive if row.auto_archive is not None else (project.auto_archive if project else 0)
@@ -289,6 +292,31 @@ class Prearchive:
                 self.catalog.add_instance_rows(session.id, adopted)
         return findings
 
+    def _adopt_folder(self, session_dir: Path, *, dry_run: bool) -> list[str]:
+        """A session folder the catalog does not know (its rows were lost, e.g. to a power cut
+        after ingest's non-fsync'd commit): rebuild its session row from the files on disk."""
+        project, stamp, label = session_dir.parent.parent.name, session_dir.parent.name, session_dir.name
+        where = f"prearchive/{project}/{stamp}/..."
+        header = None
+        for path in sorted(session_dir.rglob("*.dcm")):
+            try:
+                header = read_header(path)
+                break
+            except InvalidInput:
+                continue
+        if header is None:
+            return [f"{where}: folder without a catalog session and no readable DICOM; left for an operator"]
+        if dry_run:
+            return [f"{where}: folder without a catalog session; would be adopted"]
+        from dicomd.routing import PATIENT_NAME, clean_label
+
+        row = self.catalog.adopt_session(
+            project=project, timestamp=stamp, label=label, study_uid=header.study_instance_uid,
+            subject=clean_label(header.routing.get(PATIENT_NAME, "")),
+        )
+        return [f"{where}: folder without a catalog session; adopted as {row.ref}",
+                *self.reconcile_session(row)]
+
     def recover(self, *, dry_run: bool = False) -> list[str]:
         """Repair what a crash left: half-moved or half-deleted sessions, interrupted builds,
         temp files, and differences between session folders and the catalog."""
@@ -314,7 +342,7 @@ class Prearchive:
             for session_dir in self.layout.prearchive.glob("*/*/*"):
                 rel = self.layout.relative(session_dir)
                 if session_dir.is_dir() and rel not in known:
-                    done.append(f"prearchive/{session_dir.parent.parent.name}/{session_dir.parent.name}/...: folder without a catalog session; left for an operator")
+                    done += self._adopt_folder(session_dir, dry_run=dry_run)
         if self.layout.tmp.exists() and not dry_run:
             for leftover in self.layout.tmp.iterdir():
                 if leftover.is_file():
