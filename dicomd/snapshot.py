@@ -52,19 +52,16 @@ class Tile:
 
 
 def pick_series(catalog: Catalog, layout: Layout, session_id: int) -> list[SeriesPick]:
-    """One instance per scan: the middle one in instance-number order."""
+    """One instance per scan: the middle one in instance-number order (works before a build too)."""
     by_scan: dict[str, list[InstanceRow]] = {}
     for inst in catalog.instances(session_id):
         by_scan.setdefault(inst.scan_id, []).append(inst)
     picks: list[SeriesPick] = []
-    for scan in catalog.scans(session_id):
-        members = by_scan.get(scan["scan_id"], [])
-        label = _label(scan["scan_id"], scan.get("modality", ""), scan.get("description", ""), len(members))
-        if not members:
-            picks.append(SeriesPick(scan["scan_id"], label, None))
-            continue
-        paths = [layout.resolve(i.path) for i in members]
-        picks.append(SeriesPick(scan["scan_id"], label, _middle(paths)))
+    for scan_id in sorted(by_scan, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s)):
+        members = by_scan[scan_id]
+        first = members[0]
+        label = _label(scan_id, first.modality, first.series_description, len(members))
+        picks.append(SeriesPick(scan_id, label, _middle([layout.resolve(i.path) for i in members])))
     return picks
 
 

@@ -96,7 +96,7 @@ def show(config: Config, session: str, as_json: bool) -> None:
             "bytes": row.bytes,
             "late_for": row.late_for,
             "warnings": session_warnings(stores, row),
-            "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in stores.catalog.scans(row.id)],
+            "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in scans_of(stores, row)],
             "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)],
         }
     if as_json:
@@ -119,6 +119,22 @@ def show(config: Config, session: str, as_json: bool) -> None:
     print_table(data["scans_detail"], SCAN_COLUMNS)
     click.echo(colour("\nhistory", bold=True))
     print_table(data["history"], HISTORY_COLUMNS)
+
+
+def scans_of(stores: Any, row: SessionRow) -> list[dict[str, Any]]:
+    """The session's scans; before its first build (still RECEIVING) they are summed from its instances."""
+    scans = stores.catalog.scans(row.id)
+    if scans or not row.instances:
+        return scans
+    summary: dict[str, dict[str, Any]] = {}
+    for inst in stores.catalog.instances(row.id):
+        entry = summary.setdefault(inst.scan_id, {
+            "scan_id": inst.scan_id, "series_instance_uid": inst.series_instance_uid,
+            "series_number": inst.series_number, "description": inst.series_description,
+            "modality": inst.modality, "instances": 0, "bytes": 0})
+        entry["instances"] += 1
+        entry["bytes"] += inst.size
+    return sorted(summary.values(), key=lambda s: (len(s["scan_id"]), s["scan_id"]))
 
 
 def session_warnings(stores: Any, row: SessionRow) -> list[str]:

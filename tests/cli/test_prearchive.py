@@ -171,3 +171,10 @@ def test_mapped_fields_show_and_filter_the_archive_with_where(store):
     assert [r["label"] for r in store.cli_json("archive", "list", "--where", "mod=CT")] == [ct.label]
     assert store.cli_json("archive", "list", "--where", "mod=US") == []
     assert store.cli("archive", "list", "--where", "mod").exit_code == 2
+
+
+def test_show_a_session_still_receiving_sums_its_scans_from_the_instances(store):
+    row = store.ingest_study(17, series=2, instances=3, build=False)
+    data = store.cli_json("prearchive", "show", row.label)
+    assert data["status"] == "RECEIVING"
+    assert [(s["scan_id"], s["instances"]) for s in data["scans_detail"]] == [("1", 3), ("2", 3)]
