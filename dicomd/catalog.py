@@ -24,6 +24,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from dicomd.errors import InvalidState, NotFound, StorageFailure
+from dicomd.storage import fsync_dir
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -293,11 +294,13 @@ def _rows(cls: type[T], cursor: sqlite3.Cursor) -> list[T]:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "durable", "sync_dirs")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], durable: bool, sync_dirs: Sequence[Path]) -> None:
         self.fn = fn
         self.future: Future[Any] = Future()
+        self.durable = durable
+        self.sync_dirs = sync_dirs
 
 
 class Catalog:
@@ -312,6 +315,7 @@ class Catalog:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
+        self._synchronous_full = True
         self._migrate()
 
     # ------------------------------------------------------------ connections
@@ -342,16 +346,21 @@ class Catalog:
             self._local.conn = conn
         return conn
 
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True,
+              sync_dirs: Sequence[Path] = ()) -> T:
         """Run ``fn(conn)`` inside a committed transaction and return its result.
 
         Calls from many threads are committed together; a call whose ``fn`` raises is rolled back
         alone (savepoint) and re-raises in its caller. A failed COMMIT fails every call in it.
+        ``sync_dirs`` are fsync'd (once per batch) before the commit. ``durable=False`` lets the
+        batch commit without an fsync of the WAL (synchronous=NORMAL): the commit survives a process
+        crash, and after a power loss the start-up scan re-adopts fsync'd files from disk. Only
+        ingest uses it; operations that move data stay fully synchronous.
         """
         if self._closed:
             raise StorageFailure("the catalog is closed")
         self._ensure_writer()
-        job = _Job(fn)
+        job = _Job(fn, durable, sync_dirs)
         self._queue.put(job)
         return job.future.result()
 
@@ -388,6 +397,12 @@ class Catalog:
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[_Job, bool, Any]] = []
         try:
+            for folder in {d for job in batch for d in job.sync_dirs}:
+                fsync_dir(folder)
+            durable = any(job.durable for job in batch)
+            if durable != self._synchronous_full:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT job")
@@ -401,7 +416,7 @@ class Catalog:
                     conn.execute("RELEASE job")
                     results.append((job, True, value))
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             logger.error("catalog commit failed: %s", exc)
             try:
                 conn.execute("ROLLBACK")
@@ -655,7 +670,24 @@ class Catalog:
 
         return self.write(txn)
 
-    def add_instance(self, session_id: int, inst: NewInstance) -> str:
+    def adopt_session(self, *, project: str, timestamp: str, label: str, study_uid: str, subject: str) -> SessionRow:
+        """Recreate the row of a prearchive session folder found on disk (RECEIVING: it is rebuilt)."""
+
+        def txn(conn: sqlite3.Connection) -> SessionRow:
+            now = time.time()
+            cur = conn.execute(
+                "INSERT INTO sessions(stage, project, subject, label, timestamp, study_instance_uid, status, source,"
+                " created_at, updated_at, last_received_at) VALUES ('prearchive',?,?,?,?,?,'RECEIVING','recovered',?,?,?)",
+                (project, subject, label, timestamp, study_uid, now, now, now),
+            )
+            session_id = int(cur.lastrowid or 0)
+            self.record_history(conn, session_id, RECEIVING, "recovered from disk", "recovery")
+            row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,))
+            return _row(SessionRow, row, row.fetchone())  # type: ignore[return-value]
+
+        return self.write(txn)
+
+    def add_instance(self, session_id: int, inst: NewInstance, sync_dir: Path | None = None) -> str:
         """Record a durable file in a prearchive session.
 
         Returns "added", "replaced", "duplicate" (same bytes already there) or "moved" (the session
@@ -704,7 +736,7 @@ class Catalog:
                 )
             return outcome
 
-        return self.write(txn)
+        return self.write(txn, durable=False, sync_dirs=(sync_dir,) if sync_dir else ())
 
     def set_status(
         self,

@@ -98,7 +98,7 @@ class Ingest:
         for _attempt in range(3):
             scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
             dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
-            digest, size = storage.install_file(path, dst, move=move, prefix=prefix)
+            digest, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False)
             crashpoint("ingest.installed")
             record = NewInstance(
                 scan_id=scan_id,
@@ -116,7 +116,7 @@ class Ingest:
                 path=self.layout.relative(dst),
                 source=source.describe(),
             )
-            outcome = self.catalog.add_instance(session.id, record)
+            outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
             crashpoint("ingest.recorded")
             if outcome != "moved":
                 staged = Staged(session, header.sop_instance_uid, outcome, dst)

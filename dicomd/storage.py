@@ -57,8 +57,11 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"") -> tuple[str, int]:
+def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_dir: bool = True) -> tuple[str, int]:
     """Put ``src`` at ``dst`` durably (fsync'd file, atomic rename, fsync'd folder).
+
+    With ``sync_dir=False`` the folder is not fsync'd here: the caller must do it (ingest hands
+    it to the catalog writer, which fsyncs each folder once per group commit) before answering.
 
     With ``move`` the source is renamed when it is on the same file system and ``prefix`` is empty
     (no copy at all); otherwise it is copied (``prefix`` first) through a temporary name beside
@@ -70,10 +73,11 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"") -> tu
             try:
                 digest, size = sha256_file(src)
                 with open(src, "rb+") as fh:
-                    os.fsync(fh.fileno())
+                    os.fdatasync(fh.fileno())
                 os.chmod(src, 0o600)
                 os.replace(src, dst)
-                fsync_dir(dst.parent)
+                if sync_dir:
+                    fsync_dir(dst.parent)
                 return digest, size
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
@@ -89,9 +93,10 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"") -> tu
                 size += len(prefix)
             size += _copy(fh, out, digest_obj)
             out.flush()
-            os.fsync(out.fileno())
+            os.fdatasync(out.fileno())
         os.replace(tmp, dst)
-        fsync_dir(dst.parent)
+        if sync_dir:
+            fsync_dir(dst.parent)
         if move:
             src.unlink(missing_ok=True)
         return digest_obj.hexdigest(), size

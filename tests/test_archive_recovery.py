@@ -101,3 +101,17 @@ def test_rebuild_adopts_and_drops(stores, tmp_path):
     assert len(findings) == 2 and stores.catalog.session(session.id).instances == 4
     row = stores.prearchive.rebuild(session.id)
     assert row.status == "READY" and row.instances == 4 and row.scans == 3
+
+
+def test_session_folder_without_rows_is_adopted(stores, tmp_path):
+    """After a power cut the last (non-fsync'd) ingest commits may be gone; the files are not."""
+    session = stage_study(stores, tmp_path)
+    stores.catalog.delete_session_rows(session.id, "simulate lost commits")
+    assert not stores.catalog.sessions(PREARCHIVE)
+    stores = reopen(stores)
+    done = stores.prearchive.recover()
+    assert any("adopted" in line for line in done)
+    rows = stores.catalog.sessions(PREARCHIVE)
+    assert len(rows) == 1 and rows[0].instances == 4 and rows[0].status == "RECEIVING"
+    assert rows[0].relative_dir == session.relative_dir
+    stores.close()
