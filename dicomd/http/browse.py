@@ -64,7 +64,6 @@ def scan_rows(catalog: Catalog, session: SessionRow, base: str) -> list[dict[str
             "type": first.series_description,
             "series_description": first.series_description,
             "modality": first.modality,
-            "xsiType": scan_xsi(first.modality),
             "quality": "usable",
             "UID": first.series_instance_uid,
             "series_number": first.series_number,
@@ -72,6 +71,8 @@ def scan_rows(catalog: Catalog, session: SessionRow, base: str) -> list[dict[str
             "file_size": sum(m.size for m in members),
             "URI": f"{base}/scans/{scan_id}",
         }
+        if not base.startswith("/data/prearchive"):  # xnatpy types prearchive scans itself
+            row["xsiType"] = scan_xsi(first.modality)
         for key, value in custom.get(scan_id, {}).items():
             row.setdefault(key, value)
         rows.append(row)
