@@ -126,30 +126,51 @@ def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[Column]) -> None:
-    """Aligned columns, truncated to the terminal width; the status column is coloured on a terminal."""
+    """Aligned columns fitted to the terminal width; the status column is coloured on a terminal."""
     cols = [(c, c) if isinstance(c, str) else c for c in columns]
     if not rows:
         click.echo("(none)")
         return
-    cells = [[_cell(r.get(key)) for key, _title in cols] for r in rows]
-    titles = [title for _key, title in cols]
-    widths = [max(len(t), *(len(row[i]) for row in cells)) for i, t in enumerate(titles)]
-    width = shutil.get_terminal_size((200, 20)).columns if is_terminal() else 10_000
+    width = shutil.get_terminal_size((200, 20)).columns if is_terminal() else None
+    lines = format_table([[_cell(r.get(key)) for key, _t in cols] for r in rows], [t for _k, t in cols], width)
+    click.echo(colour(lines[0], bold=True))
     status_index = next((i for i, (key, _t) in enumerate(cols) if key == "status"), None)
+    for line in lines[1:]:
+        if status_index is not None and is_terminal():
+            line = _colour_status(line, lines[0], cols[status_index][1])
+        click.echo(line)
+
+
+def format_table(cells: Sequence[Sequence[str]], titles: Sequence[str], width: int | None = None) -> list[str]:
+    """Header + rows, columns two spaces apart. With ``width``, the widest columns are shortened
+    (cells cut with '…', never narrower than their title) until a line fits; only then are lines cut."""
+    widths = [max(len(t), *(len(row[i]) for row in cells)) for i, t in enumerate(titles)]
+    floors = [min(w, max(len(t), 6)) for w, t in zip(widths, titles)]
+    if width is not None:
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            shrinkable = [i for i in range(len(widths)) if widths[i] > floors[i]]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+
+    def fit(value: str, w: int) -> str:
+        return value if len(value) <= w else value[: max(w - 1, 0)] + "…"
 
     def line(values: Sequence[str]) -> str:
-        text = "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
-        return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+        text = "  ".join(fit(v, w).ljust(w) for v, w in zip(values, widths)).rstrip()
+        return text if width is None or len(text) <= width else text[: max(width - 1, 1)] + "…"
 
-    click.echo(colour(line(titles), bold=True))
-    for row in cells:
-        text = line(row)
-        if status_index is not None and is_terminal():
-            value = row[status_index]
-            start = sum(w + 2 for w in widths[:status_index])
-            if value and text[start:start + len(value)] == value:
-                text = text[:start] + colour(value, STATUS_COLOURS.get(value)) + text[start + len(value):]
-        click.echo(text)
+    return [line(titles), *(line(row) for row in cells)]
+
+
+def _colour_status(line: str, header: str, title: str) -> str:
+    start = header.find(title)
+    if start < 0:
+        return line
+    value = line[start:].split("  ", 1)[0].strip()
+    if not value or line[start:start + len(value)] != value:
+        return line
+    return line[:start] + colour(value, STATUS_COLOURS.get(value)) + line[start + len(value):]
 
 
 def _cell(value: Any) -> str:
