@@ -28,6 +28,7 @@ from dicomd.config import Config
 from dicomd.errors import ConfigError, InvalidInput, NotFound
 
 PROBLEM_STATES = (ERROR, CONFLICT, REVIEW)
+PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced")
 MAX_VALUE = 100
 
 
@@ -52,8 +53,9 @@ def status(config: Config, as_json: bool) -> None:
             for r in stores.catalog.sessions_in(PREARCHIVE, PROBLEM_STATES)
         ]
         events = [
-            {"when": stamp(e["at"]), "kind": e["kind"], "detail": _event_text(e["detail"])}
-            for e in stores.catalog.events(kinds=["quarantined"], limit=5)
+            {"when": stamp(e["at"]), "kind": e["kind"], "session_id": e["session_id"],
+             "detail": _event_text(e["detail"])}
+            for e in stores.catalog.events(kinds=PROBLEM_EVENTS, limit=8)
         ]
     disk = shutil.disk_usage(config.data_dir)
     data = {
@@ -73,7 +75,7 @@ def status(config: Config, as_json: bool) -> None:
         "disk": {"free": disk.free, "total": disk.total, "min_free": config.min_free_bytes,
                  "below_floor": disk.free < config.min_free_bytes},
         "problems": problems,
-        "recent_quarantine": events,
+        "last_errors": events,
     }
     if as_json:
         print_json(data)
@@ -103,9 +105,9 @@ def _print_status(data: dict[str, Any]) -> None:
     if data["problems"]:
         click.echo(colour("\nsessions needing attention", bold=True))
         print_table(data["problems"], ("when", "status", "session", "reason"))
-    if data["recent_quarantine"]:
-        click.echo(colour("\nlast refused data", bold=True))
-        print_table(data["recent_quarantine"], ("when", "detail"))
+    if data["last_errors"]:
+        click.echo(colour("\nlast errors", bold=True))
+        print_table(data["last_errors"], ("when", "kind", "detail"))
 
 
 def _yes_no(value: bool | None) -> str:
@@ -125,7 +127,10 @@ def _listening(host: str, port: int) -> bool | None:
 
 
 def _event_text(detail: dict[str, Any]) -> str:
-    return f"{detail.get('source', '')}: {detail.get('reason', '')}"
+    """An event's detail as one line; the reason (or problem) last, since it is the part that matters."""
+    main = detail.get("reason") or detail.get("problem") or ""
+    rest = [f"{k}={v}" for k, v in detail.items() if k not in ("reason", "problem", "path")]
+    return "; ".join([*rest, str(main)] if main else rest)
 
 
 # --------------------------------------------------------------------------- dump

@@ -34,6 +34,8 @@ LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "
                 ("lastmod", "last activity"))
 SCAN_COLUMNS = (("scan_id", "scan"), ("series_number", "series"), ("description", "description"),
                 ("modality", "modality"), ("instances", "instances"), ("size", "size"))
+PREARCHIVE_STATES = ("RECEIVING", "BUILDING", "READY", "ARCHIVING", "MOVING", "DELETING", "ERROR", "CONFLICT",
+                     "REVIEW")
 HISTORY_COLUMNS = (("when", "when"), ("status", "status"), ("actor", "by"), ("reason", "reason"))
 
 
@@ -61,7 +63,8 @@ def prearchive() -> None:
 @prearchive.command("list")
 @store_options
 @click.option("--project", "projects", multiple=True, help="Only these projects (repeatable).")
-@click.option("--status", help="Only sessions in this status (READY, RECEIVING, CONFLICT, ...).")
+@click.option("--status", type=click.Choice(PREARCHIVE_STATES, case_sensitive=False),
+              help="Only sessions in this status.")
 @json_option
 def list_sessions(config: Config, projects: tuple[str, ...], status: str | None, as_json: bool) -> None:
     """List prearchive sessions, newest first.

@@ -20,10 +20,10 @@ def test_status_counts_states_disk_and_last_refusals(store):
     quarantine(store.stores.layout, store.stores.catalog, junk, Source(kind="CLI"), "not a DICOM file", move=False)
     data = store.cli_json("status")
     assert data["prearchive"] == {"READY": 1, "RECEIVING": 1}
-    assert data["quarantine_held"] == 1 and data["recent_quarantine"][0]["detail"].endswith("not a DICOM file")
+    assert data["quarantine_held"] == 1 and data["last_errors"][0]["detail"].endswith("not a DICOM file")
     assert data["receivers"][0]["ae_title"] == "DICOMD" and data["disk"]["free"] > 0
     text = store.cli("status").stdout
-    assert "receivers" in text and "READY" in text and "last refused data" in text
+    assert "receivers" in text and "READY" in text and "last errors" in text
 
 
 def test_status_while_the_daemon_runs_sees_its_port_listening(make_daemon, tmp_path):

@@ -63,6 +63,7 @@ def test_unknown_session_is_one_line_exit_1_and_verbose_shows_traceback(store):
 def test_usage_errors_exit_2(store):
     assert store.cli("prearchive", "move", "x").exit_code == 2  # --to missing
     assert store.cli("prearchive", "frobnicate").exit_code == 2
+    assert store.cli("prearchive", "list", "--status", "NOPE").exit_code == 2
 
 
 def test_archive_json_contract_and_archive_list(store):
