@@ -103,6 +103,8 @@ class LoginGate:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/REST/"):  # XNAT's old alias of /data
+            scope = {**scope, "path": "/data/" + scope["path"][len("/REST/"):]}
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return

@@ -27,6 +27,7 @@ def test_prearchive_listing_json_and_csv(site: Site) -> None:
     assert "/data" + rows[0]["url"] == uri
     by_project = client.get("/data/prearchive/projects/demo?format=json").json()["ResultSet"]["Result"]
     assert by_project == rows
+    assert client.get("/REST/prearchive/projects/demo?format=json").json()["ResultSet"]["Result"] == rows
     text = client.get("/data/prearchive/projects/demo?format=csv").text
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert parsed[0]["url"] == rows[0]["url"] and parsed[0]["status"] == rows[0]["status"]

@@ -7,6 +7,7 @@ archive right after staging. The reply is `text/uri-list`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import uuid
@@ -22,7 +23,7 @@ from dicomd import storage
 from dicomd.auth import MANAGE, UPLOAD, User
 from dicomd.config import UNASSIGNED
 from dicomd.daemon import Stores
-from dicomd.errors import Forbidden, InvalidInput, StorageFull
+from dicomd.errors import Forbidden, InvalidInput, StorageFailure, StorageFull
 from dicomd.http import operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import Params
@@ -167,17 +168,61 @@ def _check_room(stores: Stores, length: str | None) -> None:
 # ---------------------------------------------------------------- receiving the body
 
 
+class _Spool:
+    """Writes an upload to disk in ~1 MiB blocks off the event loop, watching the free-space floor."""
+
+    BLOCK = 1024 * 1024
+    CHECK_EVERY = 64 * 1024 * 1024
+
+    def __init__(self, stores: Stores, fh: Any) -> None:
+        self.stores = stores
+        self.fh = fh
+        self.buffer = bytearray()
+        self.written = 0
+        self._next_check = self.CHECK_EVERY
+
+    def tell(self) -> int:
+        return self.written + len(self.buffer)
+
+    def add(self, data: bytes) -> None:
+        self.buffer += data
+
+    async def drain(self, force: bool = False) -> None:
+        if len(self.buffer) < self.BLOCK and not (force and self.buffer):
+            return
+        block, self.buffer = bytes(self.buffer), bytearray()
+        await run_in_threadpool(self._write, block)
+
+    def _write(self, block: bytes) -> None:
+        try:
+            self.fh.write(block)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"disk full while receiving an upload: {exc}") from None
+            raise StorageFailure(f"cannot write the upload: {exc}") from None
+        self.written += len(block)
+        if self.written >= self._next_check:
+            self._next_check += self.CHECK_EVERY
+            storage.check_free(self.stores.layout.root, self.stores.config.min_free_bytes)
+
+
 async def _receive(request: Request, dest: Path) -> list[tuple[str, str]]:
     """Write the body (or the multipart file part) to ``dest``; returns multipart text fields."""
+    stores = stores_of(request)
     content_type = request.headers.get("content-type", "")
     storage.ensure_dir(dest.parent)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
+        spool = _Spool(stores, out)
         if content_type.lower().startswith("multipart/form-data"):
-            return await _receive_multipart(request, content_type, out)
-        async for chunk in request.stream():
-            out.write(chunk)
-    return []
+            fields = await _receive_multipart(request, content_type, spool)
+        else:
+            fields = []
+            async for chunk in request.stream():
+                spool.add(chunk)
+                await spool.drain()
+        await spool.drain(force=True)
+    return fields
 
 
 async def _receive_multipart(request: Request, content_type: str, out: Any) -> list[tuple[str, str]]:
@@ -212,7 +257,7 @@ async def _receive_multipart(request: Request, content_type: str, out: Any) -> l
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part["file"]:
-            out.write(data[start:end])
+            out.add(data[start:end])
         else:
             part["value"] += data[start:end]
             if len(part["value"]) > _MAX_FIELD:
@@ -229,5 +274,6 @@ async def _receive_multipart(request: Request, content_type: str, out: Any) -> l
     })
     async for chunk in request.stream():
         parser.write(chunk)
+        await out.drain()
     parser.finalize()
     return fields
