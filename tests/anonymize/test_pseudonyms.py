@@ -115,3 +115,34 @@ def test_preview_lists_changes_without_touching(store, phi_study):
     assert "PixelData" not in by_keyword
     nested = [c for c in changes if c.path.startswith("(0008,1140)[0]/")]
     assert nested and nested[0].action == "changed"
+
+
+def test_one_anonymizer_shared_by_threads(store, phi_study):
+    # Given one project Anonymizer used by several archive jobs at once
+    study, _ = phi_study
+    anonymizer = make_anonymizer(store, options=("retain_long_modified_dates",))
+    expected = []
+    for ds in study:
+        work = copy.deepcopy(ds)
+        anonymizer.apply(work, labels())
+        expected.append((work.SOPInstanceUID, work.PatientID, work.StudyDate))
+    results: dict[int, tuple[str, str, str]] = {}
+    errors: list[BaseException] = []
+
+    def job(index: int) -> None:
+        try:
+            for i in range(index, len(study), 3):
+                work = copy.deepcopy(study[i])
+                anonymizer.apply(work, labels())
+                results[i] = (work.SOPInstanceUID, work.PatientID, work.StudyDate)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # Then every thread gets exactly what a single thread gets
+    assert not errors
+    assert [results[i] for i in range(len(study))] == expected

@@ -182,7 +182,8 @@ def _set(ds: Dataset, tag: BaseTag, text: str, run: Run, line: int) -> None:
         else:
             elem.value = text.split("\\") if "\\" in text else text
     except ValueError as exc:
-        raise script_error(f"{text!r} is not a valid value for {tag} (VR {vr}): {exc}", line, 1, run.source) from None
+        # the value itself stays out of the message: it may be identifying, and messages reach logs
+        raise script_error(f"the value assigned to {tag} is not valid for its VR {vr}", line, 1, run.source) from None
     run.counts.changes += 1
 
 
