@@ -164,6 +164,7 @@ class Auth:
         self._verified: dict[str, tuple[float, str]] = {}  # hmac(name, password) -> (until, stored hash)
         self._verified_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        self._dummy = hash_password(secrets.token_hex(8))
         conn = sqlite3.connect(catalog.path, timeout=30, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
@@ -248,7 +249,10 @@ class Auth:
             return None
         row = self.catalog.reader().execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
         if row is None:
-            return self._authenticate_token(name, password)
+            user = self._authenticate_token(name, password)
+            if user is None:
+                verify_password(password, self._dummy)  # same cost as a wrong password: no user probing
+            return user
         stored = row[0]
         key = hmac.new(self._verified_key, f"{name}\0{password}".encode(), "sha256").hexdigest()
         now = time.monotonic()

@@ -76,18 +76,6 @@ class HttpServer:
         except Exception:  # the server thread's one catch-all: log, the daemon keeps its other services
             logger.exception("HTTP server stopped with an error")
 
-    def wait_started(self, timeout: float = 10.0) -> bool:
-        """True once uvicorn accepts connections (the socket already queues them before that)."""
-        done = threading.Event()
-
-        def poll() -> None:
-            while self._server is not None and not self._server.started and not done.is_set():
-                done.wait(0.02)
-            done.set()
-
-        threading.Thread(target=poll, daemon=True).start()
-        return done.wait(timeout) and bool(self._server and self._server.started)
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True

@@ -21,8 +21,9 @@ def _auth(request: Request) -> Auth:
     return request.app.state.auth
 
 
-def _set_cookie(response: Response, session_id: str) -> None:
-    response.set_cookie(COOKIE, session_id, httponly=True, samesite="lax", path="/")
+def _set_cookie(request: Request, response: Response, session_id: str) -> None:
+    secure = request.url.scheme == "https"
+    response.set_cookie(COOKIE, session_id, httponly=True, samesite="lax", path="/", secure=secure)
 
 
 def session_for(request: Request) -> tuple[str, bool]:
@@ -36,7 +37,7 @@ def session_for(request: Request) -> tuple[str, bool]:
 def ensure_session(request: Request, response: Response) -> str:
     session_id, new = session_for(request)
     if new:
-        _set_cookie(response, session_id)
+        _set_cookie(request, response, session_id)
     return session_id
 
 
@@ -46,7 +47,7 @@ def jsession(request: Request) -> Response:
     session_id, new = session_for(request)
     response = PlainTextResponse(session_id)
     if new:
-        _set_cookie(response, session_id)
+        _set_cookie(request, response, session_id)
     return response
 
 
@@ -71,7 +72,7 @@ async def form_login(request: Request) -> Response:
         return PlainTextResponse("Authentication failed.", status_code=401)
     session_id = await run_in_threadpool(auth.open_session, user)
     response = PlainTextResponse(session_id)
-    _set_cookie(response, session_id)
+    _set_cookie(request, response, session_id)
     return response
 
 
