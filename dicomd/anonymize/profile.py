@@ -178,7 +178,7 @@ class ProfileRun:
             elem = ds[tag]
             action = self.rules.action(int(tag))
             if action is None:
-                if elem.VR == "UI" and not self.rules.retain_uids:
+                if elem.VR == "UI" and not self.rules.retain_uids and not _class_uid(elem):
                     self._new_uids(elem)
                 elif elem.VR == "SQ":
                     self._walk_items(elem)
@@ -291,6 +291,13 @@ class ProfileRun:
         for tag in list(keep):  # keep the creator element of every block something is kept in
             keep.add(BaseTag((tag.group << 16) | (tag.element >> 8)))
         return keep
+
+
+def _class_uid(elem: DataElement) -> bool:
+    """SOP Class, Transfer Syntax and similar UIDs name a kind of thing, not an instance: kept,
+    even when private (e.g. a vendor's SOP Class)."""
+    keyword = elem.keyword or ""
+    return keyword.endswith("ClassUID") or keyword in ("TransferSyntaxUID", "CodingSchemeUID")
 
 
 def _map_values(value: object, fn) -> object:  # type: ignore[no-untyped-def]

@@ -268,3 +268,13 @@ def test_script_only_is_recorded(store, tmp_path, phi_study):
     assert out[0].PatientName == "subj"
     assert out[0].DeidentificationMethod == f"DicomEdit script sha256:{anonymizer.script_hash[:40]}"
     assert "PatientIdentityRemoved" not in out[0]  # a script alone is not a profile: no claim made
+
+
+def test_private_sop_class_uids_are_kept(store, phi_study):
+    study, _ = phi_study
+    ds = copy.deepcopy(study[0])
+    ds.SOPClassUID = "1.3.12.2.1107.5.9.1"  # a vendor's private SOP Class
+    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = "1.3.12.2.1107.5.9.1"
+    make_anonymizer(store).apply(ds, labels())
+    assert ds.SOPClassUID == "1.3.12.2.1107.5.9.1"
+    assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.3.12.2.1107.5.9.1"

@@ -427,3 +427,18 @@ def test_shift_function_as_a_statement_shifts_in_place():
 def test_functions_of_missing_attributes_create_nothing():
     ds = run(V + "(0008,0058) := hashUID[(0008,0058)]\n(0010,1005) := (0010,0022)\n")
     assert "FailedSOPInstanceUIDList" not in ds and "PatientBirthName" not in ds
+
+
+def test_function_results_agree_with_xnat():
+    # Expected values as XNAT's own DicomEdit tests assert them for the same functions
+    ds = _ds()
+    ds.SeriesDescription = "PDW_TSE"
+    run(V + '(0010,1000) := format["{0}_{1}_{2}_{3}", lowercase[(0008,0060)], uppercase[(0008,103E)], '
+            'replace[substring["0123456789", 0, 8], "3", "0"], concatenate["10", "20", "30"]]\n'
+            '(0010,2000) := match["abab", "(a(b)?)+", 2]\n'
+            '(0018,9516) := shiftDateTimeByIncrement["20200101120000+0500", "10"]\n'
+            '(0018,9517) := shiftDateTimeByIncrement["20200101120000-0730", "10"]\n', ds)
+    assert ds.OtherPatientIDs == "mr_PDW_TSE_01204567_102030"
+    assert ds.MedicalAlerts == "b"
+    assert ds[0x00189516].value == "20200101120010+0500"
+    assert ds[0x00189517].value == "20200101120010-0730"
