@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable, Protocol
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
 from dicomd.config import Config
-from dicomd.errors import InvalidInput
+from dicomd.errors import DicomdError, InvalidInput
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.reliability import crashpoint
@@ -98,6 +99,7 @@ class Ingest:
         for _attempt in range(3):
             scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
             dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
+            existed = dst.exists()
             digest, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False)
             crashpoint("ingest.installed")
             record = NewInstance(
@@ -116,7 +118,14 @@ class Ingest:
                 path=self.layout.relative(dst),
                 source=source.describe(),
             )
-            outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
+            try:
+                outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
+            except DicomdError:
+                # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
+                # instance, so it must not stay on disk either. A moved source goes back.
+                if not existed:
+                    _undo_install(dst, path if move else None)
+                raise
             crashpoint("ingest.recorded")
             if outcome != "moved":
                 staged = Staged(session, header.sop_instance_uid, outcome, dst)
@@ -179,6 +188,16 @@ class Ingest:
             if len(self._sessions) > 10000:
                 self._sessions.clear()
         return row
+
+
+def _undo_install(dst: Path, source: Path | None) -> None:
+    try:
+        if source is not None and not source.exists():
+            os.replace(dst, source)
+        else:
+            dst.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.error("could not undo an unrecorded file %s: %s", dst.name, exc)
 
 
 def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, reason: str, *, move: bool) -> int:
