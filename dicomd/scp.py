@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.errors import DicomdError, InvalidInput
 from dicomd.ingest import Ingest, Source, quarantine
+from dicomd.reliability import discard_partial_spool, sweep_spool
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class Receiver:
         self._server: Any = None
         self._active = 0
         self._lock = threading.Lock()
+        self._handling: set[str] = set()  # spool files whose C-STORE handler is running
 
     def start(self) -> Listening:
         ae = AE(ae_title=self.config.ae_title)
@@ -107,6 +110,7 @@ class Receiver:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         self._server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
         host, port = self._server.server_address[:2]
@@ -121,6 +125,7 @@ class Receiver:
     # ------------------------------------------------------------------ handlers
 
     def _on_requested(self, event: Any) -> None:
+        self._sweep_spool()
         rq = event.assoc.requestor
         calling = (rq.primitive.calling_ae_title or "").strip()
         address = rq.address
@@ -130,6 +135,22 @@ class Receiver:
                 calling, address, self.config.ae_title,
             )
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+
+    def _on_closed(self, event: Any) -> None:
+        name = discard_partial_spool(event.assoc)
+        if name:
+            logger.warning("association from %s dropped mid-instance: partial data discarded",
+                           event.assoc.requestor.address)
+
+    def _sweep_spool(self) -> None:
+        """Spool files older than any live association could leave (see reliability.sweep_spool)."""
+        folder = tempfile.gettempdir()
+        if Path(folder) != self.ingest.layout.tmp:
+            return
+        age = 2 * max(self.config.network_timeout, self.config.dimse_timeout) + 5
+        with self._lock:
+            keep = set(self._handling)
+        sweep_spool(Path(folder), time.time() - age, keep)
 
     def _on_echo(self, event: Any) -> int:
         return SUCCESS
@@ -145,6 +166,8 @@ class Receiver:
             prevent_anon=self.config.prevent_anon,
         )
         path = Path(event.dataset_path)
+        with self._lock:
+            self._handling.add(str(path))
         try:
             self.ingest.stage(path, source, move=True)
             return SUCCESS
@@ -157,6 +180,9 @@ class Receiver:
         except Exception:
             logger.exception("C-STORE from %s failed unexpectedly", source.describe())
             return OUT_OF_RESOURCES
+        finally:
+            with self._lock:
+                self._handling.discard(str(path))
 
     def _quarantine(self, path: Path, source: Source, reason: str, event: Any) -> None:
         try:
