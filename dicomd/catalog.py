@@ -528,9 +528,12 @@ class Catalog:
         return _row(SessionRow, cur, cur.fetchone())
 
     def idle_sessions(self, older_than: float) -> list[SessionRow]:
+        """RECEIVING sessions idle since ``older_than``, and builds stuck since then (a build whose
+        last write failed, e.g. on a full disk, is retried instead of staying BUILDING)."""
         cur = self.reader().execute(
-            "SELECT * FROM sessions WHERE stage='prearchive' AND status='RECEIVING' AND last_received_at < ?",
-            (older_than,),
+            "SELECT * FROM sessions WHERE stage='prearchive' AND ((status='RECEIVING' AND last_received_at < ?)"
+            " OR (status='BUILDING' AND updated_at < ?))",
+            (older_than, older_than),
         )
         return _rows(SessionRow, cur)
 

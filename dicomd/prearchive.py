@@ -165,7 +165,7 @@ class Prearchive:
         """
         try:
             session = self.catalog.set_status(
-                session_id, BUILDING, expect=(RECEIVING, READY, ERROR, CONFLICT, "REVIEW"), actor=actor
+                session_id, BUILDING, expect=(RECEIVING, BUILDING, READY, ERROR, CONFLICT, "REVIEW"), actor=actor
             )
         except (InvalidState, NotFound):
             return None
