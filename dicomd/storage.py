@@ -68,6 +68,7 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_
     ``dst``. Returns (sha256, size) of what is now at ``dst``.
     """
     ensure_dir(dst.parent)
+    tmp: Path | None = None
     try:
         if move and not prefix:
             try:
@@ -101,6 +102,8 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_
             src.unlink(missing_ok=True)
         return digest_obj.hexdigest(), size
     except OSError as exc:
+        if tmp is not None:  # a half-written copy must not hold on to the space (ENOSPC)
+            tmp.unlink(missing_ok=True)
         raise _translate(exc, f"cannot store {dst.name}") from exc
 
 

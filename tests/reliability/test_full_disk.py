@@ -153,3 +153,20 @@ def test_injected_enospc_at_the_storage_boundary(tmp_path: Path, make_daemon: Ca
     daemon.stop()
     report = check_store(*_stores(data))
     assert report.ok, report.describe()
+
+
+def test_a_failed_copy_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomd import storage
+    from dicomd.errors import StorageFull
+
+    src = tmp_path / "in.dcm"
+    src.write_bytes(b"x" * 5000)
+    dst = tmp_path / "store" / "out.dcm"
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", full)
+    with pytest.raises(StorageFull):
+        storage.install_file(src, dst, move=False)
+    assert list(dst.parent.iterdir()) == [] and src.exists()
