@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping
 
 from pydicom.datadict import dictionary_VR
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 _INT_VRS = frozenset({"US", "SS", "UL", "SL", "SV", "UV", "AT"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
+_INT_RANGES = MappingProxyType({
+    "US": (0, 2**16 - 1), "SS": (-(2**15), 2**15 - 1), "UL": (0, 2**32 - 1), "SL": (-(2**31), 2**31 - 1),
+    "UV": (0, 2**64 - 1), "SV": (-(2**63), 2**63 - 1), "AT": (0, 2**32 - 1),
+})
 _BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 
 
@@ -173,7 +178,8 @@ def _set(ds: Dataset, tag: BaseTag, text: str, run: Run, line: int) -> None:
         if text == "":
             elem.value = None
         elif vr in _INT_VRS:
-            elem.value = [int(v) for v in text.split("\\")] if "\\" in text else int(text)
+            numbers = [_in_range(vr, int(v)) for v in text.split("\\")]
+            elem.value = numbers if len(numbers) > 1 else numbers[0]
         elif vr in _FLOAT_VRS:
             elem.value = [float(v) for v in text.split("\\")] if "\\" in text else float(text)
         elif vr in _BYTES_VRS:
@@ -188,6 +194,13 @@ def _set(ds: Dataset, tag: BaseTag, text: str, run: Run, line: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ values
+
+
+def _in_range(vr: str, number: int) -> int:
+    low, high = _INT_RANGES[vr]
+    if not low <= number <= high:
+        raise ValueError(f"out of range for {vr}")
+    return number
 
 
 def _element_text(elem: DataElement) -> str:
