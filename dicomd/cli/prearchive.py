@@ -11,6 +11,7 @@ import click
 
 from dicomd.catalog import ARCHIVE, CONFLICT, ERROR, PREARCHIVE, REVIEW, SessionRow
 from dicomd.cli.common import (
+    STATUS_COLOURS,
     colour,
     confirm,
     human_bytes,
@@ -107,7 +108,7 @@ def show(config: Config, session: str, as_json: bool) -> None:
         return
     print_fields([
         ("session", data["url"]), ("project", data["project"]), ("subject", data["subject"]),
-        ("label", data["folderName"]), ("status", colour(data["status"], _status_colour(data["status"]))),
+        ("label", data["folderName"]), ("status", colour(data["status"], STATUS_COLOURS.get(data["status"]))),
         ("reason", data["reason"]), ("study uid", data["tag"]), ("study date", data["scan_date"]),
         ("modalities", data["modalities"]), ("scans", data["scans"]), ("instances", data["instances"]),
         ("size", human_bytes(data["bytes"])), ("source", data["SOURCE"]), ("received", data["uploaded"]),
@@ -163,12 +164,6 @@ def session_warnings(stores: Any, row: SessionRow) -> list[str]:
     return warnings
 
 
-def _status_colour(status: str) -> str | None:
-    from dicomd.cli.common import STATUS_COLOURS
-
-    return STATUS_COLOURS.get(status)
-
-
 # --------------------------------------------------------------------------- actions
 
 
@@ -189,16 +184,13 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
         for row in rows:
             try:
                 result = action(stores, row)
-            except NotFound:
-                failed += 1
-                message = f"{row.url}: no longer in the prearchive (archived, moved or deleted meanwhile)"
-                results.append({"session": row.url, "error": message})
-                report_error(message)
-                continue
             except DicomdError as exc:
                 failed += 1
-                results.append({"session": row.url, "error": str(exc)})
-                report_error(f"{row.url}: {exc}")
+                gone = isinstance(exc, NotFound) and stores.catalog.find_session(
+                    PREARCHIVE, row.project, row.timestamp, row.label) is None
+                message = "no longer in the prearchive (archived, moved or deleted meanwhile)" if gone else str(exc)
+                results.append({"session": row.url, "error": message})
+                report_error(f"{row.url}: {message}")
                 continue
             results.append(result)
             if not as_json:
@@ -250,6 +242,9 @@ def move(config: Config, sessions: tuple[str, ...], project: str, as_json: bool)
 
         dicomd prearchive move Unassigned/20240619_091425123/S1 --to demo
     """
+    if project != "Unassigned" and config.resolve_project(project) is None:
+        known = ", ".join(["Unassigned", *config.project_ids()])
+        raise click.BadParameter(f"no project {project!r} (known: {known})", param_hint="--to")
     def run(stores: Any, row: SessionRow) -> dict[str, Any]:
         moved = stores.prearchive.move(row.id, project, actor=actor())
         return {"session": row.url, "moved": moved.url, "status": moved.status,

@@ -107,7 +107,8 @@ def test_move_fixes_routing(store):
     assert row.project == "Unassigned"
     moved = store.cli_json("prearchive", "move", row.label, "--to", "DEMO")  # alias of demo
     assert moved[0]["moved"].startswith("/prearchive/projects/demo/") and moved[0]["status"] == "READY"
-    assert store.cli("prearchive", "move", row.label, "--to", "nosuch").exit_code == 1
+    unknown = store.cli("prearchive", "move", row.label, "--to", "nosuch")
+    assert unknown.exit_code == 2 and "no project 'nosuch'" in unknown.stderr
 
 
 def test_delete_asks_unless_yes(store):
