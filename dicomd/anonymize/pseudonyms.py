@@ -1,7 +1,8 @@
 """Per-project secret keys, keyed pseudonym generation, and the original -> pseudonym map.
 
 The key never leaves this module's SQLite file (owner-only). Values are generated with dicognito's
-seeded generators (names from its name lists, 12-character IDs, UIDs) seeded with the project key,
+seeded generators (names from its name lists, 12-character IDs, the number behind each UID) seeded
+with the project key,
 so the same original gives the same pseudonym in every run, forever, and nobody without the key can
 recompute it. The date shift is derived from the key and the original Patient ID.
 """
@@ -15,6 +16,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +24,6 @@ import pydicom
 from dicognito.idanonymizer import IDAnonymizer
 from dicognito.pnanonymizer import PNAnonymizer
 from dicognito.randomizer import Randomizer
-from dicognito.uianonymizer import UIAnonymizer
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
@@ -148,7 +149,6 @@ class Pseudonymizer:
         self._randomizer = Randomizer(key.hex())
         self._ids = IDAnonymizer(self._randomizer, "", "", "PatientID")
         self._names = PNAnonymizer(self._randomizer)
-        self._uids = UIAnonymizer(self._randomizer)
         self._recorded: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -177,9 +177,12 @@ class Pseudonymizer:
         return str(elem.value)
 
     def new_uid(self, original: str) -> str:
-        elem = DataElement(0x00080018, "UI", str(original))
-        self._uids(Dataset(), elem)
-        return str(elem.value)
+        """A UUID-derived UID (PS3.5 B.2, "2.25." root) from dicognito's keyed number for `original`.
+
+        (dicognito's own UIAnonymizer writes "2." + 40 digits, which falls under an ISO arc that is not
+        ours to use; the number is the same keyed MD5, shaped as a version-3 UUID.)"""
+        number = self._randomizer.to_int(str(original))
+        return f"2.25.{uuid.UUID(int=number, version=3).int}"
 
     def shift_days(self, patient_id: str) -> int:
         """Days to add to this patient's dates: negative, 62 to 730 days back, fixed per patient."""

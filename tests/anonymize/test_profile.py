@@ -278,3 +278,10 @@ def test_private_sop_class_uids_are_kept(store, phi_study):
     make_anonymizer(store).apply(ds, labels())
     assert ds.SOPClassUID == "1.3.12.2.1107.5.9.1"
     assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.3.12.2.1107.5.9.1"
+
+
+def test_new_uids_are_uuid_derived(store, phi_study):
+    study, _ = phi_study
+    _, out = _anonymized(store, study)
+    for uid in (out[0].SOPInstanceUID, out[0].StudyInstanceUID, out[0].FrameOfReferenceUID):
+        assert uid.startswith("2.25.") and len(uid) <= 64 and uid.is_valid
