@@ -123,9 +123,9 @@ def stage_batch(
     """Stage everything in ``path`` as one all-or-nothing batch (see the module docstring).
 
     ``progress(done, total)`` is called with member counts as members are staged. With ``consume``
-    the caller gives ``path`` up: a single file or a folder's files may be moved into the store
-    (uploads); otherwise originals are copied and left where they are (archives are always
-    extracted, so their members are always moved).
+    the caller gives up a single-file ``path`` (an upload): it is moved into the store or the
+    quarantine. A folder's files are always copied (a roll-back must not lose originals) and left
+    where they are; archives are extracted, so ``path`` itself is left in place.
     """
     path = Path(path)
     if not path.exists():
@@ -153,7 +153,7 @@ def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False) -> 
     """The members of ``path``: extracted into ``temp`` for archives, found in place otherwise."""
     kind = detect(path)
     if kind == FOLDER:
-        yield from _walk(path, consume)
+        yield from _walk(path)
     elif kind == ZIP:
         yield from _extract_zip(path, temp, _Budget(limits))
     elif kind == TAR:
@@ -374,7 +374,7 @@ def _extract_tar(path: Path, temp: Path, budget: _Budget) -> Iterator[Member]:
         raw.close()
 
 
-def _walk(folder: Path, consume: bool) -> Iterator[Member]:
+def _walk(folder: Path) -> Iterator[Member]:
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -384,7 +384,7 @@ def _walk(folder: Path, consume: bool) -> Iterator[Member]:
             if path.is_symlink() or not path.is_file():
                 logger.warning("not importing %s: not a regular file (links are not followed)", path)
                 continue
-            yield Member(str(path.relative_to(folder)), path, consume)
+            yield Member(str(path.relative_to(folder)), path, False)
 
 
 # ---------------------------------------------------------------------------------- staging

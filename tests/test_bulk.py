@@ -298,3 +298,17 @@ def test_stale_batch_folders_are_cleaned(stores: Stores, study: list[Path]) -> N
     fresh.mkdir()
     stage_batch(stores, study[0], SOURCE)
     assert not stale.exists() and fresh.exists()
+
+
+def test_giant_tar_header_is_refused_unread(stores: Stores, tmp_path: Path) -> None:
+    # Given a tar.gz whose pax header for one member is 20 MB (tiny once compressed)
+    path = tmp_path / "pax.tgz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("a.dcm")
+        info.pax_headers = {"comment": "x" * (20 * 2**20)}
+        tf.addfile(info, io.BytesIO(b""))
+    assert path.stat().st_size < 2**20
+    # Then it is refused as hostile, not read into memory
+    with pytest.raises(HostileArchive, match="header"):
+        stage_batch(stores, path, SOURCE)
+    assert_nothing_staged(stores)
