@@ -14,13 +14,16 @@ SEEDS = {"MR": 7001, "CT": 7002}
 PER_SERIES = 100
 
 
-def instance_files(root: Path, modality: str, count: int) -> list[Path]:
-    """``count`` single-frame instances of one study (series of 100), written once and reused."""
-    folder = root / f"{modality}-{count}"
+def instance_files(root: Path, modality: str, count: int, variant: int = 0) -> list[Path]:
+    """``count`` single-frame instances of one study (series of 100), written once and reused.
+
+    Each ``variant`` is a different patient and study, so a receiver that keeps state (dicomd)
+    gets new data for every measurement instead of re-sends."""
+    folder = root / f"{modality}-{count}-{variant}"
     done = folder / ".complete"
     if not done.exists():
         size = SIZES[modality]
-        datasets = generate_study(SEEDS[modality], modality=modality, rows=size, cols=size,
+        datasets = generate_study(SEEDS[modality] + 1000 * variant, modality=modality, rows=size, cols=size,
                                   series=math.ceil(count / PER_SERIES),
                                   instances_per_series=min(count, PER_SERIES))[:count]
         write_study(datasets, folder)

@@ -1,20 +1,23 @@
-"""Section 1: ingest over C-STORE. Every receiver is started fresh for every measurement, and the
-receivers take turns within each run so that machine noise hits them alike."""
+"""Section 1: ingest over C-STORE.
+
+Every receiver is started once for the section and kept running; within each run the receivers
+take turns, so machine noise hits them alike. Every (modality, associations, run) has its own
+study, so a receiver that keeps state (dicomd) always receives new data, never re-sends."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.receivers import STARTERS
+from bench.receivers import STARTERS, Running
 from bench.senders import DcmtkSender, PynetdicomSender
 
 logger = logging.getLogger(__name__)
 BASELINE = "bare-pynetdicom"
+SetKey = tuple[str, int, int]  # (modality, associations, run)
 
 
 @dataclass(frozen=True)
@@ -51,43 +54,53 @@ class IngestRow:
     note: str
 
 
-def measure(receiver: str, files: list[Path], modality: str, associations: int, run: int,
-            sender: DcmtkSender | PynetdicomSender, work: Path, pdu: int) -> Measurement:
-    folder = work / f"{receiver}-{modality}-{associations}-{run}"
-    folder.mkdir(parents=True)
+def _send(running: Running, key: SetKey, files: list[Path],
+          sender: DcmtkSender | PynetdicomSender) -> Measurement:
+    modality, assoc, run = key
     size = sum(p.stat().st_size for p in files)
-    try:
-        running = STARTERS[receiver](folder, pdu)
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        return Measurement(receiver, modality, associations, run, len(files), size, None, 0, 0, str(exc))
-    try:
-        result = sender.send(files, running.port, running.ae_title, associations)
-        received = running.received()
-    finally:
-        running.stop()
+    before = running.received()
+    result = sender.send(files, running.port, running.ae_title, assoc)
+    received = running.received() - before
     error = result.errors if result.failed else ""
     if received != len(files) and not error:
         error = f"receiver stored {received} of {len(files)} instances"
-    logger.info("%s %s x%d run %d: %.2f s, %d stored", receiver, modality, associations, run,
-                result.elapsed, received)
-    return Measurement(receiver, modality, associations, run, len(files), size, result.elapsed,
+    if running.proc.poll() is not None:
+        error = f"receiver exited with {running.proc.returncode}; see {running.log}"
+    running.clear()
+    return Measurement(running.name, modality, assoc, run, len(files), size, result.elapsed,
                        received, result.failed, error)
 
 
-def run_ingest(sets: dict[str, list[Path]], receivers: list[str], associations: list[int], runs: int,
-               sender: DcmtkSender | PynetdicomSender, work: Path, pdu: int, keep: bool,
+def _failed(receiver: str, key: SetKey, files: list[Path], error: str) -> Measurement:
+    return Measurement(receiver, key[0], key[1], key[2], len(files), 0, None, 0, 0, error)
+
+
+def run_ingest(sets: dict[SetKey, list[Path]], receivers: list[str],
+               sender: DcmtkSender | PynetdicomSender, work: Path, pdu: int,
                progress: Callable[[str], None]) -> list[Measurement]:
+    started: dict[str, Running | str] = {}
+    for name in receivers:
+        try:
+            started[name] = STARTERS[name](work / name, pdu)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            started[name] = str(exc)[:300]
+            progress(f"{name} did not start: {started[name]}")
     out: list[Measurement] = []
-    for modality, files in sets.items():
-        for assoc in associations:
-            for run in range(runs):
-                for receiver in receivers:
-                    m = measure(receiver, files, modality, assoc, run, sender, work, pdu)
-                    progress(f"{modality} x{assoc} run {run + 1}/{runs} {receiver}: "
-                             + (f"{m.ips:.0f} inst/s" if m.valid else f"failed ({m.error})"))
-                    out.append(m)
-                    if not keep:
-                        shutil.rmtree(work / f"{receiver}-{modality}-{assoc}-{run}", ignore_errors=True)
+    try:
+        for key, files in sets.items():
+            for name in receivers:
+                running = started[name]
+                if isinstance(running, str) or running.proc.poll() is not None:
+                    m = _failed(name, key, files, running if isinstance(running, str) else "receiver died")
+                else:
+                    m = _send(running, key, files, sender)
+                progress(f"{key[0]} x{key[1]} run {key[2] + 1} {name}: "
+                         + (f"{m.ips:.0f} inst/s" if m.valid else f"failed ({m.error})"))
+                out.append(m)
+    finally:
+        for running in started.values():
+            if not isinstance(running, str):
+                running.stop()
     return out
 
 

@@ -4,6 +4,8 @@
 * ``bare-pynetdicom-chunked``: the same, streaming each dataset to a temporary file
 * ``dcmtk-storescp``: dcmtk's storescp with --fork (one process per association)
 * ``dicomd``: ``dicomd serve`` with its full path (stage + catalog)
+
+A receiver's ``work`` folder holds its output, its log and (dicomd) its config.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ DICOMD_CONFIG = """\
 # Written by bench/receivers.py for one benchmark measurement.
 session_idle_seconds = {idle}
 log_level = "WARNING"
+receiver_processes = {processes}
 
 [[receivers]]
 ae_title = "DICOMD"
@@ -58,6 +61,12 @@ class Running:
                        if p.is_file() and p.parent.name == "DICOM")
         return sum(1 for p in self.out_dir.iterdir() if p.is_file())
 
+    def clear(self) -> None:
+        """Delete what a baseline wrote (keeps the disk small); dicomd's stores are left alone."""
+        if self.name != "dicomd":
+            for p in self.out_dir.iterdir():
+                p.unlink(missing_ok=True)
+
     def stop(self) -> None:
         stop(self.proc)
 
@@ -70,9 +79,9 @@ def _popen(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 def start_bare(work: Path, pdu: int, chunked: bool = False) -> Running:
     out, port, log = work / "out", free_port(), work / "bare.log"
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     tmp = work / "tmp"  # pynetdicom's temporary files, on the same file system as out/
-    tmp.mkdir()
+    tmp.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "bench.bare_scp", "--port", str(port), "--out", str(out), "--pdu", str(pdu)]
     proc = _popen(cmd + (["--chunked"] if chunked else []), log, {**os.environ, "TMPDIR": str(tmp)})
     wait_for_port(port, proc)
@@ -89,7 +98,7 @@ def start_dcmtk(work: Path, pdu: int) -> Running:
     if tool is None:
         raise FileNotFoundError("dcmtk's storescp is not installed")
     out, port, log = work / "out", free_port(), work / "storescp.log"
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TCP_NODELAY": "1"}
     proc = _popen([tool, "--fork", "-aet", "STORESCP", "-od", str(out), "-pdu", str(min(pdu, 131072)),
                    str(port)], log, env)
@@ -97,9 +106,13 @@ def start_dcmtk(work: Path, pdu: int) -> Running:
     return Running("dcmtk-storescp", proc, port, "STORESCP", out, log)
 
 
-def start_dicomd(work: Path, pdu: int, idle: float = 60.0) -> Running:
+def start_dicomd(work: Path, pdu: int, idle: float = 3600.0) -> Running:
+    """Sessions are not built during the benchmark (idle 1 h), so no build competes with a
+    measurement of another receiver."""
+    work.mkdir(parents=True, exist_ok=True)
     data, log, config = work / "data", work / "dicomd.log", work / "dicomd.toml"
-    config.write_text(DICOMD_CONFIG.format(idle=idle, pdu=pdu))
+    processes = int(os.environ.get("DICOMD_BENCH_PROCESSES", "2"))
+    config.write_text(DICOMD_CONFIG.format(idle=idle, pdu=pdu, processes=processes))
     port, http_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "dicomd", "serve", "--config", str(config), "--data-dir", str(data),
            "--dicom-port", str(port), "--http-port", str(http_port), "--session-idle", str(idle)]

@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -71,16 +77,33 @@ def _receivers(text: str) -> list[str]:
     return [BASELINE] + [r for r in chosen if r != BASELINE]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so every started receiver is stopped
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     # bench.bare_scp and bench.scu run as subprocesses: let them import bench from anywhere
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
+    try:
+        meta, ingest_rows, memory_rows, raw = _measure(args, work, argv)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(render(meta, ingest_rows, memory_rows))
+    write_json(args.out, meta, ingest_rows, memory_rows, raw)
+    print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
+
+
+def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tuple:
     runs = args.runs or (3 if args.quick else 5)
-    counts = {"MR": args.mr or (200 if args.quick else 1000), "CT": args.ct or (60 if args.quick else 300)}
+    counts = {"MR": _pick(args.mr, 200 if args.quick else 1000),
+              "CT": _pick(args.ct, 60 if args.quick else 300)}
     sections = set(args.sections.split(","))
     sender = make_sender(args.sender)
-    work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
     started = time.monotonic()
 
     def progress(text: str) -> None:
@@ -91,16 +114,16 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "pydicom": pydicom.__version__, "pynetdicom": pynetdicom.__version__,
         "dcmtk": dcmtk_version(), "sender": sender.name, "runs": runs, "quick": args.quick,
-        "instances": counts, "pdu": args.pdu, "work": str(work),
+        "instances": counts, "pdu": args.pdu,
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     ingest_rows, memory_rows, raw = [], [], []
     if "ingest" in sections:
         progress(f"generating data in {args.cache}")
-        sets = {m: instance_files(args.cache, m, n) for m, n in counts.items() if n > 0}
         associations = [int(a) for a in args.associations.split(",")]
-        raw = run_ingest(sets, _receivers(args.receivers), associations, runs, sender, work,
-                         args.pdu, args.keep, progress)
+        keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
+        sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
+        raw = run_ingest(sets, _receivers(args.receivers), sender, work / "ingest", args.pdu, progress)
         ingest_rows = summarize(raw)
     if "memory" in sections and args.big_mb > 0:
         progress(f"writing a {args.big_mb} MB multi-frame instance")
@@ -111,10 +134,4 @@ def main(argv: list[str] | None = None) -> None:
             progress(f"memory: {receiver}")
             memory_rows.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
     meta["seconds"] = round(time.monotonic() - started, 1)
-    print(render(meta, ingest_rows, memory_rows))
-    write_json(args.out, meta, ingest_rows, memory_rows, raw)
-    print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
-    if not args.keep:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+    return meta, ingest_rows, memory_rows, raw

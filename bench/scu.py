@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import time
 
@@ -38,6 +39,8 @@ def send(port: int, aet: str, files: list[str], contexts: set[tuple[str, str]]) 
     assoc = ae.associate("127.0.0.1", port, ae_title=aet)
     if not assoc.is_established:
         return {"t0": t0, "t1": time.monotonic(), "ok": 0, "failed": len(files), "refused": 1}
+    # Like TCP_NODELAY=1 for dcmtk: without it Nagle holds the data PDU behind the command PDU
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for path in files:
         status = assoc.send_c_store(path)
         if status and status.Status == 0x0000:
