@@ -134,6 +134,10 @@ class Config:
     watch_interval_seconds: float = field(
         default=0.0, metadata=_help("how often idle sessions are checked (0 = idle/4, at most 60 s)", min=0)
     )
+    receiver_processes: int = field(
+        default=1,
+        metadata=_help("processes accepting DICOM associations on each receiver port (SO_REUSEPORT)", min=1, max=64),
+    )
     min_free_bytes: int = field(
         default=512 * 1024 * 1024, metadata=_help("refuse new data below this much free disk", min=0)
     )

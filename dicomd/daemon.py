@@ -80,6 +80,7 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     watcher: SessionWatcher | None = None
     recovered: list[str] = field(default_factory=list)
+    workers: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> "Daemon":
@@ -87,10 +88,16 @@ class Daemon:
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
+        shared = self.config.receiver_processes > 1
         for index, receiver_config in enumerate(self.config.receivers):
             receiver = Receiver(index, receiver_config, stores.ingest)
-            self.listening.append(receiver.start())
+            self.listening.append(receiver.start(shared=shared))
             self.receivers.append(receiver)
+        if shared and self.receivers:
+            from dicomd.workers import ReceiverProcesses
+
+            self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
+            self.workers.start(self.config.receiver_processes - 1)
         self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
         self.watcher.start()
         for service in self._optional_services(stores):
@@ -127,6 +134,9 @@ class Daemon:
             except Exception:
                 logger.exception("stopping %s failed", type(service).__name__)
         self.services.clear()
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
         for receiver in self.receivers:
             receiver.stop()
         self.receivers.clear()

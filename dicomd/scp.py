@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import UID
+import socket
+
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.allowlist import Allowlist
@@ -76,6 +79,15 @@ def configure_pynetdicom(tmp_dir: Path) -> None:
     tempfile.tempdir = str(tmp_dir)
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other receiver processes may bind too (SO_REUSEPORT);
+    the kernel spreads incoming associations across the processes."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 @dataclass(frozen=True)
 class Listening:
     ae_title: str
@@ -96,7 +108,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._handling: set[str] = set()  # spool files whose C-STORE handler is running
 
-    def start(self) -> Listening:
+    def start(self, *, port: int | None = None, shared: bool = False) -> Listening:
+        """Listen on the configured port (or ``port``); ``shared`` lets other processes bind it too."""
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu_size
@@ -112,7 +125,13 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        self._server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
+        address = (self.config.bind, self.config.port if port is None else port)
+        if shared:
+            self._server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)
+            ae._servers.append(self._server)  # as start_server does, so shutdown() finds it
+            threading.Thread(target=self._server.serve_forever, name=f"scp-{self.config.ae_title}", daemon=True).start()
+        else:
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
         host, port = self._server.server_address[:2]
         logger.info("receiver %s listening on %s:%d", self.config.ae_title, host, port)
         return Listening(self.config.ae_title, host, port)

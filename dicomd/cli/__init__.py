@@ -49,6 +49,7 @@ def _register() -> None:
     from dicomd.cli import archive, prearchive, serve
 
     main.add_command(serve.serve)
+    main.add_command(serve.receiver_process)
     main.add_command(prearchive.prearchive)
     main.add_command(archive.archive)
     for name in ("ops", "anon", "users", "importing", "quarantine"):

@@ -33,3 +33,16 @@ def serve(ctx: click.Context, config_path: str | None, data_dir: str | None, dic
         click.echo(f"dicomd: DICOM receiver {item.ae_title} on {item.address}:{item.port}", err=True)
     click.echo(f"dicomd: data in {config.data_dir}; Ctrl-C to stop", err=True)
     daemon.run_forever()
+
+
+@click.command("receiver-process", hidden=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--data-dir", type=click.Path(file_okay=False), required=True)
+@click.option("--ports", required=True, help="Comma-separated ports, one per receiver.")
+def receiver_process(config_path: str | None, data_dir: str, ports: str) -> None:
+    """Internal: one extra receiver process started by `dicomd serve` (receiver_processes > 1)."""
+    from dicomd.workers import run_receiver_process
+
+    config = load_config(config_path, data_dir=data_dir)
+    logging.getLogger().setLevel(config.log_level)
+    run_receiver_process(config, [int(p) for p in ports.split(",")])

@@ -1,0 +1,94 @@
+"""Extra receiver processes: each runs the same receivers on the same ports (SO_REUSEPORT) over
+the same catalog, so C-STOREs use more than one core. They only receive and stage; building,
+archiving, recovery and the HTTP API stay in the main daemon process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Sequence
+
+from dicomd import storage
+from dicomd.catalog import Catalog
+from dicomd.config import Config
+from dicomd.ingest import Ingest
+from dicomd.layout import Layout
+from dicomd.scp import Receiver, configure_pynetdicom
+
+logger = logging.getLogger(__name__)
+READY_LINE = "dicomd-receiver-ready"
+
+
+class ReceiverProcesses:
+    """Starts and stops the extra receiver processes of a daemon."""
+
+    def __init__(self, config: Config, ports: Sequence[int]) -> None:
+        self.config = config
+        self.ports = list(ports)
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def start(self, count: int) -> None:
+        args = [sys.executable, "-m", "dicomd", "receiver-process", "--data-dir", str(self.config.data_dir),
+                "--ports", ",".join(str(p) for p in self.ports)]
+        if self.config.source != "<defaults>":
+            args += ["--config", self.config.source]
+        for _ in range(count):
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+            self._procs.append(proc)
+        for proc in self._procs:
+            line = proc.stdout.readline() if proc.stdout else ""
+            if READY_LINE not in line:
+                self.stop()
+                raise RuntimeError(f"a receiver process did not start (exit code {proc.poll()})")
+        logger.info("%d extra receiver process(es) sharing ports %s", count, self.ports)
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+
+def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
+    """The body of one extra receiver process (`dicomd receiver-process`)."""
+    layout = Layout(config.data_dir)
+    storage.ensure_dir(layout.tmp)
+    configure_pynetdicom(layout.tmp)
+    catalog = Catalog(layout.catalog)
+    ingest = Ingest(config, catalog, layout, site_transform=_site_transform(config))
+    receivers = []
+    for index, (receiver_config, port) in enumerate(zip(config.receivers, ports)):
+        receiver = Receiver(index, receiver_config, ingest)
+        receiver.start(port=port, shared=True)
+        receivers.append(receiver)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = os.getppid()
+    print(READY_LINE, flush=True)
+    while not stop.wait(0.5):
+        if os.getppid() != parent:  # the daemon died (even by SIGKILL): do not outlive it
+            break
+    for receiver in receivers:
+        receiver.stop()
+    catalog.close()
+
+
+def _site_transform(config: Config):  # type: ignore[no-untyped-def]
+    if not config.anonymize.site_script:
+        return None
+    from dicomd.anonymize.anonymizer import SiteScript
+    from dicomd.anonymize.hooks import SiteTransform
+
+    return SiteTransform(SiteScript(config.anonymize.site_script))
