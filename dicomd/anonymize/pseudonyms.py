@@ -9,8 +9,6 @@ recompute it. The date shift is derived from the key and the original Patient ID
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -144,7 +142,6 @@ class Pseudonymizer:
 
     def __init__(self, project: str, key: bytes, store: PseudonymStore | None) -> None:
         self.project = project
-        self._key = key
         self._store = store
         self._randomizer = Randomizer(key.hex())
         self._ids = IDAnonymizer(self._randomizer, "", "", "PatientID")
@@ -188,10 +185,6 @@ class Pseudonymizer:
         """Days to add to this patient's dates: negative, 62 to 730 days back, fixed per patient."""
         span = MAX_SHIFT_DAYS - MIN_SHIFT_DAYS + 1
         return -(MIN_SHIFT_DAYS + self._randomizer.to_int("date-shift:" + patient_id) % span)
-
-    def keyed_int(self, purpose: str, value: str) -> int:
-        digest = hmac.new(self._key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
-        return int.from_bytes(digest[:16], "big")
 
     # -- patient-level pseudonyms (recorded) ----------------------------------------------------
 
