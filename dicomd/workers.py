@@ -62,6 +62,7 @@ class ReceiverProcesses:
 
 def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
     """The body of one extra receiver process (`dicomd receiver-process`)."""
+    _die_with_parent()
     layout = Layout(config.data_dir)
     storage.ensure_dir(layout.tmp)
     configure_pynetdicom(layout.tmp)
@@ -83,6 +84,17 @@ def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
     for receiver in receivers:
         receiver.stop()
     catalog.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed as soon as the daemon dies, even by SIGKILL (else: the getppid poll below)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _site_transform(config: Config):  # type: ignore[no-untyped-def]
