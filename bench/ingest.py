@@ -113,7 +113,7 @@ def summarize(measurements: list[Measurement]) -> list[IngestRow]:
     for modality, assoc, receiver in keys:
         group = [m for m in measurements if (m.modality, m.associations, m.receiver) == (modality, assoc, receiver)]
         good = [m for m in group if m.valid]
-        errors = sorted({m.error for m in group if not m.valid})
+        errors = sorted({m.error or f"stored {m.received} of {m.instances}" for m in group if not m.valid})
         if not good:
             rows.append(IngestRow(receiver, modality, assoc, 0, None, None, None, "; ".join(errors)[:200]))
             continue

@@ -1,0 +1,94 @@
+"""The benchmark harness itself: tiny real runs against the bare pynetdicom baseline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.ingest import Measurement, run_ingest, summarize
+from bench.memory import measure_memory
+from bench.procs import RssSampler
+from bench.report import render, write_json
+from bench.senders import make_sender, split
+from dicomd.generator import generate_study, large_multiframe, write_study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _importable_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the receivers and senders run as `python -m bench.*` subprocesses
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def _m(receiver: str, run: int, elapsed: float, received: int = 10) -> Measurement:
+    return Measurement(receiver, "MR", 1, run, 10, 1_000_000, elapsed, received, 0, "")
+
+
+def test_summary_takes_medians_and_pairs_ratios_by_run() -> None:
+    measurements = [
+        _m("bare-pynetdicom", 0, 1.0), _m("bare-pynetdicom", 1, 2.0), _m("bare-pynetdicom", 2, 1.0),
+        _m("dicomd", 0, 2.0), _m("dicomd", 1, 2.0), _m("dicomd", 2, 0.5),
+        _m("dicomd-broken", 0, 1.0, received=9),
+    ]
+    rows = {r.receiver: r for r in summarize(measurements)}
+    assert rows["bare-pynetdicom"].instances_per_s == 10.0
+    assert rows["dicomd"].instances_per_s == 5.0
+    # per-run ratios 0.5, 1.0, 2.0 -> median 1.0
+    assert rows["dicomd"].ratio_vs_bare == 1.0
+    assert rows["dicomd-broken"].runs == 0 and "stored 9 of 10" in rows["dicomd-broken"].note
+    assert rows["dicomd-broken"].instances_per_s is None
+
+
+def test_split_deals_files_round_robin() -> None:
+    files = [Path(str(i)) for i in range(5)]
+    assert split(files, 2) == [[Path("0"), Path("2"), Path("4")], [Path("1"), Path("3")]]
+    assert split(files[:1], 4) == [[Path("0")]]
+
+
+def test_tiny_ingest_run_against_the_bare_baseline(tmp_path: Path) -> None:
+    # Given two tiny studies (one per association count) and the bare pynetdicom receiver
+    sets = {("MR", a, 0): write_study(generate_study(a, series=1, instances_per_series=4),
+                                      tmp_path / f"data{a}") for a in (1, 2)}
+    # When the harness sends them
+    raw = run_ingest(sets, ["bare-pynetdicom"], make_sender("auto"),
+                     tmp_path / "work", 1048576, lambda _: None)
+    # Then every instance was stored and timed
+    assert [m.received for m in raw] == [4, 4] and all(m.valid for m in raw)
+    rows = summarize(raw)
+    assert [r.ratio_vs_bare for r in rows] == [1.0, 1.0]
+
+
+def test_rss_sampler_sees_a_child_allocate(tmp_path: Path) -> None:
+    code = "import sys; b = bytearray(60_000_000); b[::4096] = b'x' * len(b[::4096]); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        with RssSampler(proc.pid, interval=0.01) as sampler:
+            proc.stdin.write(b"")  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert sampler.result().process_hwm_bytes >= 60_000_000
+
+
+def test_memory_row_for_a_multiframe_instance(tmp_path: Path) -> None:
+    big = large_multiframe(tmp_path / "big.dcm", 4_000_000, rows=256, cols=256).path
+    row = measure_memory("bare-pynetdicom-chunked", big, make_sender("auto"), tmp_path / "work",
+                         1048576, keep=False)
+    assert row.stored, row.note
+    assert row.object_bytes >= 4_000_000 and row.peak_rss and row.peak_hwm
+
+
+def test_report_marks_unmeasured_sections(tmp_path: Path) -> None:
+    meta = {"date": "d", "cpus": 2, "commit": "c", "sender": "s", "runs": 1, "pdu": 1}
+    text = render(meta, summarize([_m("bare-pynetdicom", 0, 1.0)]), [])
+    assert "bare-pynetdicom" in text and "not yet measured" in text.lower()
+    write_json(tmp_path / "r.json", meta, summarize([_m("bare-pynetdicom", 0, 1.0)]), [], [])
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["ingest"][0]["instances_per_s"] == 10.0
+    assert all(row["status"] == "not yet measured" for row in doc["not_yet_measured"])
