@@ -31,6 +31,9 @@ def serve(ctx: click.Context, config_path: str | None, data_dir: str | None, dic
     daemon = Daemon(config).start()
     for item in daemon.listening:
         click.echo(f"dicomd: DICOM receiver {item.ae_title} on {item.address}:{item.port}", err=True)
+    for service in daemon.services:
+        if getattr(service, "url", None):  # the HTTP API (its real port when configured as 0)
+            click.echo(f"dicomd: HTTP API on {service.url}", err=True)
     click.echo(f"dicomd: data in {config.data_dir}; Ctrl-C to stop", err=True)
     daemon.run_forever()
 
