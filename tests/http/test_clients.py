@@ -130,7 +130,7 @@ def test_pyxnat_sequence(live: tuple[Daemon, str], tmp_path: Path) -> None:
 def test_dicomd_serve_subprocess(tmp_path: Path) -> None:
     config = write_config(tmp_path, projects=PROJECTS)
     text = config.read_text().replace("[http]\nenabled = false", '[http]\nenabled = true\nhost = "127.0.0.1"\nport = 0')
-    text = text.replace('log_level = "DEBUG"', 'log_level = "INFO"')
+    text = text.replace('log_level = "DEBUG"', 'log_level = "WARNING"')
     config.write_text(text)
     stores_config = load(config)
     from dicomd.catalog import Catalog
@@ -149,7 +149,7 @@ def test_dicomd_serve_subprocess(tmp_path: Path) -> None:
             line = proc.stderr.readline()
             if not line:
                 break
-            match = re.search(r"HTTP API listening on (http://\S+)", line)
+            match = re.search(r"dicomd: HTTP API on (http://\S+)", line)
             url = match.group(1) if match else ""
         assert url, "the server did not announce its HTTP address"
         wait_for(lambda: requests.get(url + "/health", timeout=5).ok)
