@@ -44,6 +44,8 @@ def test_mappings_crud_in_xnat_shape(site: Site) -> None:
     for bad in ({"fieldName": "x", "dicomTag": "zz"}, {"fieldName": "x", "dicomTag": "0x0010", "fieldType": "int"},
                 {"fieldName": "1x", "dicomTag": "0x00100010"}, {"fieldName": "x", "fieldType": "integer"}):
         assert admin.put("/xapi/dicom_mappings/update", json=bad).status_code == 400, bad
+    unknown = {"scope": "project", "scopeObjectId": "nosuch", "fieldName": "x", "dicomTag": "0x00100020"}
+    assert admin.put("/xapi/dicom_mappings/update", json=unknown).status_code == 400
     # permissions: site scope is admin-only; a member may not edit project mappings
     assert owner.put("/xapi/dicom_mappings/update", json={"fieldName": "a", "dicomTag": "0x00100020"}).status_code == 403
     assert site.as_user("member").delete(f"/xapi/dicom_mappings/{scan_field['id']}").status_code == 403

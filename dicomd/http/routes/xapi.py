@@ -54,8 +54,15 @@ def update_mappings(request: Request, body: Any = Body(...)) -> Response:
     if not items or not all(isinstance(i, dict) for i in items):
         raise InvalidInput("expected a JSON object (or a list of them)")
     store = _store(request)
-    for item in items:
+    config = request.app.state.config
+    for index, item in enumerate(items):
         values = validate(item)
+        if values["scope"] == "project":
+            project = config.resolve_project(values["scope_object_id"])
+            if project is None:
+                raise InvalidInput(f"scopeObjectId: no project {values['scope_object_id']!r}")
+            items[index] = item = {**item, "scopeObjectId": project}
+            values["scope_object_id"] = project
         _may_edit(user, values["scope"], values["scope_object_id"])
         if item.get("id"):
             old = store.get(int(item["id"]))
