@@ -123,3 +123,22 @@ def test_user_cli(tmp_path: Path) -> None:
     assert runner.invoke(main, ["user", "remove", "alice", "--config", str(config)]).exit_code == 1
     catalog = (tmp_path / "data" / "catalog.sqlite").read_bytes()
     assert b"root-password" not in catalog and b"alice-password" not in catalog
+
+
+def test_mapped_fields_reach_the_archive_listings(site: Site) -> None:
+    from tests.http.conftest import study_files, zip_bytes
+
+    admin = site.as_user("admin")
+    admin.put("/xapi/dicom_mappings/update", json={"fieldName": "modalityField", "dicomTag": "Modality"})
+    admin.put("/xapi/dicom_mappings/update", json={"scope": "project", "scopeObjectId": "DEMO", "fieldName": "seriesNo",
+                                                  "fieldType": "integer", "dicomTag": "0x00200011", "level": "scan"})
+    body = zip_bytes(study_files(site.tmp, seed=40))
+    response = site.as_user("owner").post("/data/services/import?dest=/archive/projects/demo/subjects/S/experiments/E",
+                                          content=body)
+    assert response.status_code == 200, response.text
+    client = site.as_user("collab")
+    (row,) = client.get("/data/projects/demo/experiments?format=json").json()["ResultSet"]["Result"]
+    assert row["modalityField"] == "MR"
+    assert client.get("/data/projects/demo/experiments?format=json&modalityField=CT").json()["ResultSet"]["Result"] == []
+    scans = client.get("/data/projects/demo/experiments/E/scans?format=json").json()["ResultSet"]["Result"]
+    assert [s["seriesNo"] for s in scans] == [1, 2]
