@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from dicomd.auth import MANAGE, READ, UPLOAD, User
-from dicomd.catalog import PREARCHIVE, SessionRow
+from dicomd.catalog import PREARCHIVE, RECEIVABLE, SessionRow
 from dicomd.config import OVERWRITE_POLICIES, UNASSIGNED
 from dicomd.daemon import Stores
 from dicomd.errors import InvalidInput, NotFound
@@ -94,6 +94,18 @@ def build(stores: Stores, user: User, session: SessionRow) -> Outcome:
     user.require(UPLOAD, session.project)
     row = stores.prearchive.build(session.id, actor=f"http:{user.name}") or stores.catalog.session(session.id)
     return Outcome(session, "/data" + row.url)
+
+
+SETTABLE = ("READY", "RECEIVING", "ERROR")
+
+
+def set_status(stores: Stores, user: User, session: SessionRow, status: str) -> Outcome:
+    """XNAT's set-status, for sessions stuck after a failure: READY, RECEIVING or ERROR only."""
+    user.require(MANAGE, session.project)
+    if status not in SETTABLE:
+        raise InvalidInput(f"status must be one of {', '.join(SETTABLE)}")
+    stores.catalog.set_status(session.id, status, "set over HTTP", expect=RECEIVABLE, actor=f"http:{user.name}")
+    return Outcome(session, "/data" + session.url)
 
 
 def readable_projects(stores: Stores, user: User, names: Sequence[str]) -> list[str]:

@@ -148,6 +148,11 @@ def test_session_actions_on_the_session_uri(site: Site) -> None:
     owner = site.as_user("owner")
     built = owner.post(uri + "?format=json", data={"action": "build"})
     assert built.status_code == 200 and built.json()["ResultSet"]["Result"][0]["status"] == "READY"
+    assert site.as_user("member").post(uri, data={"action": "set-status", "status": "ERROR"}).status_code == 403
+    errored = owner.post(uri + "?format=json", data={"action": "set-status", "status": "ERROR"})
+    assert errored.json()["ResultSet"]["Result"][0]["status"] == "ERROR"
+    assert owner.post(uri, data={"action": "set-status", "status": "ARCHIVED"}).status_code == 400
+    assert owner.post(uri, data={"action": "explode"}).status_code == 400
     committed = owner.post(uri, data={"action": "commit"})
     assert committed.status_code == 200 and committed.text.startswith("/data/archive/projects/demo/")
     uri2 = stage(site, "demo", seed=2)

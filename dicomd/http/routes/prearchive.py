@@ -76,7 +76,7 @@ def session_delete(request: Request, project: str, timestamp: str, label: str) -
 
 
 @router.post("/data/prearchive/projects/{project}/{timestamp}/{label}",
-             summary="action=build|rebuild|commit|move (newProject=, overwrite=)")
+             summary="action=build|rebuild|commit|move|set-status (newProject=, overwrite=, status=)")
 async def session_post(request: Request, project: str, timestamp: str, label: str) -> Response:
     stores, user = stores_of(request), current_user(request)
     given = await params(request)
@@ -97,7 +97,11 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
         if action == "move":
             outcome = operations.move(stores, user, session, _new_project(given.get("newProject")))
             return uri_list([outcome.uri], request.headers.get("accept", ""))
-        raise InvalidInput(f"unsupported action {action!r} (build, rebuild, commit, move)")
+        if action == "set-status":
+            outcome = operations.set_status(stores, user, session, given.get("status").upper())
+            return result_set([xnat_row(stores.catalog.session(session.id), stores.config)],
+                              pick_format(given.get("format")), columns=COLUMNS)
+        raise InvalidInput(f"unsupported action {action!r} (build, rebuild, commit, move, set-status)")
 
     return await run_in_threadpool(run)
 
