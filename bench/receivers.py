@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from bench.procs import free_port, stop, wait_for_port
 from bench.tools import dcmtk_tool
@@ -53,6 +54,7 @@ class Running:
     ae_title: str
     out_dir: Path
     log: Path
+    http_port: int = 0
 
     def received(self) -> int:
         """How many instance files the receiver has written so far."""
@@ -106,24 +108,40 @@ def start_dcmtk(work: Path, pdu: int) -> Running:
     return Running("dcmtk-storescp", proc, port, "STORESCP", out, log)
 
 
-def start_dicomd(work: Path, pdu: int, idle: float = 3600.0) -> Running:
-    """Sessions are not built during the benchmark (idle 1 h), so no build competes with a
-    measurement of another receiver."""
+def dicomd_config(pdu: int, idle: float) -> str:
+    return DICOMD_CONFIG.format(idle=idle, pdu=pdu)
+
+
+def dicomd_cli(work: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``dicomd ARGS --config work/dicomd.toml --data-dir work/data`` (a CLI command)."""
+    cmd = [sys.executable, "-m", "dicomd", *args, "--config", str(work / "dicomd.toml"),
+           "--data-dir", str(work / "data")]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=3600)
+
+
+def start_dicomd(work: Path, pdu: int, idle: float = 3600.0, config_text: str | None = None,
+                 setup: Callable[[Path], None] | None = None) -> Running:
+    """``dicomd serve`` on ``config_text`` (default: one receiver, project ``bench``); ``setup``
+    runs (e.g. a CLI command) after the config is written and before the daemon starts.
+    By default sessions are not built during the benchmark (idle 1 h), so no build competes with
+    a measurement of another receiver."""
     work.mkdir(parents=True, exist_ok=True)
     data, log, config = work / "data", work / "dicomd.log", work / "dicomd.toml"
-    processes = int(os.environ.get("DICOMD_BENCH_PROCESSES", "2"))
-    config.write_text(DICOMD_CONFIG.format(idle=idle, pdu=pdu, processes=processes))
+    config.write_text(config_text or dicomd_config(pdu, idle))
+    if setup is not None:
+        setup(work)
     port, http_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "dicomd", "serve", "--config", str(config), "--data-dir", str(data),
            "--dicom-port", str(port), "--http-port", str(http_port), "--session-idle", str(idle)]
     proc = _popen(cmd, log)
     try:
         wait_for_port(port, proc, deadline_s=60)
+        wait_for_port(http_port, proc, deadline_s=60)
     except (RuntimeError, TimeoutError) as exc:
         stop(proc)
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"dicomd serve did not start: {exc}; log: {' | '.join(tail)}") from None
-    return Running("dicomd", proc, port, "DICOMD", data, log)
+    return Running("dicomd", proc, port, "DICOMD", data, log, http_port)
 
 
 STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.archiving import ArchiveRow
 from bench.ingest import IngestRow
 from bench.memory import MemoryRow
 
@@ -49,7 +50,20 @@ def memory_table(rows: list[MemoryRow]) -> list[str]:
     return lines
 
 
-def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow]) -> str:
+def archive_table(rows: list[ArchiveRow]) -> list[str]:
+    lines = [f"{'step':<36} {'runs':>4} {'sessions/s':>10} {'inst/s':>8} {'ratio':>6}  {'against':<20} note"]
+    for r in rows:
+        lines.append(f"{r.name:<36} {r.runs:>4} {_num(r.sessions_per_s, '.1f'):>10} "
+                     f"{_num(r.instances_per_s, '.0f'):>8} {_num(r.ratio, '.2f'):>6}  {r.baseline:<20} {r.note}")
+    return lines
+
+
+def todo(measured: set[str]) -> list[tuple[str, str, str]]:
+    return [row for row in TODO if row[0] not in measured]
+
+
+def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
+           archive: list[ArchiveRow] | None = None) -> str:
     out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
            f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' = median of per-run "
            f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}", ""]
@@ -59,18 +73,34 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
     if memory:
         out += ["3. Memory: one large multi-frame instance over C-STORE"]
         out += memory_table(memory) + [""]
-    out += ["Not yet measured (the parts they need are not built yet):"]
-    out += [f"  {section}: {what}" for section, what, _ in TODO]
+    if archive:
+        out += ["4+6. Prearchive -> archive, MR 256x256 (work only: process start-up excluded)"]
+        out += archive_table(archive) + [""]
+    missing = todo(_measured(memory, archive))
+    if missing:
+        out += ["Not yet measured:"]
+        out += [f"  {section}: {what}" for section, what, _ in missing]
     return "\n".join(out)
 
 
+def _measured(memory: list[MemoryRow], archive: list[ArchiveRow] | None) -> set[str]:
+    done = set()
+    if archive:
+        done |= {"anonymization", "prearchive->archive"}
+    if any(r.receiver.endswith("HTTP zip") for r in memory):
+        done.add("memory")
+    return done
+
+
 def write_json(path: Path, meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
-               raw: list[Any]) -> None:
+               raw: list[Any], archive: list[ArchiveRow] | None = None) -> None:
     doc = {
         "meta": meta,
         "ingest": [dataclasses.asdict(r) for r in ingest],
         "memory": [dataclasses.asdict(r) for r in memory],
-        "not_yet_measured": [{"section": s, "what": w, "status": st} for s, w, st in TODO],
+        "archive": [dataclasses.asdict(r) for r in archive or []],
+        "not_yet_measured": [{"section": s, "what": w, "status": st}
+                             for s, w, st in todo(_measured(memory, archive))],
         "raw_ingest": [dataclasses.asdict(m) for m in raw],
     }
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

@@ -19,6 +19,7 @@ from typing import Any
 import pydicom
 import pynetdicom
 
+from bench.archiving import run_archiving
 from bench.data import big_file, instance_files
 from bench.ingest import BASELINE, run_ingest, summarize
 from bench.memory import measure_memory
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, bare-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
-    p.add_argument("--sections", default="ingest,memory", help="ingest,memory")
+    p.add_argument("--sections", default="ingest,memory,archive", help="ingest,memory,archive")
     p.add_argument("--pdu", type=int, default=1048576,
                    help="max PDU the receivers accept (dcmtk caps it at 131072)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomd-bench-cache",
@@ -89,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
     try:
-        meta, ingest_rows, memory_rows, raw = _measure(args, work, argv)
+        meta, ingest_rows, memory_rows, raw, archive_rows = _measure(args, work, argv)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(render(meta, ingest_rows, memory_rows))
-    write_json(args.out, meta, ingest_rows, memory_rows, raw)
+    print(render(meta, ingest_rows, memory_rows, archive_rows))
+    write_json(args.out, meta, ingest_rows, memory_rows, raw, archive_rows)
     print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
 
 
@@ -133,5 +134,15 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         for receiver in (args.memory_receivers or default).split(","):
             progress(f"memory: {receiver}")
             memory_rows.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
+    archive_rows = []
+    if "archive" in sections:
+        sessions, instances = (2, 20) if args.quick else (4, 50)
+        progress(f"archive: {runs} runs x 2 projects x {sessions} sessions x {instances} MR instances")
+        try:
+            archive_rows = run_archiving(args.cache, work / "archive", runs, sessions, instances, args.pdu,
+                                         sender, progress)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            progress(f"archive section failed: {exc}")
+            meta["archive_error"] = str(exc)[:300]
     meta["seconds"] = round(time.monotonic() - started, 1)
-    return meta, ingest_rows, memory_rows, raw
+    return meta, ingest_rows, memory_rows, raw, archive_rows
