@@ -78,7 +78,7 @@ def test_permission_matrix(site: Site, user: str) -> None:
             response = client.get(f"/data/services/dicomdump?src={src}")
         elif action == "upload":
             response = client.post("/data/services/import?project=demo&import-handler=gradual-DICOM",
-                                   content=next((site.tmp / f"s20-demo-list").iterdir()).read_bytes())
+                                   content=next((site.tmp / "s20-demo-list").iterdir()).read_bytes())
         elif action == "rebuild":
             response = client.post(f"/data/services/prearchive/rebuild?src={src}")
         elif action == "archive":
