@@ -67,3 +67,12 @@ def test_concurrent_archive_requests_one_wins(site: Site) -> None:
         thread.join(60)
     assert sorted(statuses) in ([200, 404], [200, 409])
     assert len(site.stores.catalog.sessions(ARCHIVE)) == 1
+
+
+def test_malformed_multipart_is_400(site: Site) -> None:
+    client = site.as_user("member")
+    for body in (b"\x00\x01garbage--abc\r\nzzz", b"--abc\r\nNoColonHere\r\n\r\nx\r\n--abc--\r\n"):
+        response = client.post("/data/services/import?project=demo", content=body,
+                               headers={"Content-Type": "multipart/form-data; boundary=abc"})
+        assert response.status_code == 400
+    assert not any(site.stores.layout.tmp.iterdir())

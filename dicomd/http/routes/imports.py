@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -49,14 +51,15 @@ async def import_(request: Request) -> Response:
     stores, user = stores_of(request), current_user(request)
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     _check_room(stores, request.headers.get("content-length"))
-    upload = stores.layout.tmp / f"upload-{uuid.uuid4().hex}.part"
+    folder = stores.layout.tmp / f"http-{uuid.uuid4().hex}"
+    upload = folder / "upload"  # the name error messages show
     try:
         fields = await _receive(request, upload)
         given = Params(tuple(request.query_params.multi_items()) + tuple(fields))
         plan = _plan(stores, user, given)
         uris = await run_in_threadpool(_stage, stores, user, upload, plan, _client(request))
     finally:
-        upload.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
     return uri_list(uris, request.headers.get("accept", ""))
 
 
@@ -272,8 +275,11 @@ async def _receive_multipart(request: Request, content_type: str, out: Any) -> l
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
     })
-    async for chunk in request.stream():
-        parser.write(chunk)
-        await out.drain()
-    parser.finalize()
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            await out.drain()
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidInput(f"malformed multipart body: {exc}") from None
     return fields
