@@ -108,8 +108,12 @@ def start_dcmtk(work: Path, pdu: int) -> Running:
     return Running("dcmtk-storescp", proc, port, "STORESCP", out, log)
 
 
-def dicomd_config(pdu: int, idle: float) -> str:
-    return DICOMD_CONFIG.format(idle=idle, pdu=pdu)
+def dicomd_config(pdu: int, idle: float, processes: int | None = None) -> str:
+    """The bench's dicomd config; ``processes`` receiver processes share the port (default: the
+    DICOMD_PROCESSES environment variable, else one per CPU)."""
+    if processes is None:
+        processes = int(os.environ.get("DICOMD_PROCESSES") or os.cpu_count() or 1)
+    return DICOMD_CONFIG.format(idle=idle, pdu=pdu, processes=processes)
 
 
 def dicomd_cli(work: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

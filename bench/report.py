@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.archiving import ArchiveRow
+from bench.catalog_scale import CatalogRow
 from bench.ingest import IngestRow
 from bench.memory import MemoryRow
 
@@ -58,12 +59,30 @@ def archive_table(rows: list[ArchiveRow]) -> list[str]:
     return lines
 
 
+def catalog_table(rows: list[CatalogRow]) -> list[str]:
+    sizes = sorted({r.instance_rows for r in rows})
+    ops = list(dict.fromkeys(r.operation for r in rows))
+    head = f"{'query':<30}" + "".join(f" {f'{n:,} rows: ms':>17} {'results':>7} {'CLI s':>6}" for n in sizes)
+    lines = [head + f" {'growth':>7}"]
+    for op in ops:
+        by = {r.instance_rows: r for r in rows if r.operation == op}
+        line = f"{op:<30}"
+        for n in sizes:
+            r = by.get(n)
+            line += (f" {r.median_ms:>17.3f} {r.result_rows:>7} {_num(r.cli_s, '.2f'):>6}" if r
+                     else f" {'-':>17} {'-':>7} {'-':>6}")
+        first, last = by.get(sizes[0]), by.get(sizes[-1])
+        growth = last.median_ms / first.median_ms if first and last and first.median_ms else None
+        lines.append(line + f" {_num(growth, '.2f'):>6}x")
+    return lines
+
+
 def todo(measured: set[str]) -> list[tuple[str, str, str]]:
     return [row for row in TODO if row[0] not in measured]
 
 
 def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
-           archive: list[ArchiveRow] | None = None) -> str:
+           archive: list[ArchiveRow] | None = None, catalog: list[CatalogRow] | None = None) -> str:
     out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
            f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' = median of per-run "
            f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}", ""]
@@ -76,15 +95,20 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
     if archive:
         out += ["4+6. Prearchive -> archive, MR 256x256 (work only: process start-up excluded)"]
         out += archive_table(archive) + [""]
-    missing = todo(_measured(memory, archive))
+    if catalog:
+        out += ["5. Catalog (synthetic rows; in-process median ms through dicomd's Catalog; one CLI call "
+                "with start-up in 'CLI s')"]
+        out += catalog_table(catalog) + [""]
+    missing = todo(_measured(memory, archive, catalog))
     if missing:
         out += ["Not yet measured:"]
         out += [f"  {section}: {what}" for section, what, _ in missing]
     return "\n".join(out)
 
 
-def _measured(memory: list[MemoryRow], archive: list[ArchiveRow] | None) -> set[str]:
-    done = set()
+def _measured(memory: list[MemoryRow], archive: list[ArchiveRow] | None,
+              catalog: list[CatalogRow] | None = None) -> set[str]:
+    done = {"catalog"} if catalog else set()
     if archive:
         done |= {"anonymization", "prearchive->archive"}
     if any(r.receiver.endswith("HTTP zip") for r in memory):
@@ -93,14 +117,16 @@ def _measured(memory: list[MemoryRow], archive: list[ArchiveRow] | None) -> set[
 
 
 def write_json(path: Path, meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
-               raw: list[Any], archive: list[ArchiveRow] | None = None) -> None:
+               raw: list[Any], archive: list[ArchiveRow] | None = None,
+               catalog: list[CatalogRow] | None = None) -> None:
     doc = {
         "meta": meta,
         "ingest": [dataclasses.asdict(r) for r in ingest],
         "memory": [dataclasses.asdict(r) for r in memory],
         "archive": [dataclasses.asdict(r) for r in archive or []],
+        "catalog": [dataclasses.asdict(r) for r in catalog or []],
         "not_yet_measured": [{"section": s, "what": w, "status": st}
-                             for s, w, st in todo(_measured(memory, archive))],
+                             for s, w, st in todo(_measured(memory, archive, catalog))],
         "raw_ingest": [dataclasses.asdict(m) for m in raw],
     }
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

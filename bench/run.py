@@ -20,6 +20,7 @@ import pydicom
 import pynetdicom
 
 from bench.archiving import run_archiving
+from bench.catalog_scale import run_catalog
 from bench.data import big_file, instance_files
 from bench.ingest import BASELINE, run_ingest, summarize
 from bench.memory import measure_memory
@@ -48,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, bare-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
-    p.add_argument("--sections", default="ingest,memory,archive", help="ingest,memory,archive")
+    p.add_argument("--sections", default="ingest,memory,archive,catalog",
+                   help="comma-separated: ingest,memory,archive,catalog")
     p.add_argument("--pdu", type=int, default=1048576,
                    help="max PDU the receivers accept (dcmtk caps it at 131072)")
+    p.add_argument("--dicomd-processes", type=int, default=os.cpu_count() or 1,
+                   help="receiver_processes of the measured dicomd (default: one per CPU)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomd-bench-cache",
                    help="where generated data is kept between invocations")
     p.add_argument("--keep", action="store_true", help="keep receiver folders and logs")
@@ -87,15 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     # bench.bare_scp and bench.scu run as subprocesses: let them import bench from anywhere
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["DICOMD_PROCESSES"] = str(args.dicomd_processes)  # read by bench.receivers.dicomd_config
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
     try:
-        meta, ingest_rows, memory_rows, raw, archive_rows = _measure(args, work, argv)
+        meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows = _measure(args, work, argv)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(render(meta, ingest_rows, memory_rows, archive_rows))
-    write_json(args.out, meta, ingest_rows, memory_rows, raw, archive_rows)
+    print(render(meta, ingest_rows, memory_rows, archive_rows, catalog_rows))
+    write_json(args.out, meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows)
     print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
 
 
@@ -115,7 +120,7 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "pydicom": pydicom.__version__, "pynetdicom": pynetdicom.__version__,
         "dcmtk": dcmtk_version(), "sender": sender.name, "runs": runs, "quick": args.quick,
-        "instances": counts, "pdu": args.pdu,
+        "instances": counts, "pdu": args.pdu, "dicomd_receiver_processes": args.dicomd_processes,
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     ingest_rows, memory_rows, raw = [], [], []
@@ -144,5 +149,9 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         except (OSError, RuntimeError, TimeoutError) as exc:
             progress(f"archive section failed: {exc}")
             meta["archive_error"] = str(exc)[:300]
+    catalog_rows = []
+    if "catalog" in sections:
+        sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
+        catalog_rows = run_catalog(work / "catalog", sizes, progress)
     meta["seconds"] = round(time.monotonic() - started, 1)
-    return meta, ingest_rows, memory_rows, raw, archive_rows
+    return meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows
