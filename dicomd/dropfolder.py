@@ -271,9 +271,11 @@ class DropFolders:
                 self._ingest_archive(watched, entry)
             return True
         except (DicomdError, OSError) as exc:
-            self._retry_at[entry] = time.monotonic() + RETRY_SECONDS
             logger.error("drop folder: %s left in place, retried in %.0fs: %s", entry.name, RETRY_SECONDS, exc)
-            return False
+        except Exception:  # a bug, not the data: keep the entry, say so, try again later
+            logger.exception("drop folder: %s left in place after an unexpected error", entry.name)
+        self._retry_at[entry] = time.monotonic() + RETRY_SECONDS
+        return False
 
     def _ingest_file(self, watched: Watched, entry: Path) -> None:
         consume = not watched.config.processed

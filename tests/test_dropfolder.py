@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import pytest
 from pydicom.data import get_testdata_file
 
 from dicomd.catalog import PREARCHIVE
@@ -173,3 +174,23 @@ def test_folder_moved_to_processed_and_hidden_only_folder_waits(tmp_path: Path, 
     (drop / "waiting" / extra.name).write_bytes(extra.read_bytes())
     wait_for(lambda: instances(daemon) == 4)
     assert (drop / "waiting" / ".DS_Store").exists() and held(daemon) == []
+
+
+def test_nothing_is_deleted_when_storage_refuses(
+    tmp_path: Path, make_daemon: Callable[..., Daemon], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a daemon whose disk is "full" (free-space floor far above what the disk has)
+    import dataclasses
+    import logging
+
+    from dicomd.config import load
+
+    caplog.set_level(logging.ERROR, logger="dicomd.dropfolder")
+    config = dataclasses.replace(load(drop_config(tmp_path)), min_free_bytes=2**62)
+    daemon = make_daemon(config)
+    dropped = tmp_path / "drop" / "one.dcm"
+    dropped.write_bytes(study(tmp_path)[0].read_bytes())
+    # When the drop folder tries to stage the file
+    wait_for(lambda: "left in place" in caplog.text)
+    # Then the file is still there, and neither staged nor quarantined
+    assert dropped.exists() and instances(daemon) == 0 and held(daemon) == []
