@@ -96,6 +96,8 @@ def test_archive_service_and_archive_listings(site: Site) -> None:
     assert [s["label"] for s in subjects] == [archived.subject]
     experiments = client.get("/data/archive/projects/demo/experiments?format=json").json()["ResultSet"]["Result"]
     assert [e["label"] for e in experiments] == ["E1"] and experiments[0]["xsiType"] == "xnat:mrSessionData"
+    assert client.get("/data/experiments?format=json").json()["ResultSet"]["Result"] == experiments
+    assert site.as_user("outsider").get("/data/experiments?format=json").json()["ResultSet"]["Result"] == []
     item = client.get(experiments[0]["URI"] + "?format=json").json()["items"][0]
     assert item["data_fields"]["label"] == "E1" and item["meta"]["isHistory"] is False
     scans = client.get("/data/projects/demo/experiments/E1/scans?format=json").json()["ResultSet"]["Result"]

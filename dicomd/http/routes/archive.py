@@ -164,6 +164,14 @@ def list_experiments(request: Request, project: str, subject: str = "", format: 
     return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
 
 
+def all_experiments(request: Request, format: str | None = None) -> Response:
+    """Archived sessions of every project the caller may read."""
+    stores, user = stores_of(request), current_user(request)
+    readable = [p for p in stores.config.project_ids() if user.can(READ, p)]
+    sessions = stores.catalog.sessions(ARCHIVE, projects=readable, where=_filters(request)) if readable else []
+    return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
+
+
 def experiment(request: Request, project: str, label: str, subject: str = "", rest: str = "",
                format: str | None = None) -> Response:
     stores = stores_of(request)
@@ -188,6 +196,10 @@ def _items(xsi_type: str, fields: dict[str, Any], children: list[dict[str, Any]]
     return {"items": [{"meta": {"xsi:type": xsi_type, "isHistory": False}, "data_fields": fields,
                        "children": children}]}
 
+
+router.add_api_route("/data/experiments", all_experiments, methods=["GET"],
+                     summary="Archived sessions of every readable project")
+router.add_api_route("/data/archive/experiments", all_experiments, methods=["GET"], include_in_schema=False)
 
 for _prefix in PREFIXES:
     _doc = _prefix == PREFIXES[0]
