@@ -62,6 +62,7 @@ class HttpServer:
         self.port = sock.getsockname()[1]
         uv_config = uvicorn.Config(
             self.app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30,
+            timeout_graceful_shutdown=10,
             **self._tls(),
         )
         self._server = uvicorn.Server(uv_config)
