@@ -57,7 +57,6 @@ class HttpServer:
             sock.close()
             raise DicomdError(f"HTTP API cannot listen on {host}:{port}: {exc}") from exc
         sock.listen(128)
-        sock.set_inheritable(True)
         self._socket = sock
         self.port = sock.getsockname()[1]
         uv_config = uvicorn.Config(
