@@ -42,11 +42,12 @@ def ingest_table(rows: list[IngestRow]) -> list[str]:
 
 
 def memory_table(rows: list[MemoryRow]) -> list[str]:
-    lines = [f"{'receiver':<24} {'object MB':>9} {'idle MB':>8} {'peak RSS MB':>11} {'max HWM MB':>10} "
-             f"{'seconds':>7}  stored  note"]
+    lines = [f"{'receiver':<24} {'object MB':>9} {'idle MB':>8} {'peak RSS MB':>11} {'peak-idle':>9} "
+             f"{'max HWM MB':>10} {'seconds':>7}  stored  note"]
     for r in rows:
+        grew = None if r.peak_rss is None or r.idle_rss is None else r.peak_rss - r.idle_rss
         lines.append(f"{r.receiver:<24} {_mb(r.object_bytes):>9} {_mb(r.idle_rss):>8} "
-                     f"{_mb(r.peak_rss):>11} {_mb(r.peak_hwm):>10} {_num(r.seconds, '.1f'):>7}  "
+                     f"{_mb(r.peak_rss):>11} {_mb(grew):>9} {_mb(r.peak_hwm):>10} {_num(r.seconds, '.1f'):>7}  "
                      f"{'yes' if r.stored else 'no':<6}  {r.note}")
     return lines
 
@@ -90,7 +91,9 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
         out += ["1. Ingest over C-STORE (first association request to last Success)"]
         out += ingest_table(ingest) + [""]
     if memory:
-        out += ["3. Memory: one large multi-frame instance over C-STORE"]
+        out += ["3. Memory: one large multi-frame instance over C-STORE, and the same in a zip over HTTP",
+                "   (RSS summed over the receiver's process tree, sampled every 20 ms; HWM = kernel peak of "
+                "the largest single process)"]
         out += memory_table(memory) + [""]
     if archive:
         out += ["4+6. Prearchive -> archive, MR 256x256 (work only: process start-up excluded)"]

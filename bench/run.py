@@ -22,6 +22,7 @@ import pynetdicom
 from bench.archiving import run_archiving
 from bench.catalog_scale import run_catalog
 from bench.data import big_file, instance_files
+from bench.httpimport import measure_http_import
 from bench.ingest import BASELINE, run_ingest, summarize
 from bench.memory import measure_memory
 from bench.report import render, write_json
@@ -139,6 +140,8 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         for receiver in (args.memory_receivers or default).split(","):
             progress(f"memory: {receiver}")
             memory_rows.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
+        progress("memory: dicomd HTTP zip import")
+        memory_rows.append(measure_http_import(big, work, args.pdu, args.keep))
     archive_rows = []
     if "archive" in sections:
         sessions, instances = (2, 20) if args.quick else (4, 50)
