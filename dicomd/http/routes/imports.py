@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,13 @@ async def import_(request: Request) -> Response:
     _check_room(stores, request.headers.get("content-length"))
     folder = stores.layout.tmp / f"http-{uuid.uuid4().hex}"
     upload = folder / "upload"  # the name error messages show
+    query = tuple(request.query_params.multi_items())
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+    # Parameters in the query are checked before a byte is received; form fields after the body.
+    plan = None if multipart else _plan(stores, user, Params(query))
     try:
         fields = await _receive(request, upload)
-        given = Params(tuple(request.query_params.multi_items()) + tuple(fields))
-        plan = _plan(stores, user, given)
+        plan = plan or _plan(stores, user, Params(query + tuple(fields)))
         uris = await run_in_threadpool(_stage, stores, user, upload, plan, _client(request))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -66,17 +70,16 @@ async def import_(request: Request) -> Response:
 # ---------------------------------------------------------------- what to do
 
 
+@dataclass(frozen=True)
 class _Plan:
     """The checked parameters of one import."""
 
-    def __init__(self, explicit: Explicit, archive: bool, overwrite: str | None, ignore_unparsable: bool,
-                 prevent_anon: bool, auto_archive: bool | None) -> None:
-        self.explicit = explicit
-        self.archive = archive
-        self.overwrite = overwrite
-        self.ignore_unparsable = ignore_unparsable
-        self.prevent_anon = prevent_anon
-        self.auto_archive = auto_archive
+    explicit: Explicit
+    archive: bool
+    overwrite: str | None
+    ignore_unparsable: bool
+    prevent_anon: bool
+    auto_archive: bool | None
 
 
 def _plan(stores: Stores, user: User, given: Params) -> _Plan:
