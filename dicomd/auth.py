@@ -164,7 +164,7 @@ class Auth:
         self._verified: dict[str, tuple[float, str]] = {}  # hmac(name, password) -> (until, stored hash)
         self._verified_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._dummy = hash_password(secrets.token_hex(8))
+        self._dummy = ""  # a throw-away hash, made on the first unknown name
         conn = sqlite3.connect(catalog.path, timeout=30, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
@@ -251,6 +251,7 @@ class Auth:
         if row is None:
             user = self._authenticate_token(name, password)
             if user is None:
+                self._dummy = self._dummy or hash_password(secrets.token_hex(8))
                 verify_password(password, self._dummy)  # same cost as a wrong password: no user probing
             return user
         stored = row[0]
