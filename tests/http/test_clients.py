@@ -67,6 +67,11 @@ def test_xnatpy_sequence(live: tuple[Daemon, str], tmp_path: Path) -> None:
         scans = found.scans
         assert len(scans) == 2
         assert scans[0].dicom_dump()
+        assert len(scans[0].files) == 2
+        assert scans[0].read_dicom().Modality == "MR"
+        zipped = tmp_path / "session.zip"
+        found.download(zipped)
+        assert zipped.stat().st_size > 0
         dump = session.services.dicom_dump(src=found.uri[len("/data"):], fields=["Modality"])
         assert dump[0]["value"] == "MR"
         # rebuild, move, archive, delete
