@@ -65,6 +65,9 @@ class ReceiverConfig:
     network_timeout: float = field(default=60.0, metadata=_help("seconds a silent peer is kept", min=1))
     dimse_timeout: float = field(default=60.0, metadata=_help("seconds to wait for a DIMSE message", min=1))
     acse_timeout: float = field(default=30.0, metadata=_help("seconds to wait for association messages", min=1))
+    tls_cert: str = field(default="", metadata=_help("PEM certificate: DICOM TLS on this port (with tls_key)"))
+    tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
+    tls_ca: str = field(default="", metadata=_help("PEM CA bundle: senders must present a certificate it signed"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class HttpConfig:
     enabled: bool = field(default=True, metadata=_help("serve the HTTP API"))
     host: str = field(default="127.0.0.1", metadata=_help("address to listen on"))
     port: int = field(default=8080, metadata=_help("TCP port (0 picks a free one)", min=0, max=65535))
+    tls_cert: str = field(default="", metadata=_help("PEM certificate: serve HTTPS (with tls_key)"))
+    tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,9 @@ def _finish(config: Config, base: Path, source: str) -> Config:
             raise ConfigError(f"{source}: drop_folders[{i}].path: required")
         if folder.project and folder.project not in projects:
             raise ConfigError(f"{source}: drop_folders[{i}].project: no project {folder.project!r} is declared")
+    receivers = tuple(_tls_paths(r, base, f"{source}: receivers[{i}]") for i, r in enumerate(config.receivers))
+    http = _tls_paths(config.http, base, f"{source}: http")
+    config = dataclasses.replace(config, receivers=receivers, http=http)
     site_script = config.anonymize.site_script
     anonymize = config.anonymize
     if site_script and not Path(site_script).is_absolute():
@@ -259,6 +267,23 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def _tls_paths(section: Any, base: Path, where: str) -> Any:
+    """TLS files relative to the config file's folder; a certificate needs its key and vice versa."""
+    if bool(section.tls_cert) != bool(section.tls_key):
+        raise ConfigError(f"{where}: tls_cert and tls_key go together (set both or neither)")
+    names = [n for n in ("tls_cert", "tls_key", "tls_ca") if getattr(section, n, "")]
+    if getattr(section, "tls_ca", "") and not section.tls_cert:
+        raise ConfigError(f"{where}.tls_ca: needs tls_cert and tls_key")
+    changes = {}
+    for name in names:
+        path = Path(getattr(section, name)).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ConfigError(f"{where}.{name}: no such file {path}")
+        changes[name] = str(path)
+    return dataclasses.replace(section, **changes) if changes else section
 
 
 def _check_rules(rules: RoutingRules, where: str) -> None:

@@ -10,6 +10,7 @@ anonymization or archiving.
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 import threading
 import time
@@ -26,7 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
-from dicomd.errors import DicomdError, InvalidInput
+from dicomd.errors import ConfigError, DicomdError, InvalidInput
 from dicomd.ingest import Ingest, Source, quarantine
 from dicomd.reliability import discard_partial_spool, sweep_spool
 
@@ -127,14 +128,32 @@ class Receiver:
         ]
         address = (self.config.bind, self.config.port if port is None else port)
         if shared:
-            self._server = ae.make_server(address, evt_handlers=handlers, server_class=SharedPortServer)
+            self._server = ae.make_server(
+                address, evt_handlers=handlers, server_class=SharedPortServer, ssl_context=self._tls()
+            )
             ae._servers.append(self._server)  # as start_server does, so shutdown() finds it
             threading.Thread(target=self._server.serve_forever, name=f"scp-{self.config.ae_title}", daemon=True).start()
         else:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self._tls())
         host, port = self._server.server_address[:2]
         logger.info("receiver %s listening on %s:%d", self.config.ae_title, host, port)
         return Listening(self.config.ae_title, host, port)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """DICOM TLS (PS3.15 B.1) when a certificate is configured; with tls_ca, senders must
+        present a certificate that CA signed."""
+        if not self.config.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+            if self.config.tls_ca:
+                context.load_verify_locations(self.config.tls_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"receiver {self.config.ae_title}: cannot load its TLS files: {exc}") from exc
+        return context
 
     def stop(self) -> None:
         if self._server is not None:
