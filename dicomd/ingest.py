@@ -208,7 +208,7 @@ def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, rea
     _digest, size = storage.install_file(path, target, move=move)
     detail = {"reason": reason, "source": source.describe(), "original_name": path.name}
     storage.write_bytes_durably(folder / "reason.json", json.dumps(detail, indent=2).encode())
-    (folder / "reason.txt").write_text(reason + "\n")
+    storage.write_bytes_durably(folder / "reason.txt", (reason + "\n").encode())
     entry = catalog.add_quarantine(source=source.describe(), reason=reason, path=layout.relative(target), size=size)
     logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), reason, entry)
     logger.debug("quarantine entry %d was %s", entry, path.name)

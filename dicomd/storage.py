@@ -20,8 +20,14 @@ CHUNK = 1024 * 1024
 def ensure_dir(path: Path) -> Path:
     """Create ``path`` and its parents with mode 0700 (existing folders are left as they are)."""
     if not path.is_dir():
+        missing = [path, *(p for p in path.parents)]
+        missing = missing[: next((i for i, p in enumerate(missing) if p.is_dir()), len(missing))]
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for folder in reversed(missing):  # every new level 0700, not just the last (mkdir(parents=True))
+                try:
+                    folder.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass
         except OSError as exc:
             raise _translate(exc, f"cannot create folder {path}") from exc
     return path
