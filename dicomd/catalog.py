@@ -726,10 +726,14 @@ class Catalog:
                     inst.transfer_syntax, inst.size, inst.sha256, inst.path, now, inst.source,
                 ),
             )
+            new_scan = conn.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE session_id=? AND scan_id=? LIMIT 2)",
+                (session_id, inst.scan_id),
+            ).fetchone()[0] == 1
             conn.execute(
-                "UPDATE sessions SET instances = instances + 1, bytes = bytes + ?, last_received_at = ?,"
-                " updated_at = ?, status = 'RECEIVING' WHERE id = ?",
-                (inst.size, now, now, session_id),
+                "UPDATE sessions SET instances = instances + 1, bytes = bytes + ?, scans = scans + ?,"
+                " last_received_at = ?, updated_at = ?, status = 'RECEIVING' WHERE id = ?",
+                (inst.size, int(new_scan), now, now, session_id),
             )
             if status_row[0] != RECEIVING:
                 self.record_history(conn, session_id, RECEIVING, f"new data while {status_row[0]}")

@@ -237,3 +237,12 @@ def test_catalog_is_owner_only_and_readable_while_running(daemon):
         wait_for(lambda: other.sessions(PREARCHIVE))
     finally:
         other.close()
+
+
+def test_receiving_session_counts_scans_before_build(make_daemon, tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("session_idle_seconds = 0.5", "session_idle_seconds = 3600"))
+    daemon = make_daemon(path)
+    send(daemon.dicom_port(), generate_study(13, series=3, instances_per_series=2, study_description="demo"))
+    row = prearchive_rows(daemon)[0]
+    assert (row.status, row.scans, row.instances) == ("RECEIVING", 3, 6)
