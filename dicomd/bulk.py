@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Callable, Iterator
 
 from dicomd import storage
 from dicomd.catalog import SessionRow
+from dicomd.config import Config
 from dicomd.errors import HostileArchive, InvalidInput, Rejected, StorageFailure, StorageFull
 from dicomd.header import HeaderInfo, read_header
 from dicomd.ingest import Source, Staged, quarantine
@@ -63,6 +64,11 @@ class Limits:
     max_members: int = 100_000
     max_uncompressed_bytes: int = 64 * 2**30
     max_member_bytes: int = 8 * 2**30
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Limits":
+        lim = config.archive_limits
+        return cls(lim.max_members, lim.max_uncompressed_bytes, lim.max_member_bytes)
 
 
 @dataclass(frozen=True)
@@ -116,13 +122,13 @@ def stage_batch(
     source: Source,
     *,
     ignore_unparsable: bool = False,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
     progress: Progress | None = None,
     consume: bool = False,
 ) -> BatchResult:
     """Stage everything in ``path`` as one all-or-nothing batch (see the module docstring).
 
-    ``progress(done, total)`` is called with member counts as members are staged. With ``consume``
+    ``limits`` default to the configuration's ``[archive_limits]``. ``progress(done, total)`` is called with member counts as members are staged. With ``consume``
     the caller gives up a single-file ``path`` (an upload): it is moved into the store or the
     quarantine. A folder's files are always copied (a roll-back must not lose originals) and left
     where they are; archives are extracted, so ``path`` itself is left in place.
@@ -133,7 +139,7 @@ def stage_batch(
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     clean_stale(stores.layout.tmp)
     with _temp_folder(stores) as temp:
-        members = list(expand(path, temp, limits, consume=consume))
+        members = list(expand(path, temp, limits or Limits.from_config(stores.config), consume=consume))
         if not members:
             raise InvalidInput(f"{path.name}: no files to import")
         good, bad = check_members(members)

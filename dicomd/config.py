@@ -92,6 +92,19 @@ class DropFolderConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveLimitsConfig:
+    """Uploaded and dropped zip/tar archives past these limits are refused as hostile (zip bombs)."""
+
+    max_members: int = field(default=100_000, metadata=_help("most entries one archive may hold", min=1))
+    max_uncompressed_bytes: int = field(
+        default=64 * 2**30, metadata=_help("most bytes one archive may expand to", min=1)
+    )
+    max_member_bytes: int = field(
+        default=8 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
+    )
+
+
+@dataclass(frozen=True)
 class AnonymizeConfig:
     """Per-project de-identification applied when a session is archived."""
 
@@ -150,6 +163,9 @@ class Config:
     receivers: tuple[ReceiverConfig, ...] = field(default=(), metadata=_help("DICOM receivers"))
     http: HttpConfig = field(default_factory=HttpConfig, metadata=_help("the HTTP API"))
     drop_folders: tuple[DropFolderConfig, ...] = field(default=(), metadata=_help("watched folders"))
+    archive_limits: ArchiveLimitsConfig = field(
+        default_factory=ArchiveLimitsConfig, metadata=_help("limits on uploaded and dropped archives")
+    )
     routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("site-wide routing rules"))
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))

@@ -312,3 +312,13 @@ def test_giant_tar_header_is_refused_unread(stores: Stores, tmp_path: Path) -> N
     with pytest.raises(HostileArchive, match="header"):
         stage_batch(stores, path, SOURCE)
     assert_nothing_staged(stores)
+
+
+def test_limits_come_from_the_config(tmp_path: Path, study: list[Path]) -> None:
+    config = write_config(tmp_path, "[archive_limits]\nmax_members = 2\n")
+    s = Stores.open(load(config))
+    try:
+        with pytest.raises(HostileArchive, match="2"):
+            stage_batch(s, make_zip(tmp_path / "u.zip", study_files(study)), SOURCE)
+    finally:
+        s.close()
