@@ -86,7 +86,10 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
            archive: list[ArchiveRow] | None = None, catalog: list[CatalogRow] | None = None) -> str:
     out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
            f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' = median of per-run "
-           f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}", ""]
+           f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}; dicomd receiver_processes "
+           f"{meta.get('dicomd_receiver_processes', '-')}",
+           f"load average (1/5/15 min) at start {meta.get('load_average_start')}, at end "
+           f"{meta.get('load_average_end')}; {meta.get('seconds', '-')} s", ""]
     if ingest:
         out += ["1. Ingest over C-STORE (first association request to last Success)"]
         out += ingest_table(ingest) + [""]

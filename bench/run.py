@@ -123,6 +123,7 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         "dcmtk": dcmtk_version(), "sender": sender.name, "runs": runs, "quick": args.quick,
         "instances": counts, "pdu": args.pdu, "dicomd_receiver_processes": args.dicomd_processes,
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
     ingest_rows, memory_rows, raw = [], [], []
     if "ingest" in sections:
@@ -157,4 +158,5 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
         catalog_rows = run_catalog(work / "catalog", sizes, progress)
     meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows
