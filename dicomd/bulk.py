@@ -408,9 +408,11 @@ def _stage_all(
     staged: list[Staged] = []
     rejected: list[tuple[Member, str]] = []
 
+    headers = {id(member): header for member, header in good}
+
     def one(member: Member) -> Staged | str:
         try:
-            return stores.ingest.stage(member.path, source, move=member.temporary)
+            return stores.ingest.stage(member.path, source, move=member.temporary, header=headers[id(member)])
         except Rejected as exc:
             return f"rejected: {exc}"
 

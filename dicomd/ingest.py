@@ -87,10 +87,11 @@ class Ingest:
 
     # ------------------------------------------------------------------ public
 
-    def stage(self, path: Path, source: Source, *, move: bool = False) -> Staged:
-        """Stage the file at ``path``. With ``move`` the file is consumed (renamed when possible)."""
+    def stage(self, path: Path, source: Source, *, move: bool = False, header: HeaderInfo | None = None) -> Staged:
+        """Stage the file at ``path``. With ``move`` the file is consumed (renamed when possible).
+        ``header`` is the file's already-checked header (batch import reads it first), if known."""
         storage.check_free(self.layout.root, self.config.min_free_bytes)
-        header = read_header(path)
+        header = header if header is not None else read_header(path)
         where = self.route(header, source)
         if self.site_transform is not None and not source.prevent_anon:
             header = self.site_transform(path, header, where)
