@@ -418,6 +418,8 @@ def _stage_all(
             return stores.ingest.stage(member.path, source, move=member.temporary, header=header)
         except Rejected as exc:
             return f"rejected: {exc}"
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"{member.name}: vanished while the batch was staged ({exc.strerror})") from None
 
     pool = ThreadPoolExecutor(max_workers=STAGE_THREADS, thread_name_prefix="dicomd-batch")
     futures: dict[Future[Staged | str], Member] = {}
@@ -449,8 +451,11 @@ def _stage_all(
     return staged, rejected
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return (st.st_size, st.st_mtime_ns)
 
 
