@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +174,30 @@ def test_dicomd_serve_subprocess(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_https_when_a_certificate_is_configured(tmp_path: Path) -> None:
+    """The reliability suite owns TLS end to end; this checks the HTTP server honours the keys."""
+    if not (hasattr(HttpConfig(), "tls_cert") and shutil.which("openssl")):
+        pytest.skip("no http.tls_cert in this build, or no openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    config = load(write_config(tmp_path, projects=PROJECTS))
+    http = HttpConfig(enabled=True, host="127.0.0.1", port=0, tls_cert=str(cert), tls_key=str(key))  # type: ignore[call-arg]
+    daemon = Daemon(dataclasses.replace(config, http=http)).start()
+    try:
+        assert daemon.stores is not None
+        add_users(daemon.stores)
+        (server,) = [s for s in daemon.services if type(s).__name__ == "HttpServer"]
+        assert server.url.startswith("https://")
+        with requests.Session() as http:
+            wait_for(lambda: http.get(server.url + "/health", verify=str(cert), timeout=5).ok)
+            response = http.get(server.url + "/data/JSESSION", auth=("admin", PASSWORD), verify=str(cert), timeout=5)
+            assert response.status_code == 200
+            assert "Secure" in response.headers["set-cookie"]
+            response.close()
+        del response  # an idle TLS keep-alive connection would hold the server's graceful stop
+    finally:
+        daemon.stop()
