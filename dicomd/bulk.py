@@ -177,6 +177,8 @@ def check_members(members: list[Member]) -> tuple[list[tuple[Member, HeaderInfo]
             good.append((member, read_header(member.path)))
         except InvalidInput as exc:
             bad.append((member, str(exc)))
+        except OSError as exc:
+            bad.append((member, f"cannot read: {exc.strerror or exc}"))
     return good, bad
 
 
