@@ -114,6 +114,10 @@ def signature(entry: Path) -> Signature | None:
         return None
 
 
+class _Stopping(Exception):
+    """The service is stopping in the middle of a batch."""
+
+
 @dataclass
 class _Pending:
     watched: Watched
@@ -270,12 +274,21 @@ class DropFolders:
             else:
                 self._ingest_archive(watched, entry)
             return True
+        except _Stopping:
+            logger.info("drop folder: stopping; a batch was rolled back and stays for the next start")
+            return False
         except (DicomdError, OSError) as exc:
             logger.error("drop folder: %s left in place, retried in %.0fs: %s", entry.name, RETRY_SECONDS, exc)
         except Exception:  # a bug, not the data: keep the entry, say so, try again later
             logger.exception("drop folder: %s left in place after an unexpected error", entry.name)
         self._retry_at[entry] = time.monotonic() + RETRY_SECONDS
         return False
+
+    def _unless_stopping(self, _done: int, _total: int) -> None:
+        """Progress hook of archive and folder batches: a stop rolls the batch back (the entry
+        stays and is read at the next start). Single files are quick and not interrupted."""
+        if self._stop.is_set():
+            raise _Stopping()
 
     def _ingest_file(self, watched: Watched, entry: Path) -> None:
         consume = not watched.config.processed
@@ -289,7 +302,7 @@ class DropFolders:
 
     def _ingest_archive(self, watched: Watched, entry: Path) -> None:
         try:
-            result = stage_batch(self.stores, entry, watched.source())
+            result = stage_batch(self.stores, entry, watched.source(), progress=self._unless_stopping)
         except InvalidInput as exc:  # unparseable member or hostile: the whole archive is refused
             quarantine(self.stores.layout, self.stores.catalog, entry, watched.source(), str(exc), move=True)
             return
@@ -298,7 +311,8 @@ class DropFolders:
 
     def _ingest_folder(self, watched: Watched, entry: Path) -> None:
         before = {path: _stamp(path) for path in _visible_files(entry)}
-        result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True)
+        result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True,
+                             progress=self._unless_stopping)
         # Each file listed before the batch and unchanged since is staged or quarantined now;
         # anything that arrived or changed meanwhile stays for the next round. Hidden files stay.
         target = self._processed_target(watched, entry) if watched.config.processed else None

@@ -194,3 +194,30 @@ def test_nothing_is_deleted_when_storage_refuses(
     wait_for(lambda: "left in place" in caplog.text)
     # Then the file is still there, and neither staged nor quarantined
     assert dropped.exists() and instances(daemon) == 0 and held(daemon) == []
+
+
+def test_stop_in_the_middle_of_a_folder_loses_nothing(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    # Given a daemon staging a folder of 200 files
+    config = drop_config(tmp_path, stable=0.2)
+    daemon = make_daemon(config)
+    folder = tmp_path / "drop" / "big"
+    staging = study(tmp_path, seed=11, count=200)[0].parent
+    staging.rename(folder)
+    # When it is stopped as soon as the first instance is staged
+    wait_for(lambda: instances(daemon) > 0, interval=0.01)
+    daemon.stop()
+    # Then the batch is either complete (folder emptied) or rolled back (folder intact)
+    from dicomd.config import load
+    from dicomd.daemon import Stores
+
+    stores = Stores.open(load(config))
+    try:
+        staged = sum(s.instances for s in stores.catalog.sessions(PREARCHIVE))
+    finally:
+        stores.close()
+    left = len(list(folder.glob("*.dcm"))) if folder.exists() else 0
+    assert (staged, left) in ((0, 200), (200, 0))
+    # And the next start finishes the job
+    again = make_daemon(config)
+    wait_for(lambda: instances(again) == 200)
+    wait_for(lambda: not folder.exists())
