@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_partial
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian
 
 from dicomd.errors import InvalidInput
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 ROUTING_TAGS = (*COMMENT_TAGS, STUDY_DESCRIPTION, ACCESSION_NUMBER, PATIENT_NAME, PATIENT_ID)
 DEFER = 2048  # values longer than this are not read, only skipped
+MAX_ELEMENTS = 1_000_000  # top-level elements; real instances have thousands at most
+MAX_DISORDER = 1000  # elements out of ascending order before the data is judged not DICOM
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,16 @@ def read_header(path: Path) -> HeaderInfo:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(path, defer_size=DEFER, force=not has_preamble)
+            guard = _Guard()
+            with open(path, "rb") as fh:
+                if _command_group_first(fh, has_preamble):
+                    # pydicom would read every (0000,eeee) "element" first: a file of zeros is millions
+                    raise InvalidInput("not a DICOM file: the data set starts with command group (0000) elements")
+                ds = read_partial(fh, guard, defer_size=DEFER, force=not has_preamble)
+            if guard.problem:
+                raise InvalidInput(f"not a DICOM file: {guard.problem}")
+        except InvalidInput:
+            raise
         except InvalidDicomError as exc:
             raise InvalidInput(f"not a DICOM file: {exc}") from None
         except (EOFError, OSError) as exc:
@@ -124,6 +136,41 @@ def read_header(path: Path) -> HeaderInfo:
             has_preamble=has_preamble,
             routing=routing,
         )
+
+
+class _Guard:
+    """``stop_when`` for pydicom's reader: gives up on data that only looks like elements (a file of
+    zeros parses as millions of repeated (0000,0000) elements) instead of walking all of it."""
+
+    def __init__(self) -> None:
+        self.last = -1
+        self.count = 0
+        self.disorder = 0
+        self.problem = ""
+
+    def __call__(self, tag: Any, _vr: Any, _length: int) -> bool:
+        self.count += 1
+        if tag <= self.last:
+            self.disorder += 1  # a few out-of-order elements happen in real files; thousands do not
+            if self.disorder > MAX_DISORDER:
+                self.problem = f"more than {MAX_DISORDER} data elements out of order"
+                return True
+        self.last = max(self.last, int(tag))
+        if self.count > MAX_ELEMENTS:
+            self.problem = f"more than {MAX_ELEMENTS} top-level data elements"
+            return True
+        return False
+
+
+def _command_group_first(fh: Any, has_preamble: bool) -> bool:
+    """True when the data set (after any preamble and file meta) begins with group 0000, which a
+    stored instance never holds. Leaves ``fh`` at the start of the file."""
+    if has_preamble:
+        fh.seek(132)
+        read_dataset(fh, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, _vr, _n: tag.group != 2)
+    group = fh.read(2)
+    fh.seek(0)
+    return group == b"\x00\x00"
 
 
 def _has_preamble(path: Path) -> bool:
