@@ -7,13 +7,16 @@ into its own kind of answer (DIMSE status, HTTP status, quarantine entry).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
@@ -84,6 +87,7 @@ class Ingest:
         self._site_table = RoutingTable.from_text(site)
         self._sessions: dict[tuple[str, str, str], SessionRow] = {}
         self._lock = threading.Lock()
+        self._same_file = StripedLock(layout.tmp / "locks")
 
     # ------------------------------------------------------------------ public
 
@@ -100,33 +104,36 @@ class Ingest:
         for _attempt in range(3):
             scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
             dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
-            existed = dst.exists()
-            digest, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False)
-            crashpoint("ingest.installed")
-            record = NewInstance(
-                scan_id=scan_id,
-                sop_instance_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                series_instance_uid=header.series_instance_uid,
-                series_number=header.series_number,
-                series_description=header.series_description,
-                modality=header.modality,
-                study_date=header.study_date,
-                study_time=header.study_time,
-                transfer_syntax=header.transfer_syntax,
-                size=size,
-                sha256=digest,
-                path=self.layout.relative(dst),
-                source=source.describe(),
-            )
-            try:
-                outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
-            except DicomdError:
-                # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
-                # instance, so it must not stay on disk either. A moved source goes back.
-                if not existed:
-                    _undo_install(dst, path if move else None)
-                raise
+            # The same SOP Instance UID may arrive on two associations (or in two receiver
+            # processes) at once: file and row must come from the same one.
+            with self._same_file.hold(str(dst)):
+                existed = dst.exists()
+                digest, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False)
+                crashpoint("ingest.installed")
+                record = NewInstance(
+                    scan_id=scan_id,
+                    sop_instance_uid=header.sop_instance_uid,
+                    sop_class_uid=header.sop_class_uid,
+                    series_instance_uid=header.series_instance_uid,
+                    series_number=header.series_number,
+                    series_description=header.series_description,
+                    modality=header.modality,
+                    study_date=header.study_date,
+                    study_time=header.study_time,
+                    transfer_syntax=header.transfer_syntax,
+                    size=size,
+                    sha256=digest,
+                    path=self.layout.relative(dst),
+                    source=source.describe(),
+                )
+                try:
+                    outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
+                except DicomdError:
+                    # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
+                    # instance, so it must not stay on disk either. A moved source goes back.
+                    if not existed:
+                        _undo_install(dst, path if move else None)
+                    raise
             crashpoint("ingest.recorded")
             if outcome != "moved":
                 staged = Staged(session, header.sop_instance_uid, outcome, dst)
@@ -189,6 +196,30 @@ class Ingest:
             if len(self._sessions) > 10000:
                 self._sessions.clear()
         return row
+
+
+class StripedLock:
+    """Mutual exclusion per key (hashed onto a few stripes) between threads and processes.
+
+    A thread lock per stripe plus ``flock`` on a per-stripe file: flock alone does not exclude
+    threads sharing one descriptor, a thread lock alone does not exclude receiver processes.
+    """
+
+    def __init__(self, folder: Path, stripes: int = 256) -> None:
+        self.folder = folder
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        index = zlib.crc32(key.encode()) % len(self._locks)
+        with self._locks[index]:
+            storage.ensure_dir(self.folder)
+            fd = os.open(self.folder / f"{index:03d}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+                yield
+            finally:
+                os.close(fd)
 
 
 def _undo_install(dst: Path, source: Path | None) -> None:
