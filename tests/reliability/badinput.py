@@ -113,6 +113,8 @@ def _base(uid: str) -> Dataset:
 def special_cases() -> Iterator[Sample]:
     explicit = str(ExplicitVRLittleEndian)
     yield Sample("zero-length", b"", explicit, _uid(7000))
+    # Zeros parse as endless (0000,0000) elements: must be refused quickly, not walked
+    yield Sample("zeros-8MB", b"\0" * (8 * 2**20), explicit, _uid(7005))
     # An element declaring ~4 GB (0xFFFFFFF0 bytes) with a few bytes behind it.
     head = _dataset_bytes(_base(_uid(7001)))
     huge = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFF0) + b"\0" * 64

@@ -64,7 +64,7 @@ def test_hostile_cstores_are_staged_or_quarantined(tmp_path: Path, make_daemon: 
     assert echo(port)
     assert send(port, generate_study(3, series=1, instances_per_series=2, rows=8, cols=8)) == [0, 0]
     # the obviously broken ones are refused, not staged
-    broken = ("zero-length", "4GB-", "no-study-uid", "random", "deep-nesting-5000", "truncated:CT_small.dcm@0.6")
+    broken = ("zero-length", "zeros-", "4GB-", "no-study-uid", "random", "deep-nesting-5000", "truncated:CT_small.dcm@0.6")
     for name, status in outcomes.items():
         if name.startswith(broken):
             assert status == CANNOT_UNDERSTAND, name

@@ -23,7 +23,7 @@ from dicomd.reliability import check_store
 from tests.conftest import write_config
 from tests.reliability.harness import SendResult, send_tracking, wait_for
 
-SECONDS = 6.0
+SECONDS = 4.0
 ASSOCIATIONS = 8
 PROJECTS = """
 [projects.auto]
@@ -141,3 +141,33 @@ stable_seconds = 0.2
     assert len(acked) >= ASSOCIATIONS and dropped and (uploaded or server is None)
     print(f"soak {SECONDS}s: {len(acked)} C-STOREs ({len(set(acked))} distinct), {len(dropped)} dropped, "
           f"{len(uploaded)} uploaded; archive holds {len(report.archive_uids)} instances")
+
+
+def test_same_instance_with_different_content_on_parallel_associations(tmp_path: Path,
+                                                                       make_daemon: Callable[..., Daemon]) -> None:
+    """Four senders race the same SOP Instance UID with different bytes: whichever wins, the
+    file on disk and its catalog row must describe the same bytes."""
+    daemon = make_daemon(write_config(tmp_path))
+    port = daemon.dicom_port()
+    base = generate_study(21, series=1, instances_per_series=1, rows=16, cols=16)[0]
+    variants = []
+    for i in range(4):
+        ds = base.copy()
+        ds.ImageComments = "x" * (1 + 997 * i)  # a different size for each sender
+        variants.append(ds)
+    results = [SendResult() for _ in variants]
+
+    def run(i: int) -> None:
+        send_tracking(port, [variants[i]] * 15, results[i], ae_title=f"RACE{i}", timeout=30)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(variants))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(len(r.acknowledged) == 15 for r in results), results
+    data = daemon.config.data_dir
+    daemon.stop()
+    report = check_store(Layout(data), Catalog(Layout(data).catalog))
+    assert report.ok, report.describe()
+    assert report.prearchive_uids[str(base.SOPInstanceUID)] == 1
