@@ -87,7 +87,7 @@ class Ingest:
         self._site_table = RoutingTable.from_text(site)
         self._sessions: dict[tuple[str, str, str], SessionRow] = {}
         self._lock = threading.Lock()
-        self._same_file = StripedLock(layout.tmp / "locks")
+        self._same_file = StripedLock(layout.locks)
 
     # ------------------------------------------------------------------ public
 

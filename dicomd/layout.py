@@ -47,6 +47,11 @@ class Layout:
         return self.root / "work"
 
     @property
+    def locks(self) -> Path:
+        """Lock files shared by the processes of one daemon (empty files, never data)."""
+        return self.root / "locks"
+
+    @property
     def keys(self) -> Path:
         return self.root / "keys"
 
