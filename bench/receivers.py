@@ -3,13 +3,15 @@
 * ``bare-pynetdicom``: bench.bare_scp in its own process (the library's ceiling)
 * ``bare-pynetdicom-chunked``: the same, streaming each dataset to a temporary file
 * ``dcmtk-storescp``: dcmtk's storescp with --fork (one process per association)
-* ``dicomd``: ``dicomd serve`` with its full path (stage + catalog)
+* ``dicomd``: ``dicomd serve`` with its full path (stage + catalog), ``receiver_processes`` from
+  --dicomd-processes (default one per CPU); ``dicomd-1proc``: the same with one receiver process
 
 A receiver's ``work`` folder holds its output, its log and (dicomd) its config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -58,14 +60,14 @@ class Running:
 
     def received(self) -> int:
         """How many instance files the receiver has written so far."""
-        if self.name == "dicomd":
+        if self.name.startswith("dicomd"):
             return sum(1 for p in (self.out_dir / "prearchive").rglob("*")
                        if p.is_file() and p.parent.name == "DICOM")
         return sum(1 for p in self.out_dir.iterdir() if p.is_file())
 
     def clear(self) -> None:
         """Delete what a baseline wrote (keeps the disk small); dicomd's stores are left alone."""
-        if self.name != "dicomd":
+        if not self.name.startswith("dicomd"):
             for p in self.out_dir.iterdir():
                 p.unlink(missing_ok=True)
 
@@ -148,5 +150,10 @@ def start_dicomd(work: Path, pdu: int, idle: float = 3600.0, config_text: str | 
     return Running("dicomd", proc, port, "DICOMD", data, log, http_port)
 
 
+def start_dicomd_one_process(work: Path, pdu: int) -> Running:
+    running = start_dicomd(work, pdu, config_text=dicomd_config(pdu, 3600.0, processes=1))
+    return dataclasses.replace(running, name="dicomd-1proc")
+
+
 STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,
-            "dcmtk-storescp": start_dcmtk, "dicomd": start_dicomd}
+            "dcmtk-storescp": start_dcmtk, "dicomd": start_dicomd, "dicomd-1proc": start_dicomd_one_process}

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ct", type=int, help="CT instances per run (default 300, quick 60)")
     p.add_argument("--associations", default="1,4", help="comma-separated association counts")
     p.add_argument("--receivers", default="bare-pynetdicom,dcmtk-storescp,dicomd",
-                   help="comma-separated receivers to measure (the baseline is always added)")
+                   help="comma-separated receivers to measure (the baseline is always added); also "
+                   "dicomd-1proc (one receiver process), bare-pynetdicom-chunked")
     p.add_argument("--sender", choices=("auto", "dcmtk", "pynetdicom"), default="auto",
                    help="auto: dcmtk storescu if installed, else pynetdicom SCU processes")
     p.add_argument("--big-mb", type=int, default=1100, help="size of the large instance, MB (0 skips)")
