@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -21,6 +22,7 @@ import pynetdicom
 
 from bench.archiving import run_archiving
 from bench.catalog_scale import run_catalog
+from bench.compare import compare
 from bench.data import big_file, instance_files
 from bench.httpimport import measure_http_import
 from bench.ingest import BASELINE, run_ingest, summarize
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="receiver_processes of the measured dicomd (default: one per CPU)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomd-bench-cache",
                    help="where generated data is kept between invocations")
+    p.add_argument("--compare", type=Path, metavar="OLD.json",
+                   help="also print every figure's change against an earlier result file")
     p.add_argument("--keep", action="store_true", help="keep receiver folders and logs")
     return p
 
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     print(render(meta, ingest_rows, memory_rows, archive_rows, catalog_rows))
     write_json(args.out, meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows)
+    if args.compare:
+        print("\n" + "\n".join(compare(json.loads(args.out.read_text()), args.compare)))
     print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
 
 

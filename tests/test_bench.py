@@ -92,3 +92,13 @@ def test_report_marks_unmeasured_sections(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["ingest"][0]["instances_per_s"] == 10.0
     assert all(row["status"] == "not yet measured" for row in doc["not_yet_measured"])
+
+
+def test_compare_prints_the_change_of_each_figure(tmp_path: Path) -> None:
+    from bench.compare import compare
+
+    meta = {"date": "d", "cpus": 2, "commit": "old", "sender": "s", "runs": 1, "pdu": 1}
+    write_json(tmp_path / "old.json", meta, summarize([_m("bare-pynetdicom", 0, 2.0)]), [], [])
+    write_json(tmp_path / "new.json", meta, summarize([_m("bare-pynetdicom", 0, 1.0)]), [], [])
+    lines = compare(json.loads((tmp_path / "new.json").read_text()), tmp_path / "old.json")
+    assert any("MR 1 bare-pynetdicom (inst/s)" in line and line.endswith("2.00x") for line in lines)
