@@ -85,7 +85,29 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
     for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
     app.add_middleware(LoginGate, auth=app.state.auth)
+    app.add_middleware(HeadAsGet)
     return app
+
+
+class HeadAsGet:
+    """HEAD on any GET path: the GET's status and headers, no body (pyxnat sends HEADs)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 # ---------------------------------------------------------------- login gate

@@ -25,6 +25,9 @@ def test_every_path_but_health_needs_login(site: Site) -> None:
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"].startswith("Basic")
     assert anonymous.post("/data/services/import?project=demo", content=b"x").status_code == 401
+    assert anonymous.head("/data/projects").status_code == 401
+    head = site.as_user("collab").head("/data/projects?format=json")
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
 
 
 def test_basic_auth_and_wrong_password(site: Site) -> None:
