@@ -139,6 +139,21 @@ class ProjectConfig:
 
 
 @dataclass(frozen=True)
+class MappingConfig:
+    """A custom DICOM mapping declared in the config (also manageable with `dicomd mapping` and /xapi)."""
+
+    name: str = field(default="", metadata=_help("custom field name"))
+    tag: str = field(default="", metadata=_help("DICOM tag: 0xGGGGEEEE, (gggg,eeee) or a keyword"))
+    type: str = field(default="string", metadata=_help("string, integer, float, boolean or date"))
+    project: str = field(default="", metadata=_help("project scope ('' = site-wide)"))
+    level: str = field(default="session", metadata=_help("session or scan"))
+
+    def as_xnat(self) -> dict[str, str]:
+        return {"scope": "project" if self.project else "site", "scopeObjectId": self.project,
+                "fieldName": self.name, "fieldType": self.type, "dicomTag": self.tag, "level": self.level}
+
+
+@dataclass(frozen=True)
 class SiteAnonymizeConfig:
     site_script: str = field(default="", metadata=_help("DicomEdit 6 script run on every instance at ingest"))
 
@@ -169,6 +184,7 @@ class Config:
     routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("site-wide routing rules"))
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
+    mappings: tuple[MappingConfig, ...] = field(default=(), metadata=_help("custom DICOM mappings"))
     source: str = "<defaults>"
 
     def project(self, project_id: str) -> ProjectConfig | None:
@@ -271,6 +287,16 @@ def _finish(config: Config, base: Path, source: str) -> Config:
     receivers = tuple(_tls_paths(r, base, f"{source}: receivers[{i}]") for i, r in enumerate(config.receivers))
     http = _tls_paths(config.http, base, f"{source}: http")
     config = dataclasses.replace(config, receivers=receivers, http=http)
+    for i, mapping in enumerate(config.mappings):
+        from dicomd.errors import InvalidInput
+        from dicomd.mappings import validate
+
+        try:
+            validate(mapping.as_xnat())
+        except InvalidInput as exc:
+            raise ConfigError(f"{source}: mappings[{i}]: {exc}") from None
+        if mapping.project and mapping.project not in projects:
+            raise ConfigError(f"{source}: mappings[{i}].project: no project {mapping.project!r} is declared")
     site_script = config.anonymize.site_script
     anonymize = config.anonymize
     if site_script and not Path(site_script).is_absolute():

@@ -52,6 +52,12 @@ class Stores:
             storage.ensure_dir(folder)
         catalog = Catalog(layout.catalog)
         catalog.sync_projects(config.projects.values())
+        if config.mappings:
+            from dicomd.mappings import MappingStore
+
+            store = MappingStore(catalog)
+            for mapping in config.mappings:
+                store.upsert(mapping.as_xnat())
         writers, site_transform, extract = _anonymization_hooks(config, layout, catalog)
         ingest = Ingest(config, catalog, layout, site_transform=site_transform)
         prearchive = Prearchive(config, catalog, layout, extract_fields=extract, on_forget=ingest.forget_session)

@@ -154,11 +154,14 @@ class FieldExtractor:
         self.anonymizers = anonymizers
         self.catalog = catalog
         self.layout = layout
+        self._store: Any = None
 
     def __call__(self, session: SessionRow) -> dict[str, Any]:
         from dicomd.mappings import MappingStore, convert
 
-        mappings = MappingStore(self.catalog).list(session.project)
+        if self._store is None:
+            self._store = MappingStore(self.catalog)
+        mappings = self._store.list(session.project)
         if not mappings:
             return {"session": {}, "scans": {}}
         anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)

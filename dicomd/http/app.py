@@ -26,7 +26,7 @@ from dicomd.errors import (
     NotFound,
     StorageFull,
 )
-from dicomd.http.mappings import MappingStore
+from dicomd.mappings import MappingStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from dicomd.cli import main
 from dicomd.errors import Ambiguous, Conflict, DicomdError, Forbidden, InvalidInput, InvalidState, NotFound, StorageFull
 from dicomd.http.app import status_for
-from dicomd.http.mappings import MappingStore
+from dicomd.mappings import MappingStore
 from tests.conftest import write_config
 from tests.http.conftest import Site, stage
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from dicomd.auth import MANAGE, READ, User
 from dicomd.errors import Forbidden, InvalidInput
 from dicomd.http.app import current_user
-from dicomd.http.mappings import DicomMapping, MappingStore, validate
+from dicomd.mappings import DicomMapping, MappingStore, validate
 
 router = APIRouter()
 
