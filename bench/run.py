@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--receivers", default="bare-pynetdicom,dcmtk-storescp,dicomd",
                    help="comma-separated receivers to measure (the baseline is always added); also "
                    "dicomd-1proc (one receiver process), bare-pynetdicom-chunked")
-    p.add_argument("--sender", choices=("auto", "dcmtk", "pynetdicom"), default="auto",
-                   help="auto: dcmtk storescu if installed, else pynetdicom SCU processes")
+    p.add_argument("--sender", choices=("auto", "dcmtk", "raw", "pynetdicom"), default="auto",
+                   help="auto: dcmtk storescu if installed, else raw (bench.rawscu, plain socket); "
+                   "pynetdicom: its SCU (slow: ~100-150 instances/s per association)")
     p.add_argument("--big-mb", type=int, default=1100, help="size of the large instance, MB (0 skips)")
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, bare-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "

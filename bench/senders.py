@@ -1,7 +1,8 @@
 """Senders, each in separate processes so the sender is not the bottleneck.
 
-dcmtk's storescu when installed (TCP_NODELAY=1), else bench.scu (pynetdicom). One process per
-association; files are dealt round-robin to the associations."""
+dcmtk's storescu when installed (TCP_NODELAY=1), else bench.rawscu (a plain-socket Python SCU);
+bench.scu (pynetdicom's SCU) on request. One process per association; files are dealt
+round-robin to the associations."""
 
 from __future__ import annotations
 
@@ -60,15 +61,16 @@ class DcmtkSender:
 
 class PynetdicomSender:
     name = "pynetdicom SCU (separate processes)"
+    module = "bench.scu"
 
     def send(self, files: list[Path], port: int, aet: str, associations: int) -> SendResult:
         groups = split(files, associations)
-        procs = [subprocess.Popen([sys.executable, "-m", "bench.scu", "--port", str(port), "--aet", aet,
+        procs = [subprocess.Popen([sys.executable, "-m", self.module, "--port", str(port), "--aet", aet,
                                    *map(str, group)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True) for group in groups]
         for p in procs:  # every sender has imported and read its headers before the clock starts
             if p.stdout is None or p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a pynetdicom sender did not start")
+                raise RuntimeError(f"a {self.module} sender did not start")
         for p in procs:
             assert p.stdin is not None
             p.stdin.write("go\n")
@@ -85,12 +87,19 @@ class PynetdicomSender:
         return SendResult(elapsed, len(files), failed, f"{refused} association(s) refused" if refused else "")
 
 
+class RawSender(PynetdicomSender):
+    """bench.rawscu: single-threaded, plain socket; no pynetdicom thread hand-offs."""
+
+    name = "bench.rawscu (plain-socket Python SCU, separate processes)"
+    module = "bench.rawscu"
+
+
 def make_sender(choice: str) -> DcmtkSender | PynetdicomSender:
-    """``choice``: auto (storescu if installed), dcmtk or pynetdicom."""
+    """``choice``: auto (storescu if installed, else rawscu), dcmtk, raw or pynetdicom."""
     if choice in ("auto", "dcmtk"):
         try:
             return DcmtkSender()
         except FileNotFoundError:
             if choice == "dcmtk":
                 raise
-    return PynetdicomSender()
+    return PynetdicomSender() if choice == "pynetdicom" else RawSender()

@@ -14,6 +14,7 @@ from bench.memory import measure_memory
 from bench.procs import RssSampler
 from bench.report import render, write_json
 from bench.senders import make_sender, split
+from bench.tools import dcmtk_tool
 from dicomd.generator import generate_study, large_multiframe, write_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,12 +51,15 @@ def test_split_deals_files_round_robin() -> None:
     assert split(files[:1], 4) == [[Path("0")]]
 
 
-def test_tiny_ingest_run_against_the_bare_baseline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sender", ["raw", "pynetdicom", "dcmtk"])
+def test_tiny_ingest_run_against_the_bare_baseline(tmp_path: Path, sender: str) -> None:
+    if sender == "dcmtk" and dcmtk_tool("storescu") is None:
+        pytest.skip("dcmtk is not installed")
     # Given two tiny studies (one per association count) and the bare pynetdicom receiver
     sets = {("MR", a, 0): write_study(generate_study(a, series=1, instances_per_series=4),
                                       tmp_path / f"data{a}") for a in (1, 2)}
     # When the harness sends them
-    raw = run_ingest(sets, ["bare-pynetdicom"], make_sender("auto"),
+    raw = run_ingest(sets, ["bare-pynetdicom"], make_sender(sender),
                      tmp_path / "work", 1048576, lambda _: None)
     # Then every instance was stored and timed
     assert [m.received for m in raw] == [4, 4] and all(m.valid for m in raw)
@@ -78,7 +82,7 @@ def test_rss_sampler_sees_a_child_allocate(tmp_path: Path) -> None:
 
 def test_memory_row_for_a_multiframe_instance(tmp_path: Path) -> None:
     big = large_multiframe(tmp_path / "big.dcm", 4_000_000, rows=256, cols=256).path
-    row = measure_memory("bare-pynetdicom-chunked", big, make_sender("auto"), tmp_path / "work",
+    row = measure_memory("bare-pynetdicom-chunked", big, make_sender("raw"), tmp_path / "work",
                          1048576, keep=False)
     assert row.stored, row.note
     assert row.object_bytes >= 4_000_000 and row.peak_rss and row.peak_hwm
@@ -102,3 +106,16 @@ def test_compare_prints_the_change_of_each_figure(tmp_path: Path) -> None:
     write_json(tmp_path / "new.json", meta, summarize([_m("bare-pynetdicom", 0, 1.0)]), [], [])
     lines = compare(json.loads((tmp_path / "new.json").read_text()), tmp_path / "old.json")
     assert any("MR 1 bare-pynetdicom (inst/s)" in line and line.endswith("2.00x") for line in lines)
+
+
+def test_rawscu_reads_file_meta_and_builds_a_store_command(tmp_path: Path) -> None:
+    from bench.rawscu import _status, read_meta, store_command
+
+    ds = generate_study(3, series=1, instances_per_series=1)[0]
+    path = write_study([ds], tmp_path)[0]
+    inst = read_meta(path)
+    assert (inst.sop_class, inst.sop_instance) == (ds.SOPClassUID, ds.SOPInstanceUID)
+    # the data set starts right after the file meta: its first element is (0008,0005)
+    assert path.read_bytes()[inst.offset:inst.offset + 4] == b"\x08\x00\x05\x00"
+    command = store_command(7, inst)
+    assert len(command) % 2 == 0 and _status(command) is None
