@@ -105,9 +105,15 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
         out += ["5. Catalog (synthetic rows; in-process median ms through dicomd's Catalog; one CLI call "
                 "with start-up in 'CLI s')"]
         out += catalog_table(catalog) + [""]
+    for prof in meta.get("profile", []):
+        out += [f"Profile of dicomd (py-spy, share of samples): {prof['note']}"]
+        for kind in ("self", "inclusive"):
+            out += [f"  {kind}:"] + [f"    {r['share']:6.1%}  {r['frame'][:110]}"
+                                     for r in prof["rows"] if r["kind"] == kind]
+        out += [""]
     missing = todo(_measured(memory, archive, catalog))
     if missing:
-        out += ["Not yet measured:"]
+        out += ["Not measured in this run:"]
         out += [f"  {section}: {what}" for section, what, _ in missing]
     return "\n".join(out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from bench.data import big_file, instance_files
 from bench.httpimport import measure_http_import
 from bench.ingest import BASELINE, run_ingest, summarize
 from bench.memory import measure_memory
+from bench.profile import profile_ingest
 from bench.report import render, write_json
 from bench.senders import make_sender
 from bench.tools import dcmtk_tool, dcmtk_version
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="receiver_processes of the measured dicomd (default: one per CPU)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dicomd-bench-cache",
                    help="where generated data is kept between invocations")
+    p.add_argument("--profile", action="store_true",
+                   help="also sample dicomd with py-spy while it receives the MR set (needs py-spy)")
     p.add_argument("--compare", type=Path, metavar="OLD.json",
                    help="also print every figure's change against an earlier result file")
     p.add_argument("--keep", action="store_true", help="keep receiver folders and logs")
@@ -161,6 +165,13 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         except (OSError, RuntimeError, TimeoutError) as exc:
             progress(f"archive section failed: {exc}")
             meta["archive_error"] = str(exc)[:300]
+    if args.profile:
+        files = instance_files(args.cache, "MR", counts["MR"] or 200, variant=99)
+        for assoc in (1, 4):
+            progress(f"profile: dicomd with py-spy, {assoc} association(s)")
+            rows, note = profile_ingest(files, assoc, sender, work / f"profile-{assoc}", args.pdu)
+            meta.setdefault("profile", []).append(
+                {"associations": assoc, "note": note, "rows": [dataclasses.asdict(r) for r in rows]})
     catalog_rows = []
     if "catalog" in sections:
         sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
