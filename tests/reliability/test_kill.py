@@ -59,8 +59,7 @@ OPERATOR_POINTS = ["move.started", "move.renamed", "delete.started", "delete.rem
 class Campaign:
     """One data directory, the studies sent into it, and what the daemon acknowledged."""
 
-    def __init__(self, tmp_path: Path, idle: float = 0.3) -> None:
-        extra = ""
+    def __init__(self, tmp_path: Path, idle: float = 0.3, extra: str = "") -> None:
         self.config_path = write_config(tmp_path, extra, projects=PROJECTS)
         text = self.config_path.read_text().replace("session_idle_seconds = 0.5", f"session_idle_seconds = {idle}")
         text = text.replace("watch_interval_seconds = 0.1", "watch_interval_seconds = 0.05")
@@ -225,3 +224,38 @@ def test_random_kills(tmp_path: Path) -> None:
 def test_random_kills_long(tmp_path: Path) -> None:
     campaign = _random_campaign(tmp_path, seed=11, kills=15)
     assert campaign.acknowledged
+
+
+def test_kills_while_the_drop_folder_is_being_read(tmp_path: Path) -> None:
+    """Removed from the drop folder means staged: after each kill, every file gone from the folder
+    is in the catalog; at the end every dropped instance is archived exactly once."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    campaign = Campaign(tmp_path, idle=0.2, extra=f"""
+[[drop_folders]]
+path = "{drop}"
+project = "auto"
+stable_seconds = 0.1
+""")
+    rng = random.Random(3)
+    dropped: dict[str, str] = {}  # file name -> SOP Instance UID
+    for round_no in range(3):
+        study = campaign.study(500 + round_no, series=2, per_series=4)
+        staging = tmp_path / f"staging{round_no}"
+        for ds, file in zip(study, write_study(study, staging)):
+            dropped[file.name] = str(ds.SOPInstanceUID)
+        campaign.serve.start()
+        for file in sorted(staging.iterdir()):
+            file.rename(drop / file.name)
+        k = rng.randint(1, len(study) - 1)
+        names = [f"{study[0].Modality}.{ds.SOPInstanceUID}.dcm" for ds in study]
+        wait_for(lambda: sum(not (drop / n).exists() for n in names) >= k, timeout=30)  # kill after k consumed
+        campaign.serve.kill()
+        gone = {uid for name, uid in dropped.items() if not (drop / name).exists()}
+        campaign.acknowledged |= gone
+        campaign.after_kill(f"drop round {round_no}")
+    campaign.serve.start()
+    wait_for(lambda: not any(drop.iterdir()), timeout=30)
+    campaign.serve.terminate()
+    campaign.acknowledged |= set(dropped.values())
+    campaign.drain()
