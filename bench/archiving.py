@@ -148,7 +148,7 @@ def run_archiving(cache: Path, work: Path, runs: int, sessions: int, instances: 
 
 def _measure(work: Path, studies: list[_Study], urls: dict[str, str], uid_of: dict[int, str], runs: int,
              progress: Callable[[str], None]) -> list[ArchiveRow]:
-    rates: dict[str, list[tuple[float, float]]] = {}  # name -> per run (sessions/s, instances/s)
+    rates: dict[str, dict[int, tuple[float, float]]] = {}  # name -> run -> (sessions/s, instances/s)
     errors: list[str] = []
     for run in range(runs):
         for project in PROJECTS:
@@ -158,8 +158,8 @@ def _measure(work: Path, studies: list[_Study], urls: dict[str, str], uid_of: di
             if report is None or error:
                 errors.append(f"{project}: {error}")
             if report is not None and report["seconds"] > 0:
-                rates.setdefault(project, []).append((report["sessions"] / report["seconds"],
-                                                      report["instances"] / report["seconds"]))
+                rates.setdefault(project, {})[run] = (report["sessions"] / report["seconds"],
+                                                      report["instances"] / report["seconds"])
         anon_files = [f for st in studies if st.run == run and st.project == "anon" for f in st.files]
         for mode in ("pydicom", "dicognito"):
             report, error = _timed([sys.executable, "-m", "bench.anon_baseline", mode,
@@ -167,22 +167,27 @@ def _measure(work: Path, studies: list[_Study], urls: dict[str, str], uid_of: di
             if report is None:
                 errors.append(f"{mode}: {error}")
                 continue
-            rates.setdefault(mode, []).append((0.0, report["instances"] / report["seconds"]))
+            rates.setdefault(mode, {})[run] = (0.0, report["instances"] / report["seconds"])
         progress(f"archive run {run + 1}/{runs}: "
-                 + ", ".join(f"{k} {v[-1][1]:.0f} inst/s" for k, v in rates.items() if v))
+                 + ", ".join(f"{k} {v[run][1]:.0f} inst/s" for k, v in rates.items() if run in v))
     dirty, total = _phi_left(work / "data" / "archive" / "anon", [st for st in studies if st.project == "anon"])
     note = f"planted PHI found in {dirty} of {total} archived files" if total else "no archived files found"
     return _rows(rates, errors, note)
 
 
-def _ratio(rates: dict[str, list[tuple[float, float]]], a: str, b: str) -> float | None:
-    pairs = [x[1] / y[1] for x, y in zip(rates.get(a, []), rates.get(b, [])) if y[1]]
+Rates = dict[str, dict[int, tuple[float, float]]]
+
+
+def _ratio(rates: Rates, a: str, b: str) -> float | None:
+    """Median over runs of a's instances/s divided by b's, paired by run."""
+    mine, theirs = rates.get(a, {}), rates.get(b, {})
+    pairs = [mine[run][1] / theirs[run][1] for run in mine if run in theirs and theirs[run][1]]
     return statistics.median(pairs) if pairs else None
 
 
-def _rows(rates: dict[str, list[tuple[float, float]]], errors: list[str], note: str) -> list[ArchiveRow]:
+def _rows(rates: Rates, errors: list[str], note: str) -> list[ArchiveRow]:
     def med(name: str, i: int) -> float | None:
-        values = [r[i] for r in rates.get(name, [])]
+        values = [r[i] for r in rates.get(name, {}).values()]
         return statistics.median(values) if values else None
 
     err = "; ".join(errors[:2])
