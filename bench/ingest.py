@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bench.procs import cpu_seconds
 from bench.receivers import STARTERS, Running
 from bench.senders import DcmtkSender, PynetdicomSender
 
@@ -32,6 +33,7 @@ class Measurement:
     received: int
     failed: int
     error: str
+    cpu_seconds: float | None = None  # receiver's CPU time (all its processes) during the send
 
     @property
     def valid(self) -> bool:
@@ -52,14 +54,16 @@ class IngestRow:
     mb_per_s: float | None
     ratio_vs_bare: float | None  # median of per-run ratios against the baseline of the same run
     note: str
+    cpu_ms_per_instance: float | None = None  # receiver CPU time per instance, median of runs
 
 
 def _send(running: Running, key: SetKey, files: list[Path],
           sender: DcmtkSender | PynetdicomSender) -> Measurement:
     modality, assoc, run = key
     size = sum(p.stat().st_size for p in files)
-    before = running.received()
+    before, cpu_before = running.received(), cpu_seconds(running.proc.pid)
     result = sender.send(files, running.port, running.ae_title, assoc)
+    cpu = cpu_seconds(running.proc.pid) - cpu_before
     received = running.received() - before
     error = result.errors if result.failed else ""
     if received != len(files) and not error:
@@ -68,7 +72,7 @@ def _send(running: Running, key: SetKey, files: list[Path],
         error = f"receiver exited with {running.proc.returncode}; see {running.log}"
     running.clear()
     return Measurement(running.name, modality, assoc, run, len(files), size, result.elapsed,
-                       received, result.failed, error)
+                       received, result.failed, error, cpu)
 
 
 def _failed(receiver: str, key: SetKey, files: list[Path], error: str) -> Measurement:
@@ -123,5 +127,7 @@ def summarize(measurements: list[Measurement]) -> list[IngestRow]:
                  if (modality, assoc, m.run) in base]
         ratio = statistics.median(pairs) if pairs else None
         note = f"{len(group) - len(good)} failed run(s): {errors[0][:120]}" if errors else ""
-        rows.append(IngestRow(receiver, modality, assoc, len(good), ips, mbps, ratio, note))
+        cpu = [m.cpu_seconds * 1000 / m.instances for m in good if m.cpu_seconds is not None]
+        rows.append(IngestRow(receiver, modality, assoc, len(good), ips, mbps, ratio, note,
+                              statistics.median(cpu) if cpu else None))
     return rows

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def free_port() -> int:
@@ -71,6 +70,20 @@ def tree(pid: int) -> list[int]:
         pids.append(p)
         todo.extend(_children(p))
     return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid``'s live tree plus the children it has reaped."""
+    total = 0
+    for n, p in enumerate(tree(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if n == 0:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime (e.g. storescp's forks)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kb(pid: int, field: str) -> int:

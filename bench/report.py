@@ -33,11 +33,11 @@ def _mb(value: int | None) -> str:
 
 def ingest_table(rows: list[IngestRow]) -> list[str]:
     lines = [f"{'modality':<8} {'assoc':>5}  {'receiver':<24} {'runs':>4} {'inst/s':>8} {'MB/s':>7} "
-             f"{'x bare':>7}  note"]
+             f"{'x bare':>7} {'CPU ms/inst':>11}  note"]
     for r in rows:
         lines.append(f"{r.modality:<8} {r.associations:>5}  {r.receiver:<24} {r.runs:>4} "
                      f"{_num(r.instances_per_s, '.0f'):>8} {_num(r.mb_per_s, '.1f'):>7} "
-                     f"{_num(r.ratio_vs_bare, '.2f'):>7}  {r.note}")
+                     f"{_num(r.ratio_vs_bare, '.2f'):>7} {_num(r.cpu_ms_per_instance, '.2f'):>11}  {r.note}")
     return lines
 
 
@@ -91,7 +91,8 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
            f"load average (1/5/15 min) at start {meta.get('load_average_start')}, at end "
            f"{meta.get('load_average_end')}; {meta.get('seconds', '-')} s", ""]
     if ingest:
-        out += ["1. Ingest over C-STORE (first association request to last Success)"]
+        out += ["1. Ingest over C-STORE (first association request to last Success; CPU = the receiver's "
+                "user+system time per instance)"]
         out += ingest_table(ingest) + [""]
     if memory:
         out += ["3. Memory: one large multi-frame instance over C-STORE, and the same in a zip over HTTP",
