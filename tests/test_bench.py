@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.ingest import Measurement, run_ingest, summarize
 from bench.memory import measure_memory
-from bench.procs import RssSampler
+from bench.procs import RssSampler, cpu_seconds
 from bench.report import render, write_json
 from bench.senders import make_sender, split
 from bench.tools import dcmtk_tool
@@ -119,3 +120,16 @@ def test_rawscu_reads_file_meta_and_builds_a_store_command(tmp_path: Path) -> No
     assert path.read_bytes()[inst.offset:inst.offset + 4] == b"\x08\x00\x05\x00"
     command = store_command(7, inst)
     assert len(command) % 2 == 0 and _status(command) is None
+
+
+def test_cpu_seconds_counts_a_busy_child() -> None:
+    code = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\ninput()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(proc.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cpu_seconds(proc.pid) >= 0.3
+    finally:
+        proc.kill()
+        proc.wait()
