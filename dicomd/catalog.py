@@ -806,6 +806,23 @@ class Catalog:
 
         self.write(txn)
 
+    def drop_if_empty(self, session_id: int) -> bool:
+        """Delete a prearchive session that never got an instance (its first store failed);
+        atomic against a concurrent add_instance, which then finds it gone and re-routes."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                f"DELETE FROM sessions WHERE id = ? AND stage = 'prearchive' AND status IN ({','.join('?' * len(RECEIVABLE))})"
+                " AND NOT EXISTS (SELECT 1 FROM instances WHERE session_id = ?)",
+                (session_id, *RECEIVABLE, session_id),
+            )
+            if cur.rowcount:
+                conn.execute("DELETE FROM scans WHERE session_id = ?", (session_id,))
+                self.record_event(conn, "session_deleted", {"reason": "empty", "actor": "build"}, session_id)
+            return bool(cur.rowcount)
+
+        return self.write(txn)
+
     def remove_instance_rows(self, ids: Sequence[int]) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             for i in ids:

@@ -164,6 +164,15 @@ class Prearchive:
         Returns the built row, or None when new data arrived meanwhile (it stays RECEIVING).
         """
         try:
+            folder = self.layout.root / self.catalog.session(session_id).relative_dir
+        except NotFound:
+            return None
+        if self.catalog.drop_if_empty(session_id):  # its only store failed (e.g. disk full)
+            self.on_forget(session_id)
+            self._prune_empty(folder)
+            logger.info("removed empty session #%d", session_id)
+            return None
+        try:
             session = self.catalog.set_status(
                 session_id, BUILDING, expect=(RECEIVING, BUILDING, READY, ERROR, CONFLICT, "REVIEW"), actor=actor
             )
@@ -184,6 +193,13 @@ class Prearchive:
             logger.exception("build of session %d failed", session_id)
             status, reason = ERROR, f"build failed: {type(exc).__name__}: {exc}"
         return self.catalog.finish_build(session_id, fields, status, reason, scan_fields)
+
+    def _prune_empty(self, top: Path) -> None:
+        """Remove a dropped empty session's folders, deepest first (rmdir only: never a file)."""
+        if top.is_dir():
+            for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+                storage.remove_empty_dirs(folder, top)
+        storage.remove_empty_dirs(top, self.layout.prearchive)
 
     def rebuild(self, session_id: int, *, actor: str = "") -> SessionRow | None:
         """Re-scan the session folder (adopt files the catalog lacks, drop rows whose file is gone), then build."""
@@ -337,6 +353,12 @@ class Prearchive:
                 self.catalog.set_status(session.id, RECEIVING, "build interrupted by a restart", actor="recovery")
         for session in self.catalog.sessions_in(PREARCHIVE, [*RECEIVABLE]):
             done += self.reconcile_session(session, dry_run=dry_run)
+            folder = self.layout.root / session.relative_dir
+            if not self.catalog.instances(session.id) and not any(p.is_file() for p in folder.rglob("*")):
+                # opened for a receive that died before its first instance: nothing to keep
+                done.append(f"{session.ref}: empty (interrupted before its first instance); removed")
+                if not dry_run:
+                    self._finish_delete(session, "recovery")
         known = {s.relative_dir for s in self.catalog.sessions(PREARCHIVE)}
         if self.layout.prearchive.exists():
             for session_dir in self.layout.prearchive.glob("*/*/*"):
