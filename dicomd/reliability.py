@@ -64,7 +64,7 @@ class Finding:
     """One disagreement between the catalog and the disk, or a state left half-done."""
 
     kind: str  # missing_file | size_mismatch | hash_mismatch | orphan_file | temp_file | wrong_place |
-    #            count_mismatch | busy_session | open_job | stray_work | missing_quarantine
+    #            count_mismatch | busy_session | empty_session | open_job | stray_work | missing_quarantine
     where: str
     detail: str = ""
 
@@ -104,6 +104,8 @@ def check_store(layout: Layout, catalog: Catalog, *, verify_hashes: bool = True)
         if session.status not in ACTIONABLE[session.stage]:
             findings.append(Finding("busy_session", session.url, f"left in {session.status}"))
         rows = catalog.instances(session.id)
+        if session.stage == PREARCHIVE and not rows:
+            findings.append(Finding("empty_session", session.url, f"{session.status}, no instances"))
         if session.instances != len(rows):
             findings.append(
                 Finding("count_mismatch", session.url, f"session says {session.instances}, {len(rows)} rows")
