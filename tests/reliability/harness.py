@@ -64,23 +64,32 @@ class ServeProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.http_port = 0
+        self.http = False  # also serve HTTP (on a free port) by default
 
-    def start(self, crashpoint: str = "", extra_env: dict[str, str] | None = None) -> "ServeProcess":
+    def start(self, crashpoint: str = "", extra_env: dict[str, str] | None = None,
+              http: bool | None = None) -> "ServeProcess":
+        http = self.http if http is None else http
         self.port = free_port()
+        self.http_port = free_port() if http else 0
         env = {k: v for k, v in os.environ.items() if k != CRASHPOINT_ENV}
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONFAULTHANDLER"] = "1"  # dump_stacks() shows every thread of a stuck daemon
         if crashpoint:
             env[CRASHPOINT_ENV] = crashpoint
         env.update(extra_env or {})
+        marker = f"===== start port={self.port} crashpoint={crashpoint or '-'} ====="
         log = open(self.log_path, "ab")
-        log.write(f"\n===== start port={self.port} crashpoint={crashpoint or '-'} =====\n".encode())
+        log.write(f"\n{marker}\n".encode())
         log.flush()
         cmd = [sys.executable, "-m", "dicomd", "serve", "--config", str(self.config_path),
                "--data-dir", str(self.data_dir), "--dicom-port", str(self.port)]
+        if http:
+            cmd += ["--http-port", str(self.http_port)]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=REPO, env=env)
         log.close()
         deadline = time.monotonic() + 30
-        while not port_open(self.port):
+        while not self._started(marker):
             if self.proc.poll() is not None:
                 if crashpoint:  # recovery work at start-up reached the crash point: that is the test
                     return self
@@ -89,6 +98,11 @@ class ServeProcess:
                 raise AssertionError(f"dicomd serve did not listen within 30 s:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
+
+    def _started(self, marker: str) -> bool:
+        """`serve` prints "Ctrl-C to stop" once every service is up (signal handlers come next)."""
+        text = self.log_path.read_text(errors="replace")
+        return "Ctrl-C to stop" in text[text.rfind(marker):] and port_open(self.port)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -108,6 +122,14 @@ class ServeProcess:
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
+
+    def dump_stacks(self) -> str:
+        """SIGABRT a stuck daemon: faulthandler writes every thread's stack into the log."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=10)
+        return self.log_tail(200)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -108,8 +108,10 @@ class Campaign:
             config = load(self.config_path, {"data_dir": self.data_dir})
             catalog = Catalog(Layout(config.data_dir).catalog)
             try:
-                wait_for(lambda: not catalog.sessions(PREARCHIVE), timeout=30,
-                         message=f"prearchive did not drain: {[(s.url, s.status, s.reason) for s in catalog.sessions(PREARCHIVE)]}")
+                wait_for(lambda: not catalog.sessions(PREARCHIVE), timeout=30)
+            except AssertionError:
+                left = [(s.url, s.status, s.reason) for s in catalog.sessions(PREARCHIVE)]
+                raise AssertionError(f"prearchive did not drain: {left}\n{self.serve.dump_stacks()}") from None
             finally:
                 catalog.close()
         finally:
@@ -258,4 +260,57 @@ stable_seconds = 0.1
     wait_for(lambda: not any(drop.iterdir()), timeout=30)
     campaign.serve.terminate()
     campaign.acknowledged |= set(dropped.values())
+    campaign.drain()
+
+
+def test_kills_during_http_uploads(tmp_path: Path) -> None:
+    """An upload answered 200 is durable: after each kill its instances are in the catalog."""
+    pytest.importorskip("dicomd.http.server")
+    import io
+    import zipfile
+
+    import httpx
+
+    from dicomd.auth import Auth
+
+    campaign = Campaign(tmp_path, idle=0.2)
+    campaign.config_path.write_text(campaign.config_path.read_text().replace(
+        "[http]\nenabled = false\n", "[http]\nenabled = true\n"))
+    stores = Stores.open(load(campaign.config_path, {"data_dir": campaign.data_dir}))
+    Auth(stores.catalog).add_user("up", "correct-horse-1", admin=True)
+    stores.close()
+    campaign.serve.http = True
+    rng = random.Random(8)
+    seeds = iter(range(700, 800))
+    for round_no in range(3):
+        campaign.serve.start()
+        url = f"http://127.0.0.1:{campaign.serve.http_port}"
+        answered: list[list[str]] = []
+
+        def upload() -> None:
+            with httpx.Client(base_url=url, auth=("up", "correct-horse-1"), timeout=10) as client:
+                while True:
+                    study = campaign.study(next(seeds), series=1, per_series=3)
+                    buf = io.BytesIO()
+                    with zipfile.ZipFile(buf, "w") as zf:
+                        for file in write_study(study, tmp_path / f"up{study[0].StudyInstanceUID}"):
+                            zf.write(file, file.name)
+                    try:
+                        reply = client.post("/data/services/import", params={"project": "auto"},
+                                            content=buf.getvalue(), headers={"Content-Type": "application/zip"})
+                    except httpx.HTTPError:
+                        return  # the daemon died under us: no answer, nothing promised
+                    if reply.status_code == 200:
+                        answered.append([str(ds.SOPInstanceUID) for ds in study])
+
+        thread = threading.Thread(target=upload, daemon=True)
+        thread.start()
+        k = rng.randint(1, 4)
+        wait_for(lambda: len(answered) >= k, timeout=30)
+        threading.Event().wait(rng.uniform(0, 0.3))  # the seeded kill moment itself
+        campaign.serve.kill()
+        thread.join(timeout=30)
+        for uids in answered:
+            campaign.acknowledged |= set(uids)
+        campaign.after_kill(f"http round {round_no}: {len(answered)} uploads answered")
     campaign.drain()
