@@ -110,7 +110,7 @@ def run_ingest(sets: dict[SetKey, list[Path]], receivers: list[str],
 
 def summarize(measurements: list[Measurement]) -> list[IngestRow]:
     keys = sorted({(m.modality, m.associations, m.receiver) for m in measurements},
-                  key=lambda k: (k[0] != "MR", k[1], k[2] != BASELINE, k[2]))
+                  key=lambda k: (k[0] != "MR", k[1], not k[2].startswith(BASELINE), k[2]))
     base = {(m.modality, m.associations, m.run): m for m in measurements
             if m.receiver == BASELINE and m.valid}
     rows = []

@@ -2,6 +2,8 @@
 
 * ``bare-pynetdicom``: bench.bare_scp in its own process (the library's ceiling)
 * ``bare-pynetdicom-chunked``: the same, streaming each dataset to a temporary file
+* ``bare-pynetdicom-nproc``: one bare process per CPU sharing the port (SO_REUSEPORT), the
+  ceiling of dicomd's receiver_processes design
 * ``dcmtk-storescp``: dcmtk's storescp with --fork (one process per association)
 * ``dicomd``: ``dicomd serve`` with its full path (stage + catalog), ``receiver_processes`` from
   --dicomd-processes (default one per CPU); ``dicomd-1proc``: the same with one receiver process
@@ -16,11 +18,12 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import free_port, stop, wait_for_port
+from bench.procs import free_port, stop, tree, wait_for_port
 from bench.tools import dcmtk_tool
 
 logger = logging.getLogger(__name__)
@@ -81,20 +84,30 @@ def _popen(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
                                 start_new_session=True, env=env)
 
 
-def start_bare(work: Path, pdu: int, chunked: bool = False) -> Running:
+def start_bare(work: Path, pdu: int, chunked: bool = False, processes: int = 1) -> Running:
     out, port, log = work / "out", free_port(), work / "bare.log"
     out.mkdir(parents=True, exist_ok=True)
     tmp = work / "tmp"  # pynetdicom's temporary files, on the same file system as out/
     tmp.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "bench.bare_scp", "--port", str(port), "--out", str(out), "--pdu", str(pdu)]
-    proc = _popen(cmd + (["--chunked"] if chunked else []), log, {**os.environ, "TMPDIR": str(tmp)})
+    cmd += (["--chunked"] if chunked else []) + ["--processes", str(processes)]
+    proc = _popen(cmd, log, {**os.environ, "TMPDIR": str(tmp)})
     wait_for_port(port, proc)
-    return Running("bare-pynetdicom-chunked" if chunked else "bare-pynetdicom", proc, port, "BARE",
-                   out, log)
+    if processes > 1:  # every process must be listening before the first association
+        end = time.monotonic() + 30
+        while len(tree(proc.pid)) < processes and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the extra processes import pynetdicom, then bind
+    name = "bare-pynetdicom-chunked" if chunked else "bare-pynetdicom"
+    return Running(name + ("-nproc" if processes > 1 else ""), proc, port, "BARE", out, log)
 
 
 def start_bare_chunked(work: Path, pdu: int) -> Running:
     return start_bare(work, pdu, chunked=True)
+
+
+def start_bare_shared(work: Path, pdu: int) -> Running:
+    return start_bare(work, pdu, processes=os.cpu_count() or 1)
 
 
 def start_dcmtk(work: Path, pdu: int) -> Running:
@@ -156,4 +169,5 @@ def start_dicomd_one_process(work: Path, pdu: int) -> Running:
 
 
 STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,
+            "bare-pynetdicom-nproc": start_bare_shared,
             "dcmtk-storescp": start_dcmtk, "dicomd": start_dicomd, "dicomd-1proc": start_dicomd_one_process}

@@ -46,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mr", type=int, help="MR instances per run (default 1000, quick 200)")
     p.add_argument("--ct", type=int, help="CT instances per run (default 300, quick 60)")
     p.add_argument("--associations", default="1,4", help="comma-separated association counts")
-    p.add_argument("--receivers", default="bare-pynetdicom,dcmtk-storescp,dicomd",
-                   help="comma-separated receivers to measure (the baseline is always added); also "
-                   "dicomd-1proc (one receiver process), bare-pynetdicom-chunked")
+    p.add_argument("--receivers", help="comma-separated receivers to measure (default: bare-pynetdicom, "
+                   "bare-pynetdicom-nproc, dcmtk-storescp, dicomd; quick: without -nproc; the baseline "
+                   "bare-pynetdicom is always added); also "
+                   "dicomd-1proc (one receiver process), bare-pynetdicom-nproc (one bare process per CPU "
+                   "sharing the port)")
     p.add_argument("--sender", choices=("auto", "dcmtk", "raw", "pynetdicom"), default="auto",
                    help="auto: dcmtk storescu if installed, else raw (bench.rawscu, plain socket); "
                    "pynetdicom: its SCU (slow: ~100-150 instances/s per association)")
@@ -143,7 +145,8 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tu
         associations = [int(a) for a in args.associations.split(",")]
         keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
         sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
-        raw = run_ingest(sets, _receivers(args.receivers), sender, work / "ingest", args.pdu, progress)
+        default = "dcmtk-storescp,dicomd" if args.quick else "bare-pynetdicom-nproc,dcmtk-storescp,dicomd"
+        raw = run_ingest(sets, _receivers(args.receivers or default), sender, work / "ingest", args.pdu, progress)
         ingest_rows = summarize(raw)
     if "memory" in sections and args.big_mb > 0:
         progress(f"writing a {args.big_mb} MB multi-frame instance")
