@@ -74,6 +74,7 @@ def _consistent(daemon: Daemon) -> None:
     assert report.ok, report.describe()
 
 
+@pytest.mark.slow
 def test_hostile_files_in_the_drop_folder(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
     daemon = _daemon(tmp_path, make_daemon)
     drop = tmp_path / "drop"

@@ -97,11 +97,11 @@ def test_enospc_on_a_small_tmpfs(tmp_path: Path, small_disk: Path, make_daemon: 
     with open(ballast, "wb") as fh:  # leave about 150 KB
         fh.write(b"\0" * max(0, free - 150 * 1024))
     study = _study(2, 12, size=96)  # ~18 KB each: the disk fills part-way through
-    result = send_tracking(port, study, SendResult(), timeout=10)
+    result = send_tracking(port, study, SendResult(), timeout=3)
     assert result.unanswered or result.refused, result
     assert set(result.refused.values()) <= {OUT_OF_RESOURCES}, result.refused
     for _ in range(12):  # more failing associations than max_associations (10)
-        again = send_tracking(port, study[-1:], SendResult(), timeout=10)
+        again = send_tracking(port, study[-1:], SendResult(), timeout=3)
         assert not again.acknowledged
     for rel, info in stored.items():  # what was there before is untouched
         assert tree_files(data / "prearchive")[rel] == info

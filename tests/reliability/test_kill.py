@@ -218,7 +218,7 @@ def _random_campaign(tmp_path: Path, seed: int, kills: int) -> Campaign:
 
 
 def test_random_kills(tmp_path: Path) -> None:
-    campaign = _random_campaign(tmp_path, seed=6, kills=5)
+    campaign = _random_campaign(tmp_path, seed=6, kills=4)
     assert campaign.acknowledged
 
 
@@ -228,6 +228,7 @@ def test_random_kills_long(tmp_path: Path) -> None:
     assert campaign.acknowledged
 
 
+@pytest.mark.slow
 def test_kills_while_the_drop_folder_is_being_read(tmp_path: Path) -> None:
     """Removed from the drop folder means staged: after each kill, every file gone from the folder
     is in the catalog; at the end every dropped instance is archived exactly once."""
@@ -263,6 +264,7 @@ stable_seconds = 0.1
     campaign.drain()
 
 
+@pytest.mark.slow
 def test_kills_during_http_uploads(tmp_path: Path) -> None:
     """An upload answered 200 is durable: after each kill its instances are in the catalog."""
     pytest.importorskip("dicomd.http.server")

@@ -143,6 +143,7 @@ stable_seconds = 0.2
           f"{len(uploaded)} uploaded; archive holds {len(report.archive_uids)} instances")
 
 
+@pytest.mark.slow
 def test_same_instance_with_different_content_on_parallel_associations(tmp_path: Path,
                                                                        make_daemon: Callable[..., Daemon]) -> None:
     """Four senders race the same SOP Instance UID with different bytes: whichever wins, the
