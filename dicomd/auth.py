@@ -165,12 +165,7 @@ class Auth:
         self._verified_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._dummy = ""  # a throw-away hash, made on the first unknown name
-        conn = sqlite3.connect(catalog.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            migrations.apply(sqlite_utils.Database(conn))
-        finally:
-            conn.close()
+        catalog.apply_migrations(migrations)
 
     # ------------------------------------------------------------ users
 

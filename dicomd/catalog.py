@@ -332,9 +332,13 @@ class Catalog:
         return conn
 
     def _migrate(self) -> None:
+        self.apply_migrations(migrations)
+
+    def apply_migrations(self, migration_set: Migrations) -> None:
+        """Apply a named migration set to the catalog file (other modules keep their tables here too)."""
         conn = self._connect()
         try:
-            migrations.apply(sqlite_utils.Database(conn))
+            migration_set.apply(sqlite_utils.Database(conn))
         finally:
             conn.close()
 

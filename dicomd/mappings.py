@@ -130,12 +130,7 @@ def validate(body: Mapping[str, Any]) -> dict[str, Any]:
 class MappingStore:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        conn = sqlite3.connect(catalog.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            migrations.apply(sqlite_utils.Database(conn))
-        finally:
-            conn.close()
+        catalog.apply_migrations(migrations)
 
     def list(self, project: str | None = None) -> list[DicomMapping]:
         """All mappings, or those that apply to ``project`` (site-wide ones and its own)."""
