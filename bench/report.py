@@ -112,6 +112,8 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
             out += [f"  {kind}:"] + [f"    {r['share']:6.1%}  {r['frame'][:110]}"
                                      for r in prof["rows"] if r["kind"] == kind]
         out += [""]
+    for section, error in meta.get("errors", {}).items():
+        out += [f"Section {section} FAILED: {error}"]
     missing = todo(_measured(memory, archive, catalog))
     if missing:
         out += ["Not measured in this run:"]

@@ -15,8 +15,9 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pydicom
 import pynetdicom
@@ -26,11 +27,13 @@ from bench.catalog_scale import run_catalog
 from bench.compare import compare
 from bench.data import big_file, instance_files
 from bench.httpimport import measure_http_import
-from bench.ingest import BASELINE, run_ingest, summarize
-from bench.memory import measure_memory
+from bench.archiving import ArchiveRow
+from bench.catalog_scale import CatalogRow
+from bench.ingest import BASELINE, IngestRow, Measurement, run_ingest, summarize
+from bench.memory import MemoryRow, measure_memory
 from bench.profile import profile_ingest
 from bench.report import render, write_json
-from bench.senders import make_sender
+from bench.senders import DcmtkSender, PynetdicomSender, make_sender
 from bench.tools import dcmtk_tool, dcmtk_version
 
 logger = logging.getLogger(__name__)
@@ -99,6 +102,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so every started receiver is stopped
 
 
+@dataclass
+class _Results:
+    """What the sections measured so far (filled in place by the sections, in order)."""
+
+    meta: dict[str, Any]
+    ingest: list[IngestRow] = field(default_factory=list)
+    raw: list[Measurement] = field(default_factory=list)
+    memory: list[MemoryRow] = field(default_factory=list)
+    archive: list[ArchiveRow] = field(default_factory=list)
+    catalog: list[CatalogRow] = field(default_factory=list)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -108,77 +123,100 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = Path(tempfile.mkdtemp(prefix="dicomd-bench-"))
     try:
-        meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows = _measure(args, work, argv)
+        res = _measure(args, work, argv)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(render(meta, ingest_rows, memory_rows, archive_rows, catalog_rows))
-    write_json(args.out, meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows)
+    print(render(res.meta, res.ingest, res.memory, res.archive, res.catalog))
+    write_json(args.out, res.meta, res.ingest, res.memory, res.raw, res.archive, res.catalog)
     if args.compare:
         print("\n" + "\n".join(compare(json.loads(args.out.read_text()), args.compare)))
     print(f"\nwrote {args.out}" + (f"; receiver folders kept in {work}" if args.keep else ""))
 
 
-def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> tuple:
-    runs = args.runs or (3 if args.quick else 5)
-    counts = {"MR": _pick(args.mr, 200 if args.quick else 1000),
-              "CT": _pick(args.ct, 60 if args.quick else 300)}
-    sections = set(args.sections.split(","))
-    sender = make_sender(args.sender)
+def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> _Results:
     started = time.monotonic()
 
     def progress(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    meta: dict[str, Any] = {
+    sender = make_sender(args.sender)
+    res = _Results(meta={
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit(),
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "pydicom": pydicom.__version__, "pynetdicom": pynetdicom.__version__,
-        "dcmtk": dcmtk_version(), "sender": sender.name, "runs": runs, "quick": args.quick,
-        "instances": counts, "pdu": args.pdu, "dicomd_receiver_processes": args.dicomd_processes,
+        "dcmtk": dcmtk_version(), "sender": sender.name, "runs": args.runs or (3 if args.quick else 5),
+        "quick": args.quick, "pdu": args.pdu, "dicomd_receiver_processes": args.dicomd_processes,
+        "instances": {"MR": _pick(args.mr, 200 if args.quick else 1000),
+                      "CT": _pick(args.ct, 60 if args.quick else 300)},
         "command": "scripts/bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    })
+    sections = {
+        "ingest": _ingest, "memory": _memory, "archive": _archive, "profile": _profile, "catalog": _catalog,
     }
-    ingest_rows, memory_rows, raw = [], [], []
-    if "ingest" in sections:
-        progress(f"generating data in {args.cache}")
-        associations = [int(a) for a in args.associations.split(",")]
-        keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
-        sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
-        default = "dcmtk-storescp,dicomd" if args.quick else "bare-pynetdicom-nproc,dcmtk-storescp,dicomd"
-        raw = run_ingest(sets, _receivers(args.receivers or default), sender, work / "ingest", args.pdu, progress)
-        ingest_rows = summarize(raw)
-    if "memory" in sections and args.big_mb > 0:
-        progress(f"writing a {args.big_mb} MB multi-frame instance")
-        big = big_file(args.cache, args.big_mb)
-        default = ("dicomd,bare-pynetdicom-chunked" if args.quick else
-                   "dicomd,bare-pynetdicom,bare-pynetdicom-chunked,dcmtk-storescp")
-        for receiver in (args.memory_receivers or default).split(","):
-            progress(f"memory: {receiver}")
-            memory_rows.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
-        progress("memory: dicomd HTTP zip import")
-        memory_rows.append(measure_http_import(big, work, args.pdu, args.keep))
-    archive_rows = []
-    if "archive" in sections:
-        sessions, instances = (2, 20) if args.quick else (4, 50)
-        progress(f"archive: {runs} runs x 2 projects x {sessions} sessions x {instances} MR instances")
+    wanted = set(args.sections.split(",")) | ({"profile"} if args.profile else set())
+    for name, section in sections.items():
+        if name not in wanted:
+            continue
         try:
-            archive_rows = run_archiving(args.cache, work / "archive", runs, sessions, instances, args.pdu,
-                                         sender, progress)
-        except (OSError, RuntimeError, TimeoutError) as exc:
-            progress(f"archive section failed: {exc}")
-            meta["archive_error"] = str(exc)[:300]
-    if args.profile:
-        files = instance_files(args.cache, "MR", counts["MR"] or 200, variant=99)
-        for assoc in (1, 4):
-            progress(f"profile: dicomd with py-spy, {assoc} association(s)")
-            rows, note = profile_ingest(files, assoc, sender, work / f"profile-{assoc}", args.pdu)
-            meta.setdefault("profile", []).append(
-                {"associations": assoc, "note": note, "rows": [dataclasses.asdict(r) for r in rows]})
-    catalog_rows = []
-    if "catalog" in sections:
-        sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
-        catalog_rows = run_catalog(work / "catalog", sizes, progress)
-    meta["seconds"] = round(time.monotonic() - started, 1)
-    meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    return meta, ingest_rows, memory_rows, raw, archive_rows, catalog_rows
+            section(args, res, sender, work, progress)
+        except Exception as exc:  # the one place: a broken section is reported, the others still run
+            logger.warning("section %s failed", name, exc_info=True)
+            progress(f"{name} section failed: {type(exc).__name__}: {exc}")
+            res.meta.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:400]
+    res.meta["seconds"] = round(time.monotonic() - started, 1)
+    res.meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return res
+
+
+Sender = DcmtkSender | PynetdicomSender
+Progress = Callable[[str], None]
+
+
+def _ingest(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    counts, runs = res.meta["instances"], res.meta["runs"]
+    progress(f"generating data in {args.cache}")
+    associations = [int(a) for a in args.associations.split(",")]
+    keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
+    sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
+    default = "dcmtk-storescp,dicomd" if args.quick else "bare-pynetdicom-nproc,dcmtk-storescp,dicomd"
+    res.raw = run_ingest(sets, _receivers(args.receivers or default), sender, work / "ingest", args.pdu,
+                         progress)
+    res.ingest = summarize(res.raw)
+
+
+def _memory(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    if args.big_mb <= 0:
+        return
+    progress(f"writing a {args.big_mb} MB multi-frame instance")
+    big = big_file(args.cache, args.big_mb)
+    default = ("dicomd,bare-pynetdicom-chunked" if args.quick else
+               "dicomd,bare-pynetdicom,bare-pynetdicom-chunked,dcmtk-storescp")
+    for receiver in (args.memory_receivers or default).split(","):
+        progress(f"memory: {receiver}")
+        res.memory.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))
+    progress("memory: dicomd HTTP zip import")
+    res.memory.append(measure_http_import(big, work, args.pdu, args.keep))
+
+
+def _archive(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    sessions, instances = (2, 20) if args.quick else (4, 50)
+    runs = res.meta["runs"]
+    progress(f"archive: {runs} runs x 2 projects x {sessions} sessions x {instances} MR instances")
+    res.archive = run_archiving(args.cache, work / "archive", runs, sessions, instances, args.pdu, sender,
+                                progress)
+
+
+def _profile(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    files = instance_files(args.cache, "MR", res.meta["instances"]["MR"] or 200, variant=99)
+    for assoc in (1, 4):
+        progress(f"profile: dicomd with py-spy, {assoc} association(s)")
+        rows, note = profile_ingest(files, assoc, sender, work / f"profile-{assoc}", args.pdu)
+        res.meta.setdefault("profile", []).append(
+            {"associations": assoc, "note": note, "rows": [dataclasses.asdict(r) for r in rows]})
+
+
+def _catalog(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
+    res.catalog = run_catalog(work / "catalog", sizes, progress)
