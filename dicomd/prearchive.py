@@ -360,10 +360,22 @@ class Prearchive:
                 if not dry_run:
                     self._finish_delete(session, "recovery")
         known = {s.relative_dir for s in self.catalog.sessions(PREARCHIVE)}
+        # folders an archived session's clean-up removes (the archiver's recovery does it first;
+        # a dry run must not report them as orphans to adopt)
+        known |= {"/".join(Path(item["prearchive"]).parts[:4])
+                  for job in self.catalog.archive_jobs(["done"]) for item in json.loads(job["plan"])}
+        for session in self.catalog.sessions_in(PREARCHIVE, [MOVING]):  # the folder a move renamed to
+            target = json.loads(session.summary or "{}").get("moving_to")
+            if target:
+                known.add(f"prearchive/{target[0]}/{target[1]}/{session.label}")
         if self.layout.prearchive.exists():
             for session_dir in self.layout.prearchive.glob("*/*/*"):
                 rel = self.layout.relative(session_dir)
                 if session_dir.is_dir() and rel not in known:
+                    if not any(p.is_file() for p in session_dir.rglob("*")):
+                        if not dry_run:  # only empty folders (a store that died before its file): nothing to report
+                            self._prune_empty(session_dir)
+                        continue
                     done += self._adopt_folder(session_dir, dry_run=dry_run)
         if self.layout.tmp.exists() and not dry_run:
             for leftover in self.layout.tmp.iterdir():
