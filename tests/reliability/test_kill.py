@@ -11,6 +11,7 @@ every acknowledged SOP Instance UID must be there exactly once.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -25,7 +26,10 @@ from dicomd.daemon import Stores
 from dicomd.generator import generate_study, write_study
 from dicomd.ingest import Source
 from dicomd.layout import Layout
-from dicomd.reliability import CRASHPOINT_ENV, StoreReport
+from click.testing import CliRunner
+
+from dicomd.cli import main
+from dicomd.reliability import CRASHPOINT_ENV, StoreReport, tree_files
 from tests.conftest import write_config
 from tests.reliability.harness import (
     REPO,
@@ -54,6 +58,20 @@ PIPELINE_POINTS = [
     "build.started", "archive.staging", "archive.planned", "archive.moving", "archive.committed", "archive.cleaning",
 ]
 OPERATOR_POINTS = ["move.started", "move.renamed", "delete.started", "delete.removed"]
+
+
+def _snapshot(data_dir: Path) -> tuple:
+    """Files (size, mtime) and the catalog's session, instance and job rows: what check must not change."""
+    import sqlite3
+
+    files = tuple(sorted(tree_files(data_dir).items()))
+    files = tuple(f for f in files if not f[0].startswith("catalog.sqlite") and not f[0].startswith("locks/"))
+    conn = sqlite3.connect(f"file:{data_dir / 'catalog.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = tuple(tuple(conn.execute(f"SELECT * FROM {t} ORDER BY id")) for t in ("sessions", "instances", "archive_jobs"))
+    finally:
+        conn.close()
+    return files, rows
 
 
 class Campaign:
@@ -88,7 +106,13 @@ class Campaign:
         assert not result.refused, f"refused: {result.refused}"
 
     def after_kill(self, what: str, *, deleted: bool = False) -> StoreReport:
+        before = _snapshot(self.data_dir)
+        pending = self.dicomd_check()  # read-only: reports, changes nothing
+        assert _snapshot(self.data_dir) == before, f"after {what}: dicomd check changed the store"
         done, report = recover_and_check(self.config_path, self.data_dir)
+        assert len(pending["recovery"]) == len(done), (pending["recovery"], done)
+        clean = self.dicomd_check()
+        assert clean["ok"], f"after {what} and recovery, dicomd check still finds: {clean}"
         if deleted:  # an operator's delete that recovery finished: those instances are meant to go
             self.acknowledged = {uid for uid in self.acknowledged if report.copies(uid)}
         self.rounds.append(f"{what}: recovery did {len(done)} thing(s)")
@@ -96,6 +120,13 @@ class Campaign:
         lost = [uid for uid in self.acknowledged if report.copies(uid) == 0]
         assert not lost, f"after {what}: acknowledged instances lost: {lost[:5]}"
         return report
+
+    def dicomd_check(self) -> dict:
+        runner = CliRunner()
+        result = runner.invoke(main, ["check", "--config", str(self.config_path), "--data-dir", str(self.data_dir),
+                                      "--json"])
+        assert result.exit_code in (0, 1), result.output
+        return json.loads(result.stdout)
 
     def drain(self) -> StoreReport:
         """Start a clean daemon, resend what is unacknowledged, wait until the prearchive is empty."""
