@@ -47,6 +47,10 @@ PROJECTS = """
 auto_archive = 4
 overwrite = "append"
 
+[projects.auto.anonymize]  # archive staging anonymizes: kills land inside de-identification too
+enabled = true
+options = ["retain_uids"]
+
 [projects.demo]
 auto_archive = 0
 
@@ -152,6 +156,8 @@ class Campaign:
         wrong = {uid: report.copies(uid) for uid in self.acknowledged if report.archive_uids[uid] != 1}
         assert not wrong, f"acknowledged instances not exactly once in the archive: {wrong}"
         assert not report.prearchive_uids
+        archived = [s for s in report.sessions if s.stage == "archive" and s.project == "auto"]
+        assert all(s.anonymization for s in archived), "auto-archived sessions were not anonymized"
         return report
 
 
