@@ -170,3 +170,31 @@ def test_a_failed_copy_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(StorageFull):
         storage.install_file(src, dst, move=False)
     assert list(dst.parent.iterdir()) == [] and src.exists()
+
+
+def test_below_the_floor_uploads_get_507_and_dropped_files_stay(tmp_path: Path, make_daemon: Callable[..., Daemon],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("dicomd.http.server")
+    import httpx
+
+    from dicomd.auth import Auth
+    from dicomd.generator import instance_bytes, write_study
+
+    drop = tmp_path / "drop"
+    floor = shutil.disk_usage(tmp_path).free + 2**40
+    path = _config(tmp_path, tmp_path / "data", floor)
+    text = path.read_text().replace("[http]\nenabled = false\n", "[http]\nenabled = true\nport = 0\n")
+    path.write_text(text + f'\n[[drop_folders]]\npath = "{drop}"\nproject = "demo"\nstable_seconds = 0.1\n')
+    daemon = make_daemon(path)
+    Auth(daemon.stores.catalog).add_user("admin", "correct-horse-1", admin=True)  # type: ignore[union-attr]
+    server = next(s for s in daemon.services if type(s).__name__ == "HttpServer")
+    study = _study(5, 2)
+    reply = httpx.post(f"{server.url}/data/services/import", params={"project": "demo"},
+                       content=instance_bytes(study[0]), auth=("admin", "correct-horse-1"), timeout=30)
+    assert reply.status_code == 507, reply.text
+    files = write_study(study, tmp_path / "staging")
+    for file in files:
+        file.rename(drop / file.name)
+    wait_for(lambda: any("left in place" in r.getMessage() for r in caplog.records), timeout=20)
+    assert sorted(p.name for p in drop.iterdir()) == sorted(f.name for f in files)  # nothing taken, nothing lost
+    assert not _uids(daemon) and not daemon.stores.catalog.quarantine()  # type: ignore[union-attr]
