@@ -195,7 +195,7 @@ class Archiver:
                         "sha256")},
                 }
             )
-        storage.fsync_dir(work_dir)
+        storage.flush_everything()  # every work file and folder durable before the plan is recorded
         reason = None if force_review else writer.review_reason()
         if reason:
             raise HeldForReview(f"held for review: {reason}")

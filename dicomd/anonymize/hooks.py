@@ -93,9 +93,7 @@ class AnonymizingWriter:
         storage.ensure_dir(dst.parent)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            ds.save_as(out, enforce_file_format=False)
-            out.flush()
-            os.fsync(out.fileno())
+            ds.save_as(out, enforce_file_format=False)  # made durable once per job by the archiver
         digest, size = storage.sha256_file(dst)
         return Written(
             relpath=rel,

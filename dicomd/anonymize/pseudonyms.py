@@ -83,6 +83,10 @@ class PseudonymStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # WAL + NORMAL: recording a pair costs no fsync. Pairs are recomputable from the key, so a
+            # power cut can only lose map rows, never consistency; the key itself is written FULL.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -92,6 +96,7 @@ class PseudonymStore:
             if project in self._keys:
                 return self._keys[project]
             conn = self._conn()
+            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute("SELECT key FROM project_keys WHERE project = ?", (project,)).fetchone()
@@ -107,6 +112,8 @@ class PseudonymStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                conn.execute("PRAGMA synchronous=NORMAL")
             self._keys[project] = key
             return key
 
