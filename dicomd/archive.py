@@ -150,7 +150,7 @@ class Archiver:
         except Exception as exc:
             self._rollback(job_id, session_id, work_dir, ERROR, f"{type(exc).__name__}: {exc}", actor)
             raise
-        self.catalog.plan_archive(job_id, subject, label, plan)
+        self.catalog.plan_archive(job_id, subject, label, plan, study_uid=study_uid, fingerprint=fingerprint)
         crashpoint("archive.planned")
         target_id = self._roll_forward(
             self.catalog.job(job_id), study_uid=study_uid, fingerprint=fingerprint, actor=actor
@@ -248,8 +248,8 @@ class Archiver:
                 crashpoint("archive.moving")
         for folder in touched:
             storage.fsync_dir(folder)
-        if not study_uid:
-            study_uid = plan[0]["study_instance_uid"] if plan and "study_instance_uid" in plan[0] else ""
+        study_uid = study_uid or job.get("study_uid") or ""
+        fingerprint = fingerprint or job.get("fingerprint") or ""
         fields: dict[str, Any] = {}
         if fingerprint:
             fields["anonymization"] = fingerprint

@@ -173,6 +173,18 @@ def _m001(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="002_archive_job_identity")
+def _m002(db: sqlite_utils.Database) -> None:
+    """What a rolled-forward job must record on the archive row: the (new) Study UID and the
+    anonymization fingerprint."""
+    db.executescript(
+        """
+        ALTER TABLE archive_jobs ADD COLUMN study_uid TEXT NOT NULL DEFAULT '';
+        ALTER TABLE archive_jobs ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+        """
+    )
+
+
 @dataclass(frozen=True)
 class SessionRow:
     """A prearchive or archive session as the catalog has it."""
@@ -907,12 +919,14 @@ class Catalog:
 
         return self.write(txn)
 
-    def plan_archive(self, job_id: int, subject: str, label: str, plan: list[dict[str, Any]]) -> None:
+    def plan_archive(self, job_id: int, subject: str, label: str, plan: list[dict[str, Any]], *,
+                     study_uid: str = "", fingerprint: str = "") -> None:
         """The point of no return: from here a restart rolls the job forward."""
         self.write(
             lambda conn: conn.execute(
-                "UPDATE archive_jobs SET state='moving', subject=?, label=?, plan=? WHERE id=?",
-                (subject, label, json.dumps(plan), job_id),
+                "UPDATE archive_jobs SET state='moving', subject=?, label=?, plan=?, study_uid=?, fingerprint=?"
+                " WHERE id=?",
+                (subject, label, json.dumps(plan), study_uid, fingerprint, job_id),
             )
         )
 

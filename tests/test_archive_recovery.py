@@ -61,7 +61,7 @@ def test_crash_while_moving_rolls_forward(stores, tmp_path):
     job = stores.catalog.begin_archive(session.id, overwrite="none", actor="t", work_dir="")
     work = stores.layout.work / f"job-{job}"
     plan, subject, label, study_uid, _fp = archiver._stage(stores.catalog.session(session.id), "none", work, False)
-    stores.catalog.plan_archive(job, subject, label, plan)
+    stores.catalog.plan_archive(job, subject, label, plan, study_uid=study_uid, fingerprint="test-fingerprint")
     # move half of the files, then crash
     first = plan[0]
     final = stores.layout.root / first["final"]
@@ -73,6 +73,7 @@ def test_crash_while_moving_rolls_forward(stores, tmp_path):
     assert not stores.catalog.sessions(PREARCHIVE)
     archived = stores.catalog.sessions(ARCHIVE)
     assert len(archived) == 1 and archived[0].instances == 4
+    assert archived[0].study_instance_uid == study_uid and archived[0].anonymization == "test-fingerprint"
     for inst in stores.catalog.instances(archived[0].id):
         assert (stores.layout.root / inst.path).exists()
     assert not any(stores.layout.prearchive.rglob("*.dcm"))
