@@ -140,7 +140,7 @@ class Campaign:
         self.serve.start()
         try:
             if self.unacknowledged:
-                result = send_tracking(self.serve.port, list(self.unacknowledged.values()), SendResult())
+                result = send_tracking(self.serve.port, list(self.unacknowledged.values()), SendResult(), timeout=20)
                 self.record(result)
                 assert not self.unacknowledged, f"still unacknowledged: {result}"
             config = load(self.config_path, {"data_dir": self.data_dir})
@@ -168,7 +168,7 @@ def test_crash_at_every_step_of_receive_build_and_archive(tmp_path: Path) -> Non
     campaign = Campaign(tmp_path)
     for seed, point in enumerate(RECEIVE_POINTS + PIPELINE_POINTS, start=100):
         campaign.serve.start(crashpoint=point)
-        thread, result = send_in_thread(campaign.serve.port, campaign.outbox(campaign.study(seed)))
+        thread, result = send_in_thread(campaign.serve.port, campaign.outbox(campaign.study(seed)), timeout=1.5)
         code = campaign.serve.wait_dead(timeout=30)
         result.abort()
         thread.join(timeout=30)
@@ -238,7 +238,7 @@ def _random_campaign(tmp_path: Path, seed: int, kills: int) -> Campaign:
         study = campaign.study(1000 * seed + round_no, series=rng.randint(1, 3), per_series=rng.randint(2, 5))
         campaign.serve.start()
         outbox = campaign.outbox(study)
-        thread, result = send_in_thread(campaign.serve.port, outbox)
+        thread, result = send_in_thread(campaign.serve.port, outbox, timeout=1.5)
         if rng.random() < 0.5:  # during receive: after the k-th acknowledgment
             k = rng.randint(1, max(1, len(outbox) - 1))
             wait_for(lambda: len(result.acknowledged) >= k or not thread.is_alive(), timeout=30)
