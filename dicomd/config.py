@@ -61,6 +61,9 @@ class ReceiverConfig:
         default=1048576, metadata=_help("largest PDU we accept, bytes (0 = unlimited)", min=0)
     )
     prevent_anon: bool = field(default=False, metadata=_help("skip the site script for this receiver"))
+    max_instance_bytes: int = field(
+        default=0, metadata=_help("refuse instances larger than this many bytes with 0xA700 (0 = no limit)", min=0)
+    )
     routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("per-receiver routing rules"))
     network_timeout: float = field(default=60.0, metadata=_help("seconds a silent peer is kept", min=1))
     dimse_timeout: float = field(default=60.0, metadata=_help("seconds to wait for a DIMSE message", min=1))
@@ -75,6 +78,9 @@ class HttpConfig:
     enabled: bool = field(default=True, metadata=_help("serve the HTTP API"))
     host: str = field(default="127.0.0.1", metadata=_help("address to listen on"))
     port: int = field(default=8080, metadata=_help("TCP port (0 picks a free one)", min=0, max=65535))
+    max_upload_bytes: int = field(
+        default=0, metadata=_help("refuse upload bodies larger than this many bytes with 413 (0 = no limit)", min=0)
+    )
     tls_cert: str = field(default="", metadata=_help("PEM certificate: serve HTTPS (with tls_key)"))
     tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
 

@@ -278,7 +278,8 @@ class DropFolders:
             logger.info("drop folder: stopping; a batch was rolled back and stays for the next start")
             return False
         except (DicomdError, OSError) as exc:
-            logger.error("drop folder: %s left in place, retried in %.0fs: %s", entry.name, RETRY_SECONDS, exc)
+            logger.error("drop folder: an entry was left in place, retried in %.0fs: %s", RETRY_SECONDS, exc)
+            logger.debug("drop folder: the entry left in place is %s", entry.name)
         except Exception:  # a bug, not the data: keep the entry, say so, try again later
             logger.exception("drop folder: %s left in place after an unexpected error", entry.name)
         self._retry_at[entry] = time.monotonic() + RETRY_SECONDS

@@ -25,6 +25,10 @@ class HostileArchive(InvalidInput):
     or too many uncompressed bytes. HTTP 400."""
 
 
+class TooLarge(InvalidInput):
+    """An instance or upload over the configured size limit. DIMSE 0xA700, HTTP 413."""
+
+
 class StorageFull(DicomdError):
     """Free space is below the configured floor, or the disk is full. DIMSE 0xA700, HTTP 507."""
 

@@ -207,6 +207,12 @@ class Receiver:
         with self._lock:
             self._handling.add(str(path))
         try:
+            limit = self.config.max_instance_bytes
+            if limit and path.stat().st_size > limit:
+                logger.warning("C-STORE from %s refused: %d bytes is over max_instance_bytes (%d)",
+                               source.describe(), path.stat().st_size, limit)
+                path.unlink(missing_ok=True)
+                return OUT_OF_RESOURCES
             self.ingest.stage(path, source, move=True)
             return SUCCESS
         except InvalidInput as exc:

@@ -25,6 +25,7 @@ from dicomd.errors import (
     InvalidInput,
     NotFound,
     StorageFull,
+    TooLarge,
 )
 from dicomd.mappings import MappingStore
 
@@ -42,6 +43,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
     (NotFound, 404),
     (Forbidden, 403),
+    (TooLarge, 413),
     (InvalidInput, 400),
     (Ambiguous, 400),
     (Conflict, 409),  # includes InvalidState

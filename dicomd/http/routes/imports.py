@@ -26,7 +26,7 @@ from dicomd import storage
 from dicomd.auth import MANAGE, UPLOAD, User
 from dicomd.config import UNASSIGNED
 from dicomd.daemon import Stores
-from dicomd.errors import Forbidden, InvalidInput, StorageFailure, StorageFull
+from dicomd.errors import Forbidden, InvalidInput, StorageFailure, StorageFull, TooLarge
 from dicomd.http import operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import Params
@@ -163,6 +163,9 @@ def _stage(stores: Stores, user: User, upload: Path, plan: _Plan, client: str) -
 
 
 def _check_room(stores: Stores, length: str | None) -> None:
+    limit = stores.config.http.max_upload_bytes
+    if limit and length and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"an upload of {length} bytes is larger than max_upload_bytes ({limit} bytes)")
     if not length or not length.isdigit() or stores.config.min_free_bytes <= 0:
         return
     free = os.statvfs(stores.layout.root)
@@ -207,6 +210,9 @@ class _Spool:
                 raise StorageFull(f"disk full while receiving an upload: {exc}") from None
             raise StorageFailure(f"cannot write the upload: {exc}") from None
         self.written += len(block)
+        limit = self.stores.config.http.max_upload_bytes
+        if limit and self.written > limit:
+            raise TooLarge(f"the upload is larger than max_upload_bytes ({limit} bytes)")
         if self.written >= self._next_check:
             self._next_check += self.CHECK_EVERY
             storage.check_free(self.stores.layout.root, self.stores.config.min_free_bytes)
