@@ -410,11 +410,11 @@ def _stage_all(
     staged: list[Staged] = []
     rejected: list[tuple[Member, str]] = []
 
-    checked = {id(member): (header, _stamp(member.path)) for member, header in good}
+    checked = {id(member): (header, storage.file_stamp(member.path)) for member, header in good}
 
     def one(member: Member) -> Staged | str:
         header, stamp = checked[id(member)]
-        if not member.temporary and _stamp(member.path) != stamp:
+        if not member.temporary and storage.file_stamp(member.path) != stamp:
             header = None  # someone else's file changed since it was checked: read it again
         try:
             return stores.ingest.stage(member.path, source, move=member.temporary, header=header)
@@ -451,14 +451,6 @@ def _stage_all(
         raise
     pool.shutdown(wait=True)
     return staged, rejected
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def _waves(good: list[tuple[Member, HeaderInfo]]) -> list[list[Member]]:

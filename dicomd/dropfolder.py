@@ -311,14 +311,14 @@ class DropFolders:
         _log(entry, result)
 
     def _ingest_folder(self, watched: Watched, entry: Path) -> None:
-        before = {path: _stamp(path) for path in _visible_files(entry)}
+        before = {path: storage.file_stamp(path) for path in _visible_files(entry)}
         result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True,
                              progress=self._unless_stopping)
         # Each file listed before the batch and unchanged since is staged or quarantined now;
         # anything that arrived or changed meanwhile stays for the next round. Hidden files stay.
         target = self._processed_target(watched, entry) if watched.config.processed else None
         for path, stamp in before.items():
-            if _stamp(path) != stamp:
+            if storage.file_stamp(path) != stamp:
                 continue
             if target is None:
                 path.unlink(missing_ok=True)
@@ -352,14 +352,6 @@ def _visible_files(folder: Path) -> Iterable[Path]:
             path = Path(root, name)
             if not name.startswith(".") and path.is_file() and not path.is_symlink():
                 yield path
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
 
 
 def _remove_empty_tree(folder: Path) -> None:

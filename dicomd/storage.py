@@ -46,6 +46,15 @@ def flush_everything() -> None:
     os.sync()
 
 
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file, or None when it is gone: enough to see that it changed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def check_free(path: Path, floor: int) -> None:
     """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free."""
     if floor <= 0:

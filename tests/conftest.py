@@ -97,7 +97,7 @@ def send(port: int, datasets: Iterable[Dataset], *, ae_title: str = "SCANNER", c
     return statuses
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, message: str = "") -> Any:
     """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -105,5 +105,5 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(message or f"condition not met within {timeout}s")
         time.sleep(interval)

@@ -23,6 +23,7 @@ from dicomd.config import Config, load
 from dicomd.daemon import Stores
 from dicomd.layout import Layout
 from dicomd.reliability import CRASHPOINT_ENV, StoreReport, check_store
+from tests.conftest import wait_for as shared_wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,11 +214,4 @@ def check_only(config: Config, *, verify_hashes: bool = True) -> StoreReport:
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = ""):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout}s")
-        time.sleep(interval)
+    return shared_wait_for(predicate, timeout=timeout, interval=interval, message=message)
