@@ -1,5 +1,5 @@
-"""The HTTP API driven from its own OpenAPI document with hypothesis-generated parameters (a small
-stand-in for schemathesis, which is not a dependency): no request may end in a 5xx."""
+"""The HTTP API driven from its own OpenAPI document with hypothesis-generated hostile parameters
+(path traversal, odd formats; beside the schemathesis run in test_schemathesis.py): no 5xx."""
 
 from __future__ import annotations
 
