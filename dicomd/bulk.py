@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import tarfile
 import time
 import uuid
 import zipfile
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,7 +272,8 @@ def _extract_zip(path: Path, temp: Path, budget: _Budget) -> Iterator[Member]:
                 with zf.open(info) as src:
                     budget.copy(src, dst, info.filename)
                 yield Member(name, dst, True)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError,
+            zlib.error, lzma.LZMAError) as exc:  # corrupt compressed data surfaces as zlib/lzma errors
         raise InvalidInput(f"{path.name}: not a readable zip archive: {exc}") from None
 
 
@@ -374,7 +377,7 @@ def _extract_tar(path: Path, temp: Path, budget: _Budget) -> Iterator[Member]:
                     budget.copy(src, dst, info.name)
                 yield Member(name, dst, True)
                 tf.members.clear()  # tarfile remembers every member; we never look back
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull(f"disk full while extracting {path.name}") from exc
         raise InvalidInput(f"{path.name}: not a readable tar archive: {exc}") from None
