@@ -8,6 +8,7 @@ being answered before their row is durable. Readers use their own per-thread con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -241,27 +242,6 @@ class SessionRow:
 
 
 @dataclass(frozen=True)
-class InstanceRow:
-    id: int
-    session_id: int
-    scan_id: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_instance_uid: str
-    series_number: str
-    series_description: str
-    modality: str
-    study_date: str
-    study_time: str
-    transfer_syntax: str
-    size: int
-    sha256: str
-    path: str
-    received_at: float
-    source: str
-
-
-@dataclass(frozen=True)
 class NewInstance:
     """What ingest hands the catalog for one durable file."""
 
@@ -279,6 +259,18 @@ class NewInstance:
     sha256: str
     path: str
     source: str
+
+
+NEW_INSTANCE_FIELDS = tuple(f.name for f in dataclasses.fields(NewInstance))
+
+
+@dataclass(frozen=True)
+class InstanceRow(NewInstance):
+    """An instance as the catalog has it: what ingest recorded, plus the row's own columns."""
+
+    id: int
+    session_id: int
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -732,16 +724,7 @@ class Catalog:
                 conn.execute(
                     "UPDATE sessions SET instances = instances - 1, bytes = bytes - ? WHERE id = ?", (old[2], session_id)
                 )
-            conn.execute(
-                "INSERT INTO instances(session_id, scan_id, sop_instance_uid, sop_class_uid, series_instance_uid,"
-                " series_number, series_description, modality, study_date, study_time, transfer_syntax, size,"
-                " sha256, path, received_at, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    session_id, inst.scan_id, inst.sop_instance_uid, inst.sop_class_uid, inst.series_instance_uid,
-                    inst.series_number, inst.series_description, inst.modality, inst.study_date, inst.study_time,
-                    inst.transfer_syntax, inst.size, inst.sha256, inst.path, now, inst.source,
-                ),
-            )
+            self._insert_instance(conn, session_id, inst, now)
             new_scan = conn.execute(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE session_id=? AND scan_id=? LIMIT 2)",
                 (session_id, inst.scan_id),
@@ -991,17 +974,8 @@ class Catalog:
                 conn.execute(
                     "DELETE FROM instances WHERE session_id=? AND sop_instance_uid=?", (target_id, item["sop_instance_uid"])
                 )
-                conn.execute(
-                    "INSERT INTO instances(session_id, scan_id, sop_instance_uid, sop_class_uid, series_instance_uid,"
-                    " series_number, series_description, modality, study_date, study_time, transfer_syntax, size,"
-                    " sha256, path, received_at, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        target_id, item["scan_id"], item["sop_instance_uid"], item["sop_class_uid"],
-                        item["series_instance_uid"], item["series_number"], item["series_description"],
-                        item["modality"], item["study_date"], item["study_time"], item["transfer_syntax"],
-                        item["size"], item["sha256"], item["final"], item["received_at"], item["source"],
-                    ),
-                )
+                archived = NewInstance(**{k: item[k] for k in NEW_INSTANCE_FIELDS if k != "path"}, path=item["final"])
+                self._insert_instance(conn, target_id, archived, item["received_at"])
             self._refresh_counts(conn, target_id)
             # mapped custom fields follow the data (extracted at build, from the data as archived)
             pre_scans = conn.execute(
@@ -1035,6 +1009,17 @@ class Catalog:
 
     def finish_job(self, job_id: int) -> None:
         self.write(lambda conn: conn.execute("UPDATE archive_jobs SET state='clean' WHERE id=?", (job_id,)))
+
+    @staticmethod
+    def _insert_instance(conn: sqlite3.Connection, session_id: int, inst: NewInstance, received_at: float, *,
+                         replace: bool = False) -> None:
+        """The one INSERT of an instance row (ingest, archive commit, adoption from disk)."""
+        columns = ("session_id", *NEW_INSTANCE_FIELDS, "received_at")
+        conn.execute(
+            f"INSERT {'OR REPLACE ' if replace else ''}INTO instances({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})",
+            (session_id, *(getattr(inst, k) for k in NEW_INSTANCE_FIELDS), received_at),
+        )
 
     @staticmethod
     def _refresh_counts(conn: sqlite3.Connection, session_id: int) -> None:
@@ -1088,16 +1073,7 @@ class Catalog:
     def add_instance_rows(self, session_id: int, rows: list[NewInstance]) -> None:
         def txn(conn: sqlite3.Connection) -> None:
             for inst in rows:
-                conn.execute(
-                    "INSERT OR REPLACE INTO instances(session_id, scan_id, sop_instance_uid, sop_class_uid,"
-                    " series_instance_uid, series_number, series_description, modality, study_date, study_time,"
-                    " transfer_syntax, size, sha256, path, received_at, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        session_id, inst.scan_id, inst.sop_instance_uid, inst.sop_class_uid, inst.series_instance_uid,
-                        inst.series_number, inst.series_description, inst.modality, inst.study_date, inst.study_time,
-                        inst.transfer_syntax, inst.size, inst.sha256, inst.path, time.time(), inst.source,
-                    ),
-                )
+                self._insert_instance(conn, session_id, inst, time.time(), replace=True)
             self._refresh_counts(conn, session_id)
 
         self.write(txn)
