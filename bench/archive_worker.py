@@ -12,7 +12,7 @@ import logging
 import time
 
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import DicomdError
 
 logger = logging.getLogger(__name__)

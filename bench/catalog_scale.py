@@ -22,7 +22,7 @@ from typing import Callable
 from bench.receivers import dicomd_config
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 
 logger = logging.getLogger(__name__)
 PER_SESSION = 500

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 from dicomd import storage
 from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, InstanceRow, SessionRow
-from dicomd.config import UNASSIGNED, Config
+from dicomd.config import Config
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected
 from dicomd.layout import Layout
 from dicomd.reliability import crashpoint
+from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from dicomd.catalog import Catalog
-from dicomd.config import UNASSIGNED
 from dicomd.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from dicomd.ingest import Source, Staged, quarantine
 from dicomd.layout import safe_name
 
 if TYPE_CHECKING:
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
 
 logger = logging.getLogger(__name__)
 

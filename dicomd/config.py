@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
-from dicomd.errors import ConfigError
+from dicomd.allowlist import parse_entry
+from dicomd.errors import ConfigError, InvalidInput
+from dicomd.mappings import validate as validate_mapping
+from dicomd.routing import parse_rule
 
 PROFILE_OPTIONS = (
     "retain_long_modified_dates",
@@ -29,7 +32,6 @@ PROFILE_OPTIONS = (
 )
 OVERWRITE_POLICIES = ("none", "append", "delete")
 AUTO_ARCHIVE_CODES = (0, 4, 5)
-UNASSIGNED = "Unassigned"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 
@@ -294,11 +296,8 @@ def _finish(config: Config, base: Path, source: str) -> Config:
     http = _tls_paths(config.http, base, f"{source}: http")
     config = dataclasses.replace(config, receivers=receivers, http=http)
     for i, mapping in enumerate(config.mappings):
-        from dicomd.errors import InvalidInput
-        from dicomd.mappings import validate
-
         try:
-            validate(mapping.as_xnat())
+            validate_mapping(mapping.as_xnat())
         except InvalidInput as exc:
             raise ConfigError(f"{source}: mappings[{i}]: {exc}") from None
         if mapping.project and mapping.project not in projects:
@@ -335,8 +334,6 @@ def _tls_paths(section: Any, base: Path, where: str) -> Any:
 
 
 def _check_rules(rules: RoutingRules, where: str) -> None:
-    from dicomd.routing import parse_rule  # routing is pure; imported lazily to keep this module a leaf
-
     for kind in ("project", "subject", "session"):
         for rule in getattr(rules, kind):
             try:
@@ -346,8 +343,6 @@ def _check_rules(rules: RoutingRules, where: str) -> None:
 
 
 def _check_allow_entry(entry: str, where: str) -> None:
-    from dicomd.allowlist import parse_entry
-
     try:
         parse_entry(entry)
     except ValueError as exc:

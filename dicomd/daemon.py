@@ -10,18 +10,15 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from dicomd import storage
-from dicomd.archive import Archiver, CopyWriter, WriterFactory
-from dicomd.catalog import Catalog
 from dicomd.config import Config
-from dicomd.ingest import Ingest
-from dicomd.layout import Layout
+from dicomd.dropfolder import DropFolders
+from dicomd.http.server import HttpServer
 from dicomd.pipeline import SessionWatcher
-from dicomd.prearchive import Prearchive
 from dicomd.scp import Listening, Receiver, configure_pynetdicom
+from dicomd.stores import Role, Stores
+from dicomd.workers import ReceiverProcesses
 
 logger = logging.getLogger(__name__)
 
@@ -35,49 +32,6 @@ class Service(Protocol):
 
 
 @dataclass
-class Stores:
-    """What every command (daemon or CLI) opens: the folders, the catalog and the library objects."""
-
-    config: Config
-    layout: Layout
-    catalog: Catalog
-    ingest: Ingest
-    prearchive: Prearchive
-    archiver: Archiver
-
-    @classmethod
-    def open(cls, config: Config) -> "Stores":
-        layout = Layout(config.data_dir)
-        for folder in layout.folders():
-            storage.ensure_dir(folder)
-        catalog = Catalog(layout.catalog)
-        catalog.sync_projects(config.projects.values())
-        if config.mappings:
-            from dicomd.mappings import MappingStore
-
-            store = MappingStore(catalog)
-            for mapping in config.mappings:
-                store.upsert(mapping.as_xnat())
-        writers, site_transform, extract = _anonymization_hooks(config, layout, catalog)
-        ingest = Ingest(config, catalog, layout, site_transform=site_transform)
-        prearchive = Prearchive(config, catalog, layout, extract_fields=extract, on_forget=ingest.forget_session)
-        archiver = Archiver(config, catalog, layout, writers)
-        return cls(config, layout, catalog, ingest, prearchive, archiver)
-
-    def close(self) -> None:
-        self.catalog.close()
-
-
-def _anonymization_hooks(config: Config, layout: Layout, catalog: Catalog) -> tuple[WriterFactory, Any, Any]:
-    """The archive writer, site script and field extractor (plain copies until configured)."""
-    try:
-        from dicomd.anonymize.hooks import build_hooks  # provided by the anonymization package
-    except ImportError:
-        return CopyWriter, None, None
-    return build_hooks(config, layout, catalog)
-
-
-@dataclass
 class Daemon:
     config: Config
     stores: Stores | None = None
@@ -86,11 +40,11 @@ class Daemon:
     services: list[Service] = field(default_factory=list)
     watcher: SessionWatcher | None = None
     recovered: list[str] = field(default_factory=list)
-    workers: Any = None
+    workers: ReceiverProcesses | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> "Daemon":
-        stores = Stores.open(self.config)
+        stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
@@ -100,8 +54,6 @@ class Daemon:
             self.listening.append(receiver.start(shared=shared))
             self.receivers.append(receiver)
         if shared and self.receivers:
-            from dicomd.workers import ReceiverProcesses
-
             self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
             self.workers.start(self.config.receiver_processes - 1)
         self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
@@ -118,19 +70,9 @@ class Daemon:
     def _optional_services(self, stores: Stores) -> list[Service]:
         services: list[Service] = []
         if self.config.drop_folders:
-            try:
-                from dicomd.dropfolder import DropFolders
-            except ImportError:
-                logger.warning("drop folders are configured but this build has no drop-folder support")
-            else:
-                services.append(DropFolders(self.config, stores))
+            services.append(DropFolders(self.config, stores))
         if self.config.http.enabled:
-            try:
-                from dicomd.http.server import HttpServer
-            except ImportError:
-                logger.warning("the HTTP API is enabled but this build has no HTTP support")
-            else:
-                services.append(HttpServer(self.config, stores))
+            services.append(HttpServer(self.config, stores))
         return services
 
     def stop(self) -> None:
@@ -179,6 +121,3 @@ class Daemon:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-
-def data_path(config: Config, *parts: str) -> Path:
-    return Path(config.data_dir, *parts)

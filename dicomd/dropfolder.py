@@ -37,7 +37,7 @@ from dicomd.ingest import Source, quarantine
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
 
 logger = logging.getLogger(__name__)
 

@@ -55,6 +55,11 @@ class Layout:
     def keys(self) -> Path:
         return self.root / "keys"
 
+    @property
+    def pseudonyms(self) -> Path:
+        """The per-project keys and the original -> pseudonym map (owner-only, never in the catalog)."""
+        return self.keys / "pseudonyms.sqlite"
+
     def folders(self) -> tuple[Path, ...]:
         return (self.root, self.prearchive, self.archive, self.quarantine, self.tmp, self.work, self.keys)
 

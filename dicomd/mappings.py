@@ -15,13 +15,15 @@ import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from dicomd.catalog import Catalog
 from dicomd.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:  # the catalog sits above this module's pure half (validate, convert), which config uses
+    from dicomd.catalog import Catalog
 
 SCOPES = ("site", "project")
 FIELD_TYPES = ("string", "integer", "float", "boolean", "date")

@@ -12,9 +12,10 @@ import time
 
 from dicomd.archive import Archiver
 from dicomd.catalog import CONFLICT, READY, Catalog, SessionRow
-from dicomd.config import UNASSIGNED, Config
+from dicomd.config import Config
 from dicomd.errors import DicomdError
 from dicomd.prearchive import Prearchive
+from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from dicomd.config import UNASSIGNED
-
 # Tags routing may read; ingest reads only these (plus UIDs) from the header.
 COMMENT_TAGS = (0x00104000, 0x00324000, 0x001021B0)  # Patient / Study Comments, Additional Patient History
 STUDY_DESCRIPTION = 0x00081030
@@ -21,6 +19,7 @@ ACCESSION_NUMBER = 0x00080050
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 DEFAULT_SESSION = "dicom_upload"
+UNASSIGNED = "Unassigned"  # the project of unroutable data (admins only; archived only after a move)
 
 _RULE_RE = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)\s*:(.*?)(?::(\d+))?$", re.S)
 _ASSIGN_RE = re.compile(r"(?i)\b(project|subject|session|aa)\s*:\s*([\w-]*)")

@@ -13,12 +13,9 @@ import sys
 import threading
 from typing import Sequence
 
-from dicomd import storage
-from dicomd.catalog import Catalog
 from dicomd.config import Config
-from dicomd.ingest import Ingest
-from dicomd.layout import Layout
 from dicomd.scp import Receiver, configure_pynetdicom
+from dicomd.stores import Role, Stores
 
 logger = logging.getLogger(__name__)
 READY_LINE = "dicomd-receiver-ready"
@@ -63,14 +60,11 @@ class ReceiverProcesses:
 def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
     """The body of one extra receiver process (`dicomd receiver-process`)."""
     _die_with_parent()
-    layout = Layout(config.data_dir)
-    storage.ensure_dir(layout.tmp)
-    configure_pynetdicom(layout.tmp)
-    catalog = Catalog(layout.catalog)
-    ingest = Ingest(config, catalog, layout, site_transform=_site_transform(config))
+    stores = Stores.open(config, Role.RECEIVER)
+    configure_pynetdicom(stores.layout.tmp)
     receivers = []
     for index, (receiver_config, port) in enumerate(zip(config.receivers, ports)):
-        receiver = Receiver(index, receiver_config, ingest)
+        receiver = Receiver(index, receiver_config, stores.ingest)
         receiver.start(port=port, shared=True)
         receivers.append(receiver)
     stop = threading.Event()
@@ -83,7 +77,7 @@ def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
             break
     for receiver in receivers:
         receiver.stop()
-    catalog.close()
+    stores.close()
 
 
 def _die_with_parent() -> None:
@@ -96,11 +90,3 @@ def _die_with_parent() -> None:
     except (OSError, AttributeError):
         pass
 
-
-def _site_transform(config: Config):  # type: ignore[no-untyped-def]
-    if not config.anonymize.site_script:
-        return None
-    from dicomd.anonymize.anonymizer import SiteScript
-    from dicomd.anonymize.hooks import SiteTransform
-
-    return SiteTransform(SiteScript(config.anonymize.site_script))

@@ -9,7 +9,7 @@ import pytest
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.generator import generate_study, write_study
 from dicomd.ingest import Source
 from tests.conftest import write_config

@@ -16,7 +16,7 @@ from pydicom.data import get_testdata_file
 from dicomd.bulk import Limits, detect, stage_batch
 from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import HostileArchive, InvalidInput
 from dicomd.generator import generate_study, write_study
 from dicomd.ingest import Source

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from dicomd.catalog import PREARCHIVE
 from dicomd.cli import main
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.generator import generate_study, write_study
 from tests.conftest import write_config
 

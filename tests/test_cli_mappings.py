@@ -23,7 +23,7 @@ def test_mapping_add_list_remove(tmp_path):
 
 def test_mappings_from_config(tmp_path):
     from dicomd.config import load
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
     from dicomd.mappings import MappingStore
 
     path = write_config(tmp_path, '\n[[mappings]]\nname = "scanner"\ntag = "ManufacturerModelName"\nproject = "demo"\n')

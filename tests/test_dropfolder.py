@@ -208,7 +208,7 @@ def test_stop_in_the_middle_of_a_folder_loses_nothing(tmp_path: Path, make_daemo
     daemon.stop()
     # Then the batch is either complete (folder emptied) or rolled back (folder intact)
     from dicomd.config import load
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
 
     stores = Stores.open(load(config))
     try:

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.generator import generate_study
 from dicomd.http.app import create_app
 from tests.conftest import send, write_config

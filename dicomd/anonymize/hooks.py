@@ -1,4 +1,4 @@
-"""Where de-identification plugs into the pipeline (built once by `Stores.open`):
+"""Where de-identification plugs into the pipeline (built once by `Stores.open`, as `AnonymizationHooks`):
 
 - the archive step's writer: the project's profile + script on every instance (or a plain copy);
 - the ingest step's site script, run on each instance as it enters the prearchive;
@@ -13,7 +13,8 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -26,6 +27,7 @@ from dicomd.catalog import Catalog, InstanceRow, SessionRow
 from dicomd.config import Config
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
+from dicomd.mappings import MappingStore, convert
 from dicomd.routing import Route
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,8 @@ class Anonymizers:
 
     def __init__(self, config: Config, layout: Layout) -> None:
         self.config = config
-        self.store = PseudonymStore(layout.keys / "pseudonyms.sqlite")
+        self.layout = layout
+        self._store: PseudonymStore | None = None  # opened on first use: opening stores writes nothing
         self._by_project: dict[str, Anonymizer | None] = {}
         self._lock = threading.Lock()
 
@@ -58,9 +61,21 @@ class Anonymizers:
                     settings.anonymize.profile != "none" or settings.anonymize.script
                 )
                 self._by_project[project] = (
-                    Anonymizer(project, settings.anonymize, self.store) if wanted and settings else None
+                    Anonymizer(project, settings.anonymize, self._pseudonyms()) if wanted and settings else None
                 )
             return self._by_project[project]
+
+    def _pseudonyms(self) -> PseudonymStore:
+        if self._store is None:
+            self._store = PseudonymStore(self.layout.pseudonyms)
+        return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._by_project.clear()
 
 
 class AnonymizingWriter:
@@ -152,14 +167,12 @@ class FieldExtractor:
         self.anonymizers = anonymizers
         self.catalog = catalog
         self.layout = layout
-        self._store: Any = None
+        self._mappings: MappingStore | None = None
 
     def __call__(self, session: SessionRow) -> dict[str, Any]:
-        from dicomd.mappings import MappingStore, convert
-
-        if self._store is None:
-            self._store = MappingStore(self.catalog)
-        mappings = self._store.list(session.project)
+        if self._mappings is None:
+            self._mappings = MappingStore(self.catalog)
+        mappings = self._mappings.list(session.project)
         if not mappings:
             return {"session": {}, "scans": {}}
         anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)
@@ -186,7 +199,23 @@ class FieldExtractor:
         return {"session": session_fields, "scans": scan_fields}
 
 
-def build_hooks(config: Config, layout: Layout, catalog: Catalog) -> tuple[Callable[..., Any], Any, Any]:
+@dataclass(frozen=True)
+class AnonymizationHooks:
+    """What de-identification hands the pipeline: the archive writer, the site script run at
+    ingest (None without one) and the build step's custom-field extractor."""
+
+    writers: WriterFactory
+    site_transform: SiteTransform | None
+    extract_fields: FieldExtractor
+    anonymizers: Anonymizers
+
+    def close(self) -> None:
+        self.anonymizers.close()
+
+
+def build_hooks(config: Config, layout: Layout, catalog: Catalog) -> AnonymizationHooks:
     anonymizers = Anonymizers(config, layout)
     site = SiteTransform(SiteScript(config.anonymize.site_script)) if config.anonymize.site_script else None
-    return WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout)
+    return AnonymizationHooks(
+        WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout), anonymizers
+    )

@@ -47,9 +47,9 @@ def load_config(path: str | None, **overrides: Any) -> Config:
 @contextmanager
 def open_stores(config: Config) -> Iterator[Any]:
     """The stores for one command, closed when it ends (the daemon may hold its own at the same time)."""
-    from dicomd.daemon import Stores  # imported late: `dicomd --help` stays fast
+    from dicomd.stores import Role, Stores  # imported late: `dicomd --help` stays fast
 
-    stores = Stores.open(config)
+    stores = Stores.open(config, Role.CLI)
     try:
         yield stores
     finally:

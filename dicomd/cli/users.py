@@ -10,9 +10,10 @@ from dicomd import storage
 from dicomd.auth import ROLES, Auth
 from dicomd.catalog import Catalog
 from dicomd.cli.common import json_option, print_json, print_table, store_options
-from dicomd.config import UNASSIGNED, Config
+from dicomd.config import Config
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.layout import Layout
+from dicomd.routing import UNASSIGNED
 
 
 def _auth(config: Config) -> tuple[Auth, Catalog]:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth, User
 from dicomd.config import Config
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import (
     Ambiguous,
     Conflict,

@@ -12,10 +12,11 @@ from typing import Sequence
 
 from dicomd.auth import MANAGE, READ, UPLOAD, User
 from dicomd.catalog import PREARCHIVE, RECEIVABLE, SessionRow
-from dicomd.config import OVERWRITE_POLICIES, UNASSIGNED
-from dicomd.daemon import Stores
+from dicomd.config import OVERWRITE_POLICIES
+from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.http import targets
+from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 from dicomd.config import Config
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import DicomdError
 from dicomd.http.app import create_app
 

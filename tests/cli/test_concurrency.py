@@ -73,7 +73,7 @@ def test_two_operators_archiving_one_session_get_one_success_and_one_refusal(mak
 def test_two_simultaneous_archives_are_arbitrated_by_the_catalog(tmp_path):
     """Two operators' stores (as two CLI processes open them) start archiving at the same instant."""
     from dicomd.config import load
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
     from dicomd.errors import InvalidState, NotFound
     from tests.cli.conftest import Store
 

@@ -137,7 +137,7 @@ def test_preview_without_anonymization_says_so(store):
 
 def test_preview_lists_what_anonymization_changes(tmp_path):
     from dicomd.config import load
-    from dicomd.daemon import Stores
+    from dicomd.stores import Stores
     from tests.cli.conftest import Store
     from tests.conftest import write_config
 

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.catalog import Catalog
 from dicomd.config import Config, load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.layout import Layout
 from dicomd.reliability import CRASHPOINT_ENV, StoreReport, check_store
 from tests.conftest import wait_for as shared_wait_for

@@ -22,7 +22,7 @@ import pytest
 
 from dicomd.catalog import PREARCHIVE, READY, Catalog
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.generator import generate_study, write_study
 from dicomd.ingest import Source
 from dicomd.layout import Layout
@@ -183,7 +183,7 @@ def _operator(config_path: Path, data_dir: Path, session_id: int, action: str, c
     """A separate process (like the CLI) that moves or deletes one session and dies at ``crashpoint``."""
     script = f"""
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 stores = Stores.open(load({str(config_path)!r}, {{"data_dir": {str(data_dir)!r}}}))
 if {action!r} == "move":
     stores.prearchive.move({session_id}, "other", actor="test")

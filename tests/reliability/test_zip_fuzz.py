@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from dicomd.bulk import stage_batch
 from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
 from dicomd.generator import generate_study, write_study
 from dicomd.ingest import Source

@@ -12,13 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import MANAGE, READ, User
 from dicomd.catalog import ARCHIVE, SessionRow
-from dicomd.config import UNASSIGNED
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.http import browse, operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.routing import UNASSIGNED
 
 router = APIRouter()
 PREFIXES = ("/data/projects", "/data/archive/projects")

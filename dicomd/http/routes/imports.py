@@ -24,15 +24,14 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd import storage
 from dicomd.auth import MANAGE, UPLOAD, User
-from dicomd.config import UNASSIGNED
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import Forbidden, InvalidInput, StorageFailure, StorageFull, TooLarge
 from dicomd.http import operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import Params
 from dicomd.http.results import uri_list
 from dicomd.ingest import Source
-from dicomd.routing import Explicit
+from dicomd.routing import UNASSIGNED, Explicit
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

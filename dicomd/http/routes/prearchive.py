@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import MANAGE, READ, User
 from dicomd.catalog import PREARCHIVE, SessionRow
-from dicomd.daemon import Stores
+from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
 from dicomd.http import browse, operations, targets
 from dicomd.http.app import current_user, stores_of
