@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from dicomd.errors import InvalidInput
+
 # Tags routing may read; ingest reads only these (plus UIDs) from the header.
 COMMENT_TAGS = (0x00104000, 0x00324000, 0x001021B0)  # Patient / Study Comments, Additional Patient History
 STUDY_DESCRIPTION = 0x00081030
@@ -25,6 +27,7 @@ _RULE_RE = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)\s*:(.
 _ASSIGN_RE = re.compile(r"(?i)\b(project|subject|session|aa)\s*:\s*([\w-]*)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_RULE_VALUE = 64
+MAX_LABEL = 64  # XNAT's bound for project, subject and session labels: folder names stay far below NAME_MAX
 
 Header = Mapping[int, str]  # tag (as int) -> string value, as ingest read it
 
@@ -71,6 +74,13 @@ def clean_label(value: str) -> str:
     return _UNSAFE.sub("_", value.strip())
 
 
+def check_label(value: str, what: str) -> str:
+    """A label given by a person (HTTP parameter, CLI option): refused when longer than MAX_LABEL."""
+    if len(value) > MAX_LABEL:
+        raise InvalidInput(f"{what} is {len(value)} characters long; labels have at most {MAX_LABEL}")
+    return value
+
+
 def comment_assignments(header: Header) -> dict[str, str]:
     """`Key: value` assignments from the comment tags, first tag that has a key wins."""
     found: dict[str, str] = {}
@@ -87,6 +97,10 @@ class Explicit:
     project: str = ""
     subject: str = ""
     session: str = ""
+
+    def __post_init__(self) -> None:
+        for what in ("project", "subject", "session"):
+            check_label(getattr(self, what), what)
 
 
 @dataclass(frozen=True)
@@ -167,7 +181,7 @@ def _pick(
         (fallback, fallback_name),
     )
     for value, origin in candidates:
-        cleaned = clean_label(value) if value else ""
+        cleaned = clean_label(value)[:MAX_LABEL] if value else ""  # header values are cut, never refused
         if cleaned.strip("_"):
             return cleaned, origin
     return "", "default"
