@@ -62,7 +62,7 @@ class ReceiverConfig:
     max_pdu_size: int = field(
         default=1048576, metadata=_help("largest PDU we accept, bytes (0 = unlimited)", min=0)
     )
-    prevent_anon: bool = field(default=False, metadata=_help("skip the site script for this receiver"))
+    prevent_anon: bool = field(default=False, metadata=_help("skip the site script at ingest for this receiver (never the project profile)"))
     max_instance_bytes: int = field(
         default=0, metadata=_help("refuse instances larger than this many bytes with 0xA700 (0 = no limit)", min=0)
     )

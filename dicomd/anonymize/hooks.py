@@ -135,7 +135,7 @@ class WriterFactory:
         self.layout = layout
 
     def __call__(self, session: SessionRow) -> SessionWriter:
-        anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)
+        anonymizer = self.anonymizers.for_project(session.project)  # prevent_anon skips only the site script
         if anonymizer is None:
             return CopyWriter(session)
         instances = self.catalog.instances(session.id)
@@ -175,7 +175,7 @@ class FieldExtractor:
         mappings = self._mappings.list(session.project)
         if not mappings:
             return {"session": {}, "scans": {}}
-        anonymizer = None if session.prevent_anon else self.anonymizers.for_project(session.project)
+        anonymizer = self.anonymizers.for_project(session.project)  # prevent_anon skips only the site script
         first_by_scan: dict[str, InstanceRow] = {}
         for inst in self.catalog.instances(session.id):
             first_by_scan.setdefault(inst.scan_id, inst)
