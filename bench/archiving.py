@@ -21,7 +21,7 @@ from typing import Callable
 from bench.procs import free_port
 from bench.receivers import dicomd_cli, start_dicomd
 from bench.senders import DcmtkSender, PynetdicomSender
-from dicomd.generator import generate_study, phi_values, make_patient, write_study
+from dicomd.testing.generator import generate_study, phi_values, make_patient, write_study
 
 logger = logging.getLogger(__name__)
 PROJECTS = ("plain", "anon")

@@ -1,4 +1,4 @@
-"""Benchmark data, generated deterministically by dicomd.generator and cached in the work folder."""
+"""Benchmark data, generated deterministically by dicomd.testing.generator and cached in the work folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import math
 from pathlib import Path
 
-from dicomd.generator import generate_study, large_multiframe, write_study
+from dicomd.testing.generator import generate_study, large_multiframe, write_study
 
 logger = logging.getLogger(__name__)
 SIZES = {"MR": 256, "CT": 512}  # MR 256x256x16 bit ~130 KB, CT 512x512x16 bit ~520 KB

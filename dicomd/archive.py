@@ -22,7 +22,7 @@ from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, I
 from dicomd.config import Config
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected
 from dicomd.layout import Layout
-from dicomd.reliability import crashpoint
+from dicomd.crashpoints import crashpoint
 from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)

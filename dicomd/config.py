@@ -11,6 +11,7 @@ import collections.abc
 import dataclasses
 import re
 import tomllib
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
@@ -139,11 +140,22 @@ class ProjectConfig:
         default=0, metadata=_help("XNAT prearchive code: 0 review, 4 auto-archive, 5 auto-archive+overwrite")
     )
     overwrite: str = field(default="none", metadata=_help("none | append | delete"))
+    allow_header_auto_archive: bool | None = field(
+        default=None,
+        metadata=_help("honour `AA: true` in a sender's comment tags (default: only when anonymization is off)"),
+    )
     anonymize: AnonymizeConfig = field(default_factory=AnonymizeConfig, metadata=_help("de-identification"))
 
     @property
     def overwrite_policy(self) -> str:
         return "delete" if self.auto_archive == 5 else self.overwrite
+
+    @property
+    def header_auto_archive(self) -> bool:
+        """Whether `AA: true` in a header may archive past the owner's review."""
+        if self.allow_header_auto_archive is not None:
+            return self.allow_header_auto_archive
+        return not self.anonymize.enabled
 
 
 @dataclass(frozen=True)
@@ -366,6 +378,9 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
 
 def _convert(tp: Any, value: Any, name: str, source: str, meta: Mapping[str, Any]) -> Any:
     origin = get_origin(tp)
+    if origin is types.UnionType:  # `X | None`: TOML has no null, so a value given is an X
+        (item_tp,) = [arg for arg in get_args(tp) if arg is not type(None)]
+        return _convert(item_tp, value, name, source, meta)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, name + ".", source)
     if origin is tuple:

@@ -24,7 +24,7 @@ from dicomd.config import Config
 from dicomd.errors import DicomdError, InvalidInput
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
-from dicomd.reliability import crashpoint
+from dicomd.crashpoints import crashpoint
 from dicomd.routing import Explicit, Route, RoutingTable, route
 
 logger = logging.getLogger(__name__)

@@ -85,8 +85,8 @@ class SessionWatcher:
             self._archive(row, policy)
             return
         wanted = bool(project and project.auto_archive in (4, 5))
-        if row.auto_archive is not None:
-            wanted = bool(row.auto_archive)
+        if row.auto_archive is not None and (not row.auto_archive or (project and project.header_auto_archive)):
+            wanted = bool(row.auto_archive)  # `AA: false` always holds; `AA: true` only where the project allows it
         if wanted:
             self._archive(row, policy)
 

@@ -30,7 +30,7 @@ from dicomd.config import Config
 from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
 from dicomd.header import read_header
 from dicomd.layout import Layout
-from dicomd.reliability import crashpoint
+from dicomd.crashpoints import crashpoint
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.errors import ConfigError, DicomdError, InvalidInput
 from dicomd.ingest import Ingest, Source, quarantine
-from dicomd.reliability import discard_partial_spool, sweep_spool
+from dicomd.spool import discard_partial_spool, sweep_spool
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Receiver:
                            event.assoc.requestor.address)
 
     def _sweep_spool(self) -> None:
-        """Spool files older than any live association could leave (see reliability.sweep_spool)."""
+        """Spool files older than any live association could leave (see spool.sweep_spool)."""
         folder = tempfile.gettempdir()
         if Path(folder) != self.ingest.layout.tmp:
             return

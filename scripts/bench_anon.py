@@ -19,7 +19,7 @@ from dicognito.anonymizer import Anonymizer as Dicognito
 
 from dicomd.anonymize import Anonymizer, Labels, PseudonymStore
 from dicomd.config import AnonymizeConfig
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 
 
 def _rate(fn, datasets, repeat: int) -> float:  # type: ignore[no-untyped-def]

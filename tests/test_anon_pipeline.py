@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE
-from dicomd.generator import generate_study, make_patient, study_phi_values
+from dicomd.testing.generator import generate_study, make_patient, study_phi_values
 from dicomd.mappings import MappingStore
 from tests.conftest import send, wait_for, write_config
 

@@ -10,7 +10,7 @@ import pytest
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.config import load
 from dicomd.stores import Stores
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.ingest import Source
 from tests.conftest import write_config
 

@@ -16,7 +16,7 @@ from bench.procs import RssSampler, cpu_seconds
 from bench.report import render, write_json
 from bench.senders import make_sender, split
 from bench.tools import dcmtk_tool
-from dicomd.generator import generate_study, large_multiframe, write_study
+from dicomd.testing.generator import generate_study, large_multiframe, write_study
 
 ROOT = Path(__file__).resolve().parent.parent
 

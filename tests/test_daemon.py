@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE, Catalog
-from dicomd.generator import generate_study, make_patient
+from dicomd.testing.generator import generate_study, make_patient
 from tests.conftest import send, wait_for, write_config
 
 

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 
 from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from tests.conftest import wait_for, write_config
 
 

@@ -13,7 +13,7 @@ from pydicom.uid import (
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
 )
 
-from dicomd.generator import (
+from dicomd.testing.generator import (
     PRIVATE_CREATOR,
     PRIVATE_GROUP,
     generate_instance_bytes,

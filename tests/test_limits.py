@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
 from dicomd.stores import Stores
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from dicomd.http.app import create_app
 from tests.conftest import send, write_config
 from tests.http.conftest import add_users, PASSWORD, study_files, zip_bytes

@@ -3,7 +3,7 @@
 import threading
 
 from dicomd.catalog import PREARCHIVE
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
 
 

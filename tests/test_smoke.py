@@ -1,5 +1,5 @@
 from dicomd.catalog import PREARCHIVE
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for
 
 

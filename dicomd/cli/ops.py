@@ -369,7 +369,7 @@ def check(config: Config, verify_hashes: bool, as_json: bool) -> None:
 
         dicomd check --config config.example.toml --verify-hashes
     """
-    from dicomd.reliability import check_store
+    from dicomd.storecheck import check_store
 
     with open_stores(config) as stores:
         recovery = stores.archiver.recover(dry_run=True) + stores.prearchive.recover(dry_run=True)

@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 
 from dicomd.anonymize import Anonymizer, Labels, PseudonymStore
 from dicomd.config import AnonymizeConfig
-from dicomd.generator import PatientSpec, generate_study, make_patient, study_phi_values
+from dicomd.testing.generator import PatientSpec, generate_study, make_patient, study_phi_values
 
 EXTRA_PHI = ("Zbigniew Quattlebaum", "QUATTLEBAUM-NURSE", "Ward 7B Zbyszek", "HOSPNO-99812734")
 

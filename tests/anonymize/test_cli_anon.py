@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from dicomd.cli import main
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 
 SITE = 'version "6.1"\nproject != "Unassigned" ? (0008,1030) := project\n(0010,0010) := subject\n'
 

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from dicomd.anonymize import ps315_table
 from dicomd.anonymize.profile import build_rules
 from dicomd.errors import ConfigError
-from dicomd.generator import instance_bytes
+from dicomd.testing.generator import instance_bytes
 
 from .conftest import EXTRA_PHI, labels, make_anonymizer, walk_values
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dicomd.anonymize import PseudonymStore, preview
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 
 from .conftest import labels, make_anonymizer
 

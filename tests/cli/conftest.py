@@ -14,7 +14,7 @@ from dicomd.catalog import PREARCHIVE, SessionRow
 from dicomd.cli import main
 from dicomd.config import load
 from dicomd.stores import Stores
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.ingest import Source
 from tests.conftest import write_config
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE, READY
 from dicomd.cli import main
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[2]

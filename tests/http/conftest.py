@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from dicomd.auth import Auth
 from dicomd.config import load
 from dicomd.stores import Stores
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.http.app import create_app
 from dicomd.ingest import Source
 from dicomd.routing import Explicit

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from dicomd.auth import Auth
 from dicomd.catalog import ARCHIVE
 from dicomd.config import load
-from dicomd.generator import generate_study, study_phi_values, write_study
+from dicomd.testing.generator import generate_study, study_phi_values, write_study
 from dicomd.http.app import create_app
 from dicomd.stores import Stores
 from tests.conftest import write_config

@@ -20,7 +20,7 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from dicomd.generator import generate_study, instance_bytes
+from dicomd.testing.generator import generate_study, instance_bytes
 from dicomd.scp import TRANSFER_SYNTAXES
 
 

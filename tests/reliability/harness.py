@@ -22,7 +22,8 @@ from dicomd.catalog import Catalog
 from dicomd.config import Config, load
 from dicomd.stores import Stores
 from dicomd.layout import Layout
-from dicomd.reliability import CRASHPOINT_ENV, StoreReport, check_store
+from dicomd.crashpoints import CRASHPOINT_ENV
+from dicomd.storecheck import StoreReport, check_store
 from tests.conftest import wait_for as shared_wait_for
 
 REPO = Path(__file__).resolve().parents[2]

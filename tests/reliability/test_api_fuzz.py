@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from dicomd.auth import Auth  # noqa: E402
 from dicomd.config import load  # noqa: E402
 from dicomd.stores import Stores  # noqa: E402
-from dicomd.generator import generate_study, write_study  # noqa: E402
+from dicomd.testing.generator import generate_study, write_study  # noqa: E402
 from dicomd.http.app import create_app  # noqa: E402
 from dicomd.ingest import Source  # noqa: E402
 from dicomd.routing import Explicit  # noqa: E402

@@ -13,9 +13,9 @@ import pytest
 
 from dicomd.catalog import Catalog
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from dicomd.layout import Layout
-from dicomd.reliability import check_store
+from dicomd.storecheck import check_store
 from tests.conftest import send
 from tests.reliability.badinput import RawSender, Sample, all_samples, chunked_send
 from tests.reliability.harness import echo

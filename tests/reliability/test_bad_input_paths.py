@@ -20,9 +20,9 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicomd.catalog import Catalog
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study, instance_bytes
+from dicomd.testing.generator import generate_study, instance_bytes
 from dicomd.layout import Layout
-from dicomd.reliability import check_store
+from dicomd.storecheck import check_store
 from tests.conftest import send, wait_for, write_config
 from tests.reliability.badinput import Sample, all_samples, special_cases
 from tests.reliability.harness import echo

@@ -18,8 +18,8 @@ import pytest
 from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study
-from dicomd.reliability import check_store, tree_files
+from dicomd.testing.generator import generate_study
+from dicomd.storecheck import check_store, tree_files
 from tests.conftest import send, write_config
 from tests.reliability.harness import SendResult, echo, send_tracking, wait_for
 
@@ -178,7 +178,7 @@ def test_below_the_floor_uploads_get_507_and_dropped_files_stay(tmp_path: Path, 
     import httpx
 
     from dicomd.auth import Auth
-    from dicomd.generator import instance_bytes, write_study
+    from dicomd.testing.generator import instance_bytes, write_study
 
     drop = tmp_path / "drop"
     floor = shutil.disk_usage(tmp_path).free + 2**40

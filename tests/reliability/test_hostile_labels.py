@@ -14,7 +14,7 @@ from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.cli import main
 from dicomd.daemon import Daemon
 from dicomd.errors import InvalidInput
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.routing import MAX_LABEL, Explicit, route
 from tests.conftest import send, wait_for, write_config
 

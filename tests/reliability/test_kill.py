@@ -23,13 +23,14 @@ import pytest
 from dicomd.catalog import PREARCHIVE, READY, Catalog
 from dicomd.config import load
 from dicomd.stores import Stores
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.ingest import Source
 from dicomd.layout import Layout
 from click.testing import CliRunner
 
 from dicomd.cli import main
-from dicomd.reliability import CRASHPOINT_ENV, StoreReport, tree_files
+from dicomd.crashpoints import CRASHPOINT_ENV
+from dicomd.storecheck import StoreReport, tree_files
 from tests.conftest import write_config
 from tests.reliability.harness import (
     REPO,

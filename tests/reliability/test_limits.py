@@ -13,7 +13,7 @@ from pynetdicom import AE, StoragePresentationContexts
 
 from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
 from tests.reliability.harness import echo
 

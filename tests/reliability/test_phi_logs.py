@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study, instance_bytes, study_phi_values, write_study
+from dicomd.testing.generator import generate_study, instance_bytes, study_phi_values, write_study
 from tests.conftest import send, wait_for, write_config
 
 PROJECTS = """

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dicomd.errors import InvalidInput, ScriptError
-from dicomd.generator import generate_study, instance_bytes
+from dicomd.testing.generator import generate_study, instance_bytes
 from dicomd.header import ROUTING_TAGS, read_header
 from dicomd.layout import Layout, safe_name
 from dicomd.routing import (

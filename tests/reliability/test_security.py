@@ -18,7 +18,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicomd.config import load
 from dicomd.daemon import Daemon
 from dicomd.errors import ConfigError
-from dicomd.generator import generate_study
+from dicomd.testing.generator import generate_study
 from tests.conftest import write_config, wait_for
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from dicomd.catalog import Catalog
 from dicomd.daemon import Daemon
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.layout import Layout
-from dicomd.reliability import check_store
+from dicomd.storecheck import check_store
 from tests.conftest import write_config
 from tests.reliability.harness import SendResult, send_tracking, wait_for
 

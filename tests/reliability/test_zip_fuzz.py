@@ -16,7 +16,7 @@ from dicomd.catalog import PREARCHIVE
 from dicomd.config import load
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
-from dicomd.generator import generate_study, write_study
+from dicomd.testing.generator import generate_study, write_study
 from dicomd.ingest import Source
 from dicomd.routing import Explicit
 from tests.conftest import write_config

@@ -8,7 +8,7 @@ check that none survive anonymization.
 
 Example::
 
-    from dicomd.generator import generate_study, write_study, phi_values
+    from dicomd.testing.generator import generate_study, write_study, phi_values
     datasets = generate_study(seed=7, series=2, instances_per_series=3)
     paths = write_study(datasets, tmp_path / "study")
 """

@@ -1,24 +1,14 @@
-"""Reliability tools: named crash points for kill tests, and the store invariants checker.
+"""The store invariants checker.
 
-Crash points
-    ``crashpoint("archive.planned")`` does nothing unless the environment variable
-    ``DICOMD_CRASHPOINT`` names that point, in which case the process SIGKILLs itself right there
-    (no cleanup, no flush: exactly what a power cut or the OOM killer does). Kill tests start
-    ``dicomd serve`` with the variable set to walk every step of receive, build, archive, move
-    and delete. ``DICOMD_CRASHPOINT`` may hold several names separated by commas; a name ending
-    in ``*`` matches every point with that prefix.
-
-Invariants
-    :func:`check_store` reads the catalog and walks the data directory of a *quiescent* store
-    (no daemon writing to it, recovery already run) and reports every way they disagree. It
-    never changes anything. Tests assert on its findings after every kill and restart.
+:func:`check_store` reads the catalog and walks the data directory of a *quiescent* store
+(no daemon writing to it, recovery already run) and reports every way they disagree. It
+never changes anything. `dicomd check` prints its findings; tests assert on them after every
+kill and restart.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,23 +30,9 @@ from dicomd.layout import Layout
 
 logger = logging.getLogger(__name__)
 
-CRASHPOINT_ENV = "DICOMD_CRASHPOINT"
-
 # States an operator (or the session watcher) can act on; anything else is a crash left half-done.
 ACTIONABLE = {PREARCHIVE: (RECEIVING, READY, ERROR, CONFLICT, REVIEW), ARCHIVE: (ARCHIVED,)}
 OPEN_JOB_STATES = ("staging", "moving", "done")
-
-
-def crashpoint(name: str) -> None:
-    """SIGKILL this process here when ``DICOMD_CRASHPOINT`` names ``name`` (a test hook)."""
-    wanted = os.environ.get(CRASHPOINT_ENV)
-    if not wanted:
-        return
-    for pattern in wanted.split(","):
-        pattern = pattern.strip()
-        if pattern == name or (pattern.endswith("*") and name.startswith(pattern[:-1])):
-            logger.critical("crash point %s reached: killing the process", name)
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -174,56 +150,3 @@ def tree_files(root: Path) -> dict[str, tuple[int, int]]:
                 st = path.stat()
                 out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
     return out
-
-
-# ---------------------------------------------------------------- spool hygiene (C-STORE temp files)
-
-
-def discard_partial_spool(assoc: object) -> str | None:
-    """Remove the half-received instance pynetdicom was spooling for a dropped association.
-
-    pynetdicom streams each incoming dataset into a temporary file and deletes it only after the
-    C-STORE handler ran; when the association dies mid-instance the file stays. Returns its name.
-    """
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    spool = getattr(message, "_data_set_file", None)
-    name = getattr(spool, "name", None)
-    if spool is None or not name:
-        return None
-    try:
-        spool.close()
-    except OSError:
-        pass
-    try:
-        os.unlink(name)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        logger.warning("could not remove a partial instance %s: %s", name, exc)
-        return None
-    return str(name)
-
-
-def sweep_spool(folder: Path, older_than: float, keep: set[str]) -> list[str]:
-    """Remove spool files last written before ``older_than`` (epoch seconds) that are not in ``keep``.
-
-    Catches what :func:`discard_partial_spool` cannot: a receive thread that died on a write error
-    (ENOSPC) leaves its file without any close event. Anything this old belongs to an association
-    that the network timeout has already dropped.
-    """
-    removed: list[str] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        try:
-            if not entry.is_file() or entry.path in keep or entry.stat().st_mtime >= older_than:
-                continue
-            os.unlink(entry.path)
-            removed.append(entry.name)
-        except OSError:
-            continue
-    if removed:
-        logger.warning("removed %d abandoned partial instance(s) from %s", len(removed), folder)
-    return removed
