@@ -176,7 +176,8 @@ class Archiver:
             try:
                 written = writer.write(src, inst, work_dir)
             except Rejected as exc:
-                logger.warning("instance dropped at archive by the project script: %s", exc)
+                logger.warning("an instance of session #%d was dropped at archive by the project script", session.id)
+                logger.debug("dropped by the project script: %s", exc)
                 continue
             if written is None:
                 continue
@@ -225,7 +226,10 @@ class Archiver:
     def _rollback(self, job_id: int, session_id: int, work_dir: Path, status: str, reason: str, actor: str) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
         self.catalog.fail_archive(job_id, session_id, status, reason, actor)
-        logger.warning("archive of session %d stopped: %s -> %s", session_id, reason, status)
+        # the reason may name labels and paths of identified data: it goes to the session row, not the log
+        logger.warning("archive of session #%d stopped -> %s (the reason is on the session: `dicomd prearchive show`)",
+                       session_id, status)
+        logger.debug("archive of session #%d stopped: %s", session_id, reason)
 
     # ------------------------------------------------------------------ moving + commit (idempotent)
 

@@ -95,4 +95,5 @@ class SessionWatcher:
             result = self.archiver.archive(row.id, overwrite=policy, actor="auto-archive")
             logger.info("auto-archived %s -> archive session #%d", row.ref, result.session_id)
         except DicomdError as exc:
-            logger.warning("auto-archive of %s stopped: %s", row.ref, exc)
+            logger.warning("auto-archive of %s stopped: %s (the reason is on the session)", row.ref, type(exc).__name__)
+            logger.debug("auto-archive of %s stopped: %s", row.ref, exc)

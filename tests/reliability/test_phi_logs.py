@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from dicomd.daemon import Daemon
-from dicomd.testing.generator import generate_study, instance_bytes, study_phi_values, write_study
+from dicomd.testing.generator import generate_study, instance_bytes, make_patient, study_phi_values, write_study
 from tests.conftest import send, wait_for, write_config
 
 PROJECTS = """
@@ -143,3 +143,24 @@ def _plant_crash_remnants(data: Path) -> None:
     lost = data / "prearchive" / "demo" / "20200101_000000000" / demo.name
     (lost / "SCANS" / "1" / "DICOM").mkdir(parents=True)
     (lost / "SCANS" / "1" / "DICOM" / files[1].name).write_bytes(files[1].read_bytes())
+
+
+def test_a_conflict_is_logged_without_the_identified_archive_path(
+        tmp_path: Path, make_daemon: Callable[..., Daemon], caplog: pytest.LogCaptureFixture) -> None:
+    # Given an identified project that auto-archives and refuses to overwrite
+    caplog.set_level(logging.INFO)
+    daemon = make_daemon(write_config(tmp_path, projects="[projects.plain]\nauto_archive = 4\n"))
+    catalog = daemon.stores.catalog
+    patient = make_patient(35)
+    first, second = (generate_study(seed, patient=patient, series=1, instances_per_series=1, rows=8, cols=8,
+                                    study_description="plain") for seed in (35, 36))
+    planted = study_phi_values(first) | study_phi_values(second)
+    # When a second study of the patient lands on the same archive label and conflicts
+    assert send(daemon.dicom_port(), first) == [0]
+    wait_for(lambda: catalog.sessions("archive"), timeout=30)
+    assert send(daemon.dicom_port(), second) == [0]
+    held = wait_for(lambda: catalog.sessions("prearchive", status="CONFLICT"), timeout=30)
+    # Then the session says why (for its operator), and no log line above DEBUG names the patient
+    assert "already exists" in held[0].reason
+    found = leaks(caplog.records, planted)
+    assert not found, "\n".join(found)
