@@ -63,6 +63,8 @@ def archive(stores: Stores, user: User, session: SessionRow, *, overwrite: str |
             new_project: str = "") -> Outcome:
     """Archive one prearchive session (optionally moving it to ``new_project`` first)."""
     user.require(MANAGE, session.project)
+    if new_project:
+        user.require(MANAGE, project_id(stores, new_project))  # archiving writes into the target project
     before = session
     if new_project and project_id(stores, new_project) != session.project:
         session = move(stores, user, session, new_project).before
@@ -74,7 +76,7 @@ def archive(stores: Stores, user: User, session: SessionRow, *, overwrite: str |
 def move(stores: Stores, user: User, session: SessionRow, new_project: str) -> Outcome:
     target = project_id(stores, new_project)
     user.require(MANAGE, session.project)
-    user.require(UPLOAD, target)
+    user.require(MANAGE, target)  # a move writes into the target project's prearchive
     moved = stores.prearchive.move(session.id, target, actor=f"http:{user.name}")
     return Outcome(session, "/data" + moved.url)
 
