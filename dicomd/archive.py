@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from dicomd import storage
 from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, InstanceRow, SessionRow
 from dicomd.config import Config
-from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected
+from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
 from dicomd.layout import Layout
 from dicomd.crashpoints import crashpoint
 from dicomd.routing import UNASSIGNED
@@ -153,9 +153,11 @@ class Archiver:
             raise
         self.catalog.plan_archive(job_id, subject, label, plan, study_uid=study_uid, fingerprint=fingerprint)
         crashpoint("archive.planned")
-        target_id = self._roll_forward(
-            self.catalog.job(job_id), study_uid=study_uid, fingerprint=fingerprint, actor=actor
-        )
+        job = self.catalog.job(job_id)
+        try:
+            target_id = self._roll_forward(job, study_uid=study_uid, fingerprint=fingerprint, actor=actor)
+        except Exception as exc:  # noqa: BLE001 - a job that cannot finish must not stay half-done
+            raise StorageFailure(self._give_up(job, exc, actor)) from exc
         target = self.catalog.session(target_id)
         logger.info("archived session #%d into %s (%d instances)", session_id, target.ref, len(plan))
         return ArchiveResult(target_id, target.url, len(plan))
@@ -277,6 +279,27 @@ class Archiver:
         shutil.rmtree(self.layout.work / f"job-{job['id']}", ignore_errors=True)
         self.catalog.finish_job(job["id"])
 
+    def _give_up(self, job: dict[str, Any], exc: BaseException, actor: str) -> str:
+        """A planned job that cannot finish (a file-system error while moving): undo what it moved,
+        end it, and leave its session in ERROR with the reason. Returns the reason."""
+        import json
+
+        reason = f"archive could not finish: {_describe(exc)}; the data is still in the prearchive"
+        for item in json.loads(job["plan"]):
+            final = self.layout.root / item["final"]
+            claimed = any(row.path == item["final"] for row in self.catalog.instance_by_uid(item["sop_instance_uid"]))
+            try:
+                if final.is_file() and not claimed:  # a copy: the prearchive file is still there
+                    final.unlink()
+                    storage.remove_empty_dirs(final.parent, self.layout.archive)
+            except OSError:
+                continue
+        shutil.rmtree(self.layout.work / f"job-{job['id']}", ignore_errors=True)
+        self.catalog.fail_archive(job["id"], job["session_id"], ERROR, reason, actor)
+        logger.error("archive job %d could not finish (%s); session #%d is ERROR",
+                     job["id"], type(exc).__name__, job["session_id"])
+        return reason
+
     # ------------------------------------------------------------------ recovery
 
     def recover(self, *, dry_run: bool = False) -> list[str]:
@@ -295,13 +318,34 @@ class Archiver:
             if dry_run:
                 done.append(f"archive job {job['id']}: finished (archive {job['project']}/{job['label']})")
                 continue
-            target = self._roll_forward(job, actor="recovery")
+            try:
+                target = self._roll_forward(job, actor="recovery")
+            except Exception as exc:  # noqa: BLE001 - one job that cannot finish must not stop the start
+                self._give_up(job, exc, "recovery")
+                done.append(f"archive job {job['id']}: could not finish; session {job['session_id']} ERROR")
+                continue
             done.append(f"archive job {job['id']}: finished (archive session {target})")
         for job in self.catalog.archive_jobs(["done"]):
             if not dry_run:
-                self._cleanup(job, json.loads(job["plan"]), [])
+                try:
+                    self._cleanup(job, json.loads(job["plan"]), [])
+                except Exception as exc:  # noqa: BLE001 - archived already: only leftovers remain
+                    self.catalog.fail_archive(job["id"], job["session_id"], ERROR, f"clean-up failed: {_describe(exc)}",
+                                              "recovery")
+                    done.append(f"archive job {job['id']}: clean-up failed ({type(exc).__name__})")
+                    continue
             done.append(f"archive job {job['id']}: cleaned up")
         if not dry_run:
             for line in done:
                 logger.warning("recovery: %s", line)
         return done
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a session's reason: the OS's words without the path (which names labels)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__
+    return type(exc).__name__ if isinstance(exc, (OSError, StorageFailure)) else f"{type(exc).__name__}: {exc}"

@@ -80,3 +80,38 @@ def test_http_import_refuses_a_long_subject_before_staging(tmp_path: Path, make_
     assert reply.status_code == 400
     assert "at most 64" in reply.text
     assert daemon.stores.catalog.sessions(PREARCHIVE) == []
+
+
+def test_a_job_that_cannot_finish_ends_in_error_and_the_daemon_still_starts(tmp_path: Path) -> None:
+    """The archive target cannot be created (here: a file where the project folder belongs, as a
+    300-character label once caused). The job dies at its point of no return; every restart must
+    come back, with the session in ERROR and its data still in the prearchive."""
+    from dicomd.config import load
+    from tests.reliability.harness import ServeProcess
+
+    config_path = write_config(tmp_path, projects="[projects.auto]\nauto_archive = 4\n")
+    data_dir = tmp_path / "data"
+    serve = ServeProcess(config_path, data_dir, tmp_path / "serve.log")
+    serve.start(crashpoint="archive.planned")
+    datasets = generate_study(10, series=1, instances_per_series=2, study_description="auto")
+    assert send(serve.port, datasets) == [0, 0]
+    serve.wait_dead(60)  # SIGKILLed itself right after recording the plan
+    blocker = data_dir / "archive" / "auto"
+    if blocker.is_dir():
+        blocker.rmdir()
+    blocker.write_bytes(b"in the way")
+    for _ in range(2):  # recovery gives up on the job once, and the next start is clean
+        serve.start()
+        assert serve.alive()
+        assert serve.terminate() == 0
+    daemon = Daemon(load(config_path, {"data_dir": str(data_dir)}))
+    daemon.start()
+    try:
+        sessions = daemon.stores.catalog.sessions(PREARCHIVE)
+        assert [s.status for s in sessions] == ["ERROR"]
+        assert "archive could not finish" in sessions[0].reason and "auto" not in sessions[0].reason
+        assert len(daemon.stores.catalog.instances(sessions[0].id)) == 2
+        assert all((data_dir / i.path).is_file() for i in daemon.stores.catalog.instances(sessions[0].id))
+        assert daemon.stores.catalog.archive_jobs(["staging", "moving"]) == []
+    finally:
+        daemon.stop()
