@@ -23,8 +23,9 @@ from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.archive import CopyWriter, SessionWriter, Written
-from dicomd.catalog import Catalog, InstanceRow, SessionRow
+from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
 from dicomd.config import Config
+from dicomd.errors import StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.mappings import MappingStore, convert
@@ -46,9 +47,10 @@ def _read(path: Path) -> Dataset:
 class Anonymizers:
     """One Anonymizer per project, built on first use and shared by every archive job."""
 
-    def __init__(self, config: Config, layout: Layout) -> None:
+    def __init__(self, config: Config, layout: Layout, catalog: Catalog) -> None:
         self.config = config
         self.layout = layout
+        self.catalog = catalog
         self._store: PseudonymStore | None = None  # opened on first use: opening stores writes nothing
         self._by_project: dict[str, Anonymizer | None] = {}
         self._lock = threading.Lock()
@@ -60,10 +62,25 @@ class Anonymizers:
                 wanted = settings is not None and settings.anonymize.enabled and (
                     settings.anonymize.profile != "none" or settings.anonymize.script
                 )
+                if wanted and settings:
+                    self._check_key(project)
                 self._by_project[project] = (
                     Anonymizer(project, settings.anonymize, self._pseudonyms()) if wanted and settings else None
                 )
             return self._by_project[project]
+
+    def _check_key(self, project: str) -> None:
+        """A project whose de-identified data is archived must keep its key: a new one would give
+        its patients new pseudonyms silently (a lost or unreadable keys file stops archiving)."""
+        if self._pseudonyms().has_key(project):
+            return
+        archived = [s for s in self.catalog.sessions(ARCHIVE, projects=[project]) if s.anonymization]
+        if archived:
+            raise StorageFailure(
+                f"the pseudonym key of project {project} is missing from {self.layout.relative(self.layout.pseudonyms)}"
+                f" while the archive holds {len(archived)} de-identified session(s) of it; restore the key with"
+                " `dicomd anon key import BACKUP` (a new key would give every patient new pseudonyms)"
+            )
 
     def _pseudonyms(self) -> PseudonymStore:
         if self._store is None:
@@ -214,7 +231,7 @@ class AnonymizationHooks:
 
 
 def build_hooks(config: Config, layout: Layout, catalog: Catalog) -> AnonymizationHooks:
-    anonymizers = Anonymizers(config, layout)
+    anonymizers = Anonymizers(config, layout, catalog)
     site = SiteTransform(SiteScript(config.anonymize.site_script)) if config.anonymize.site_script else None
     return AnonymizationHooks(
         WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout), anonymizers

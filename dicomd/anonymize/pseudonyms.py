@@ -25,7 +25,7 @@ from dicognito.randomizer import Randomizer
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from dicomd.errors import StorageFailure
+from dicomd.errors import Conflict, InvalidInput, StorageFailure
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,55 @@ class PseudonymStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
             self._keys[project] = key
             return key
+
+    def has_key(self, project: str) -> bool:
+        if project in self._keys:
+            return True
+        row = self._conn().execute("SELECT 1 FROM project_keys WHERE project = ?", (project,)).fetchone()
+        return row is not None
+
+    def export_keys(self) -> list[dict[str, str]]:
+        """Every project's key (hex) and creation time: the backup `dicomd anon key export` writes."""
+        rows = self._conn().execute("SELECT project, key, created FROM project_keys ORDER BY project").fetchall()
+        return [{"project": p, "key": bytes(k).hex(), "created": c} for p, k, c in rows]
+
+    def import_keys(self, rows: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+        """Restore keys from a backup: returns (projects added, projects already holding that key).
+        A project whose key differs from the backup's is refused whole: pseudonyms must never change."""
+        parsed: list[tuple[str, bytes, str]] = []
+        for i, row in enumerate(rows):
+            try:
+                project, key, created = str(row["project"]), bytes.fromhex(str(row["key"])), str(row["created"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput(f"key backup entry {i}: needs project, key (hex) and created") from None
+            if len(key) != KEY_BYTES or not project:
+                raise InvalidInput(f"key backup entry {i}: a key is {KEY_BYTES} bytes and names its project")
+            parsed.append((project, key, created))
+        added: list[str] = []
+        same: list[str] = []
+        with self._lock:
+            conn = self._conn()
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for project, key, created in parsed:
+                    row = conn.execute("SELECT key FROM project_keys WHERE project = ?", (project,)).fetchone()
+                    if row is None:
+                        conn.execute("INSERT INTO project_keys (project, key, created) VALUES (?, ?, ?)",
+                                     (project, key, created))
+                        added.append(project)
+                    elif bytes(row[0]) == key:
+                        same.append(project)
+                    else:
+                        raise Conflict(f"project {project} already has a different key; nothing was imported")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.execute("PRAGMA synchronous=NORMAL")
+            self._keys.clear()
+        return added, same
 
     def record(self, project: str, kind: str, original: str, pseudonym: str) -> None:
         """Remember one original -> pseudonym pair (the first one recorded is kept)."""

@@ -106,4 +106,68 @@ def pseudonym_map(config: Config, project: str, as_json: bool) -> None:
     print_table(rows, ["kind", "original", "pseudonym", "first_seen"])
 
 
+@anon.group("key")
+def key() -> None:
+    """Back up and restore the projects' pseudonym keys (keys/pseudonyms.sqlite).
+
+    A project's key decides every pseudonym its patients get: lose it and the same patient gets
+    new pseudonyms; keep the backup as safe as the identified data.
+    """
+
+
+@key.command("export")
+@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False),
+              help="File to write (created owner-only; '-' for standard output).")
+@store_options
+def key_export(config: Config, output: str) -> None:
+    """Write every project's key to a JSON backup file.
+
+    Example:
+
+        dicomd anon key export --output /secure/dicomd-keys.json
+    """
+    import json
+    import os
+
+    from dicomd.anonymize import PseudonymStore
+
+    path = Layout(config.data_dir).pseudonyms
+    if not path.exists():
+        raise NotFound(f"no pseudonym store at {path}")
+    keys = PseudonymStore(path).export_keys()
+    text = json.dumps({"dicomd_keys": 1, "keys": keys}, indent=2) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    click.echo(f"wrote the keys of {len(keys)} project(s) to {output}")
+
+
+@key.command("import")
+@click.argument("backup", type=click.Path(dir_okay=False, exists=True))
+@store_options
+def key_import(config: Config, backup: str) -> None:
+    """Restore keys from a backup written by `dicomd anon key export`. A project that already has
+    a different key is refused (nothing is imported): pseudonyms never change under a project.
+
+    Example:
+
+        dicomd anon key import /secure/dicomd-keys.json
+    """
+    import json
+
+    from dicomd.anonymize import PseudonymStore
+
+    try:
+        data = json.loads(open(backup, encoding="utf-8").read())
+        rows = data["keys"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InvalidInput(f"{backup}: not a key backup written by `dicomd anon key export`") from None
+    added, same = PseudonymStore(Layout(config.data_dir).pseudonyms).import_keys(rows)
+    click.echo(f"imported {len(added)} key(s){': ' + ', '.join(added) if added else ''};"
+               f" {len(same)} already present")
+
+
 commands = [anon]
