@@ -32,6 +32,7 @@ PROFILE_OPTIONS = (
     "clean_descriptors",
 )
 OVERWRITE_POLICIES = ("none", "append", "delete")
+SESSION_LABELS = ("study", "patient_id")
 AUTO_ARCHIVE_CODES = (0, 4, 5)
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
@@ -202,6 +203,11 @@ class Config:
         default_factory=ArchiveLimitsConfig, metadata=_help("limits on uploaded and dropped archives")
     )
     routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("site-wide routing rules"))
+    session_label: str = field(
+        default="study",
+        metadata=_help("a session label no rule, comment or parameter gave: study (Patient ID + a short hash of"
+                       " the Study Instance UID: one session per study) or patient_id (XNAT's plain Patient ID)"),
+    )
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
     mappings: tuple[MappingConfig, ...] = field(default=(), metadata=_help("custom DICOM mappings"))
@@ -266,6 +272,8 @@ def _apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
 def _finish(config: Config, base: Path, source: str) -> Config:
     data_dir = config.data_dir if config.data_dir.is_absolute() else (base / config.data_dir)
     projects = {pid: dataclasses.replace(p, id=pid) for pid, p in config.projects.items()}
+    if config.session_label not in SESSION_LABELS:
+        raise ConfigError(f"{source}: session_label: must be one of {', '.join(SESSION_LABELS)}")
     for pid, project in projects.items():
         if not _LABEL_RE.match(pid):
             raise ConfigError(f"{source}: projects.{pid}: a project ID may hold only A-Z a-z 0-9 _ -")

@@ -155,6 +155,7 @@ class Ingest:
             table=table,
             fixed_project=source.fixed_project,
             explicit=source.explicit,
+            study_uid=header.study_instance_uid if self.config.session_label == "study" else None,
         )
 
     def forget_session(self, session_id: int) -> None:

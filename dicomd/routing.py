@@ -8,6 +8,7 @@ Patient ID. Unroutable data goes to `Unassigned`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -81,6 +82,14 @@ def check_label(value: str, what: str) -> str:
     return value
 
 
+def study_label(base: str, study_uid: str) -> str:
+    """One label per study from a fallback label (the Patient ID, or none): the same study always
+    gets the same label, another study of the patient another one: `PID000123_3f9a2c81`. Only the
+    Study Instance UID decides (instances of one study that disagree on other values stay together)."""
+    suffix = "_" + hashlib.sha256(study_uid.encode()).hexdigest()[:8]
+    return base[: MAX_LABEL - len(suffix)] + suffix
+
+
 def comment_assignments(header: Header) -> dict[str, str]:
     """`Key: value` assignments from the comment tags, first tag that has a key wins."""
     found: dict[str, str] = {}
@@ -146,8 +155,11 @@ def route(
     table: RoutingTable = RoutingTable(),
     fixed_project: str = "",
     explicit: Explicit = Explicit(),
+    study_uid: str | None = None,
 ) -> Route:
-    """Decide where one instance goes. ``resolve_project`` maps an ID or alias to a project ID."""
+    """Decide where one instance goes. ``resolve_project`` maps an ID or alias to a project ID.
+    With ``study_uid``, a fallback session label is made per study (:func:`study_label`); without
+    it, the Patient ID itself is the label (XNAT's rule)."""
     comments = comment_assignments(header)
     project = _pick_project(header, comments, resolve_project, table, fixed_project, explicit)
     subject, subject_from = _pick(
@@ -158,6 +170,8 @@ def route(
     )
     if not session:
         session, session_from = DEFAULT_SESSION, "default"
+    if study_uid is not None and session_from in ("patient_id", "default"):
+        session = study_label(session, study_uid)
     if not subject:
         subject, subject_from = "", "default"
     aa = comments.get("aa", "").lower()

@@ -135,7 +135,11 @@ def test_late_data_for_review_project_is_a_visible_conflict(daemon):
     assert daemon.stores.catalog.sessions(ARCHIVE)[0].instances == 3
 
 
-def test_archive_conflict_when_session_exists(daemon):
+def test_archive_conflict_when_session_exists(make_daemon, tmp_path):
+    # XNAT's plain Patient ID label: a second study of the patient lands on the first one's label
+    config = write_config(tmp_path)
+    config.write_text('session_label = "patient_id"\n' + config.read_text())
+    daemon = make_daemon(config)
     patient = make_patient(3)
     first = generate_study(30, patient=patient, series=1, instances_per_series=2, study_description="demo")
     second = generate_study(31, patient=patient, series=1, instances_per_series=2, study_description="demo")

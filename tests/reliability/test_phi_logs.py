@@ -149,7 +149,9 @@ def test_a_conflict_is_logged_without_the_identified_archive_path(
         tmp_path: Path, make_daemon: Callable[..., Daemon], caplog: pytest.LogCaptureFixture) -> None:
     # Given an identified project that auto-archives and refuses to overwrite
     caplog.set_level(logging.INFO)
-    daemon = make_daemon(write_config(tmp_path, projects="[projects.plain]\nauto_archive = 4\n"))
+    config = write_config(tmp_path, projects="[projects.plain]\nauto_archive = 4\n")
+    config.write_text('session_label = "patient_id"\n' + config.read_text())  # studies share a label
+    daemon = make_daemon(config)
     catalog = daemon.stores.catalog
     patient = make_patient(35)
     first, second = (generate_study(seed, patient=patient, series=1, instances_per_series=1, rows=8, cols=8,

@@ -1,0 +1,90 @@
+"""A patient's second (and third) visit: each study is its own session of one subject, in the
+prearchive and in the archive, with and without anonymization; re-sends change nothing and late
+instances join their study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from dicomd.catalog import ARCHIVE, PREARCHIVE
+from dicomd.daemon import Daemon
+from dicomd.routing import study_label
+from dicomd.testing.generator import generate_study, make_patient
+from tests.conftest import send, wait_for, write_config
+
+PROJECTS = """
+[projects.plain]
+auto_archive = 4
+overwrite = "append"
+
+[projects.anon]
+auto_archive = 4
+overwrite = "append"
+[projects.anon.anonymize]
+enabled = true
+"""
+
+
+@pytest.mark.parametrize("project", ["plain", "anon"])
+def test_three_studies_of_one_patient_are_three_sessions_of_one_subject(
+        tmp_path: Path, make_daemon: Callable[..., Daemon], project: str) -> None:
+    daemon = make_daemon(write_config(tmp_path, projects=PROJECTS))
+    catalog = daemon.stores.catalog
+    patient = make_patient(51)
+    studies = [generate_study(seed, patient=patient, series=1, instances_per_series=2, study_description=project)
+               for seed in (51, 52, 53)]
+    # Given three studies of one patient sent one after the other
+    for number, study in enumerate(studies, start=1):
+        assert send(daemon.dicom_port(), study) == [0, 0]
+        wait_for(lambda: len(catalog.sessions(ARCHIVE, projects=[project])) == number, timeout=30)
+    archived = catalog.sessions(ARCHIVE, projects=[project])
+    # Then they are three archived sessions of one subject, none in CONFLICT
+    assert len({s.label for s in archived}) == 3
+    assert len({s.subject for s in archived}) == 1
+    assert all(s.label != s.subject for s in archived)
+    assert not catalog.sessions(PREARCHIVE, status="CONFLICT")
+    if project == "anon":
+        assert not any(patient.patient_id in s.label for s in archived)
+    # When the first study is sent again, and a late instance of the second arrives (the projects
+    # append late data; under overwrite = "none" both would wait in CONFLICT for a person)
+    assert send(daemon.dicom_port(), studies[0]) == [0, 0]
+    late = generate_study(52, patient=patient, series=2, instances_per_series=2, study_description=project)[-1]
+    assert send(daemon.dicom_port(), [late]) == [0]
+    # Then nothing new is archived beside them: the re-send changes nothing, the late one joins
+    wait_for(lambda: not catalog.sessions(PREARCHIVE), timeout=30)
+    after = catalog.sessions(ARCHIVE, projects=[project])
+    assert sorted(s.label for s in after) == sorted(s.label for s in archived)
+    assert sorted(s.instances for s in after) == [2, 2, 3]
+
+
+def test_the_plain_patient_id_label_stays_available(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    config = write_config(tmp_path, projects=PROJECTS)
+    config.write_text('session_label = "patient_id"\n' + config.read_text())
+    daemon = make_daemon(config)
+    study = generate_study(54, series=1, instances_per_series=1, study_description="plain")
+    assert send(daemon.dicom_port(), study) == [0]
+    row = wait_for(lambda: daemon.stores.catalog.sessions(ARCHIVE), timeout=30)[0]
+    assert row.label == study[0].PatientID
+
+
+def test_study_labels_are_stable_distinct_and_bounded() -> None:
+    assert study_label("PID1", "1.2.3") == study_label("PID1", "1.2.3")
+    assert study_label("PID1", "1.2.3") != study_label("PID1", "1.2.4")
+    assert len(study_label("x" * 64, "1.2.3")) == 64
+
+
+@pytest.mark.parametrize("overwrite", ["none", "delete"])
+def test_two_visits_archive_side_by_side_under_every_policy(tmp_path: Path, make_daemon: Callable[..., Daemon],
+                                                            overwrite: str) -> None:
+    projects = f'[projects.plain]\nauto_archive = 4\noverwrite = "{overwrite}"\n'
+    daemon = make_daemon(write_config(tmp_path, projects=projects))
+    patient = make_patient(55)
+    for seed in (55, 56):
+        study = generate_study(seed, patient=patient, series=1, instances_per_series=1, study_description="plain")
+        assert send(daemon.dicom_port(), study) == [0]
+    archived = wait_for(lambda: (rows := daemon.stores.catalog.sessions(ARCHIVE)) and len(rows) == 2 and rows,
+                        timeout=30)
+    assert len({s.subject for s in archived}) == 1 and len({s.label for s in archived}) == 2
