@@ -3,8 +3,11 @@
 A batch is all-or-nothing. Archives are expanded member by member into a temporary folder under
 ``tmp/`` (never whole in memory), refusing hostile ones (paths escaping the target, links, devices,
 too many members, too many uncompressed bytes - counted as they are written, not as the headers
-claim). Every member's header is checked before anything is staged; an unparseable member fails
-the batch unless ``ignore_unparsable`` is set, in which case it is quarantined. If staging fails
+claim). Stray files are skipped and listed, never a reason to refuse the batch: a file that is not
+DICOM at all (no `DICM` at byte 128 and no plausible leading group 0002/0008 element), a
+`DICOMDIR`, and the usual system files (hidden files, `Thumbs.db`, `desktop.ini`, `__MACOSX/`).
+Every other member's header is checked before anything is staged; a DICOM member that is corrupt
+fails the batch unless ``ignore_unparsable`` is set, in which case it is quarantined. If staging fails
 part-way, what the batch added is removed again, so a failed upload leaves nothing behind.
 
 Example::
@@ -15,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import lzma
@@ -82,6 +86,15 @@ class BatchResult:
     duplicates: int
     bad: tuple[tuple[str, str], ...]
     quarantined: int
+    skipped: tuple[tuple[str, str], ...] = ()  # (member name, why) of stray files left out
+
+    def skipped_text(self, shown: int = 10) -> str:
+        """`skipped 2 non-DICOM files: README.txt, MANIFEST.json` (empty when none)."""
+        if not self.skipped:
+            return ""
+        names = ", ".join(name for name, _why in self.skipped[:shown])
+        more = f" and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
+        return f"skipped {len(self.skipped)} non-DICOM file(s): {names}{more}"
 
 
 @dataclass(frozen=True)
@@ -127,13 +140,16 @@ def stage_batch(
     limits: Limits | None = None,
     progress: Progress | None = None,
     consume: bool = False,
+    keep_skipped: bool = False,
 ) -> BatchResult:
     """Stage everything in ``path`` as one all-or-nothing batch (see the module docstring).
 
     ``limits`` default to the configuration's ``[archive_limits]``. ``progress(done, total)`` is called with member counts as members are staged. With ``consume``
     the caller gives up a single-file ``path`` (an upload): it is moved into the store or the
     quarantine. A folder's files are always copied (a roll-back must not lose originals) and left
-    where they are; archives are extracted, so ``path`` itself is left in place.
+    where they are; archives are extracted, so ``path`` itself is left in place. With
+    ``keep_skipped`` (the drop folder, which removes what it read) skipped files are kept in the
+    quarantine with their reason instead of being left out silently.
     """
     path = Path(path)
     if not path.exists():
@@ -144,17 +160,26 @@ def stage_batch(
         members = list(expand(path, temp, limits or Limits.from_config(stores.config), consume=consume))
         if not members:
             raise InvalidInput(f"{path.name}: no files to import")
+        members, skipped = split_strays(members)
+        if not members and not keep_skipped:
+            raise InvalidInput(f"{path.name}: no DICOM files to import ({_skipped_reasons(skipped)})")
         good, bad = check_members(members)
         if bad and not ignore_unparsable:
             raise InvalidInput(_describe_bad(path.name, bad))
         staged, rejected = _stage_all(stores, good, source, progress)
         bad += rejected
-        for member, reason in bad:
+        kept = [(m, f"skipped: {why}") for m, why in skipped] if keep_skipped else []
+        for member, reason in bad + kept:
             quarantine(
                 stores.layout, stores.catalog, member.path, source,
                 f"{member.name}: {reason}", move=member.temporary,
             )
-    return _result(stores, staged, bad)
+    result = _result(stores, staged, bad)
+    if skipped:
+        logger.info("batch: %s", f"skipped {len(skipped)} non-DICOM file(s)")
+        logger.debug("batch: %s", ", ".join(m.name for m, _why in skipped))
+    return dataclasses.replace(result, skipped=tuple((m.name, why) for m, why in skipped),
+                               quarantined=result.quarantined + len(kept))
 
 
 def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False) -> Iterator[Member]:
@@ -168,6 +193,57 @@ def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False) -> 
         yield from _extract_tar(path, temp, _Budget(limits))
     else:
         yield Member(path.name, path, consume)
+
+
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r", ".ds_store"})
+_LEADING_GROUPS = (0x0002, 0x0008)
+
+
+def stray_reason(member: Member) -> str | None:
+    """Why a batch member is a stray file to skip (None for a DICOM candidate)."""
+    name = member.name.replace("\\", "/").rsplit("/", 1)[-1]
+    if name.lower() in SYSTEM_FILES or name.startswith("._"):
+        return "a system file"
+    if name.upper() == "DICOMDIR":
+        return "a DICOMDIR (a media index, not an image)"
+    try:
+        with open(member.path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None  # unreadable: check_members reports it
+    if head[128:132] == b"DICM":
+        return None
+    return None if _plausible_dataset(head) else "not a DICOM file"
+
+
+def _plausible_dataset(head: bytes) -> bool:
+    """A bare dataset (no preamble) starts with a group 0002 or 0008 element, implicit or explicit VR."""
+    if len(head) < 8:
+        return False
+    group, element = struct.unpack("<HH", head[:4])
+    if group not in _LEADING_GROUPS or element > 0x1FFF:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    (length,) = struct.unpack("<I", head[4:8])
+    return length < 2**24 or length == 0xFFFFFFFF
+
+
+def split_strays(members: list[Member]) -> tuple[list[Member], list[tuple[Member, str]]]:
+    kept: list[Member] = []
+    strays: list[tuple[Member, str]] = []
+    for member in members:
+        reason = stray_reason(member)
+        if reason is None:
+            kept.append(member)
+        else:
+            strays.append((member, reason))
+    return kept, strays
+
+
+def _skipped_reasons(skipped: list[tuple[Member, str]]) -> str:
+    return "; ".join(f"{m.name}: {why}" for m, why in skipped[:10]) or "nothing in it"
 
 
 def check_members(members: list[Member]) -> tuple[list[tuple[Member, HeaderInfo]], list[tuple[Member, str]]]:

@@ -293,7 +293,8 @@ class DropFolders:
 
     def _ingest_file(self, watched: Watched, entry: Path) -> None:
         consume = not watched.config.processed
-        result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True, consume=consume)
+        result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True, consume=consume,
+                             keep_skipped=True)
         if entry.exists():
             if result.quarantined:
                 entry.unlink()  # a copy is in the quarantine
@@ -313,7 +314,7 @@ class DropFolders:
     def _ingest_folder(self, watched: Watched, entry: Path) -> None:
         before = {path: storage.file_stamp(path) for path in _visible_files(entry)}
         result = stage_batch(self.stores, entry, watched.source(), ignore_unparsable=True,
-                             progress=self._unless_stopping)
+                             progress=self._unless_stopping, keep_skipped=True)
         # Each file listed before the batch and unchanged since is staged or quarantined now;
         # anything that arrived or changed meanwhile stays for the next round. Hidden files stay.
         target = self._processed_target(watched, entry) if watched.config.processed else None
@@ -366,6 +367,6 @@ def _log(entry: Path, result: BatchResult) -> None:
     # file names can carry patient names: only at DEBUG
     logger.debug("drop folder: %s read", entry.name)
     logger.info(
-        "drop folder: %d staged, %d duplicate(s), %d quarantined, %d session(s)",
-        result.staged, result.duplicates, result.quarantined, len(result.sessions),
+        "drop folder: %d staged, %d duplicate(s), %d quarantined (%d of them skipped non-DICOM files), %d session(s)",
+        result.staged, result.duplicates, result.quarantined, len(result.skipped), len(result.sessions),
     )

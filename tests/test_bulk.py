@@ -127,22 +127,27 @@ def test_one_bad_member_fails_the_whole_batch(stores: Stores, study: list[Path],
     with pytest.raises(InvalidInput) as info:
         stage_batch(stores, archive, SOURCE)
     message = str(info.value)
-    assert "notes.txt" in message and "cut.dcm" in message and "2 unparseable" in message
+    # the corrupt DICOM member refuses the batch; the stray text file is no reason to
+    assert "cut.dcm" in message and "1 unparseable" in message and "notes.txt" not in message
     assert_nothing_staged(stores)
 
 
 def test_ignore_unparsable_quarantines_the_bad_members(stores: Stores, study: list[Path], tmp_path: Path) -> None:
     files = study_files(study)
     files["notes.txt"] = b"hello"
+    cut = study[0].read_bytes()[:600]
+    files["cut.dcm"] = cut
     archive = make_zip(tmp_path / "upload.zip", files)
     result = stage_batch(stores, archive, SOURCE, ignore_unparsable=True)
     assert (result.staged, result.quarantined) == (6, 1)
-    assert result.bad[0][0] == "notes.txt"
+    assert result.bad[0][0] == "cut.dcm"
+    assert result.skipped == (("notes.txt", "not a DICOM file"),)
+    assert result.skipped_text() == "skipped 1 non-DICOM file(s): notes.txt"
     held = stores.catalog.quarantine()
-    assert len(held) == 1 and "notes.txt" in held[0].reason
+    assert len(held) == 1 and "cut.dcm" in held[0].reason
     data = stores.layout.root / held[0].path
-    assert data.read_bytes() == b"hello"
-    assert "notes.txt" in (data.parent / "reason.txt").read_text()
+    assert data.read_bytes() == cut
+    assert "cut.dcm" in (data.parent / "reason.txt").read_text()
     assert list(stores.layout.tmp.iterdir()) == []
 
 

@@ -65,10 +65,11 @@ def test_json_summary_and_duplicates(tmp_path: Path) -> None:
 
 
 def test_a_bad_file_fails_its_path_only(tmp_path: Path) -> None:
-    # Given a folder with a junk file and a good folder
+    # Given a folder with a corrupt DICOM file and a good folder
     config = write_config(tmp_path)
-    bad = study(tmp_path, 4)[0].parent
-    (bad / "notes.txt").write_text("not dicom")
+    files = study(tmp_path, 4)
+    bad = files[0].parent
+    (bad / "notes.txt").write_bytes(files[0].read_bytes()[:600])  # DICOM, whatever its name says
     good = study(tmp_path, 5)[0].parent
     # When both are imported
     result = run(config, str(bad), str(good))
@@ -81,12 +82,39 @@ def test_a_bad_file_fails_its_path_only(tmp_path: Path) -> None:
 
 def test_ignore_unparsable_quarantines(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    folder = study(tmp_path, 6)[0].parent
+    files = study(tmp_path, 6)
+    folder = files[0].parent
+    (folder / "cut.dcm").write_bytes(files[0].read_bytes()[:600])
     (folder / "notes.txt").write_text("not dicom")
     result = run(config, str(folder), "--ignore-unparsable")
     assert result.exit_code == 0, result.output
     assert "3 file(s)" in result.stdout and "1 quarantined" in result.stdout
-    assert "notes.txt" in result.stdout
+    assert "cut.dcm" in result.stdout and "skipped 1 non-DICOM file(s): notes.txt" in result.stdout
+
+
+def test_stray_files_beside_the_images_are_skipped_and_listed(tmp_path: Path) -> None:
+    # Given a folder with a README, a manifest, a DICOMDIR and macOS/Windows litter beside the images
+    config = write_config(tmp_path)
+    folder = study(tmp_path, 8)[0].parent
+    (folder / "README.txt").write_text("scans from the MR\n")
+    (folder / "MANIFEST.json").write_text('{"files": 3}')
+    (folder / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    # When it is imported
+    result = run(config, str(folder), "--json")
+    # Then the images are staged and the strays listed, not refused
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["staged"] == 3 and data["quarantined"] == 0
+    assert sorted(s["member"] for s in data["skipped"]) == ["DICOMDIR", "MANIFEST.json", "README.txt", "Thumbs.db"]
+    # and a folder with no DICOM at all is refused in words an operator understands
+    empty = tmp_path / "docs"
+    empty.mkdir()
+    (empty / "MANIFEST.json").write_text("{}")
+    result = run(config, str(empty))
+    assert result.exit_code == 1
+    assert "no DICOM files to import" in result.stderr and "MANIFEST.json: not a DICOM file" in result.stderr
 
 
 def test_unknown_project_is_a_usage_error(tmp_path: Path) -> None:

@@ -119,12 +119,14 @@ def test_archive_with_a_bad_member_is_quarantined_whole(tmp_path: Path, make_dae
     daemon = make_daemon(drop_config(tmp_path))
     staging = tmp_path / "bad.zip"
     with zipfile.ZipFile(staging, "w") as zf:
-        for p in study(tmp_path):
+        files = study(tmp_path)
+        for p in files:
             zf.write(p, p.name)
-        zf.writestr("readme.txt", "hello")
+        zf.writestr("readme.txt", "hello")  # a stray file is skipped, never a reason to refuse
+        zf.writestr("cut.dcm", files[0].read_bytes()[:600])
     staging.rename(tmp_path / "drop" / "bad.zip")
     entries = wait_for(lambda: held(daemon))
-    assert "readme.txt" in entries[0].reason
+    assert "cut.dcm" in entries[0].reason and "readme.txt" not in entries[0].reason
     assert instances(daemon) == 0
     assert not (tmp_path / "drop" / "bad.zip").exists()
 

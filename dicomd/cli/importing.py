@@ -28,6 +28,7 @@ class _Tally:
     duplicates: int = 0
     quarantined: int = 0
     bad: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, path: Path, result: BatchResult) -> None:
@@ -37,6 +38,7 @@ class _Tally:
         self.duplicates += result.duplicates
         self.quarantined += result.quarantined
         self.bad += [(str(path), name, reason) for name, reason in result.bad]
+        self.skipped += [(str(path), name, why) for name, why in result.skipped]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class _Tally:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "bad": [{"path": p, "member": n, "reason": r} for p, n, r in self.bad],
+            "skipped": [{"path": p, "member": n, "reason": r} for p, n, r in self.skipped],
             "failed": [{"path": p, "error": e} for p, e in self.failed],
         }
 
@@ -159,6 +162,10 @@ def _report(tally: _Tally, as_json: bool) -> None:
             click.echo(f"  {row.url}  ({row.instances} instances)")
         for path, name, reason in tally.bad:
             click.echo(f"  quarantined {path}: {name}: {reason}")
+        if tally.skipped:
+            names = ", ".join(name for _path, name, _why in tally.skipped[:10])
+            more = f" and {len(tally.skipped) - 10} more" if len(tally.skipped) > 10 else ""
+            click.echo(f"  skipped {len(tally.skipped)} non-DICOM file(s): {names}{more}")
     for path, error in tally.failed:
         click.echo(f"Error: {path}: {error}", err=True)
 
