@@ -15,14 +15,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from dicomd import storage
-from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, InstanceRow, SessionRow
+from dicomd.catalog import ArchiveJob, Catalog, InstanceRow, PlanItem, SessionRow
 from dicomd.config import Config
+from dicomd.crashpoints import crashpoint
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
 from dicomd.layout import Layout
-from dicomd.crashpoints import crashpoint
+from dicomd.lifecycle import JobState, Stage, Status
 from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
@@ -140,16 +141,16 @@ class Archiver:
         try:
             plan, subject, label, study_uid, fingerprint = self._stage(session, policy, work_dir, force_review)
         except HeldForReview as exc:
-            self._rollback(job_id, session_id, work_dir, REVIEW, str(exc), actor)
+            self._rollback(job_id, session_id, work_dir, Status.REVIEW, str(exc), actor)
             raise
         except Conflict as exc:
-            self._rollback(job_id, session_id, work_dir, CONFLICT, str(exc), actor)
+            self._rollback(job_id, session_id, work_dir, Status.CONFLICT, str(exc), actor)
             raise
         except DicomdError as exc:
-            self._rollback(job_id, session_id, work_dir, ERROR, str(exc), actor)
+            self._rollback(job_id, session_id, work_dir, Status.ERROR, str(exc), actor)
             raise
         except Exception as exc:
-            self._rollback(job_id, session_id, work_dir, ERROR, f"{type(exc).__name__}: {exc}", actor)
+            self._rollback(job_id, session_id, work_dir, Status.ERROR, f"{type(exc).__name__}: {exc}", actor)
             raise
         self.catalog.plan_archive(job_id, subject, label, plan, study_uid=study_uid, fingerprint=fingerprint)
         crashpoint("archive.planned")
@@ -164,14 +165,14 @@ class Archiver:
 
     def _stage(
         self, session: SessionRow, policy: str, work_dir: Path, force_review: bool
-    ) -> tuple[list[dict[str, Any]], str, str, str, str]:
+    ) -> tuple[list[PlanItem], str, str, str, str]:
         writer = self.writers(session)
         subject, label = writer.labels()
         instances = self.catalog.instances(session.id)
         if not instances:
             raise DicomdError("the session has no instances")
         storage.ensure_dir(work_dir)
-        plan: list[dict[str, Any]] = []
+        plan: list[PlanItem] = []
         study_uids: set[str] = set()
         for inst in instances:
             src = self.layout.resolve(inst.path)
@@ -187,17 +188,17 @@ class Archiver:
             study_uids.add(written.study_instance_uid)
             final = f"archive/{session.project}/{subject}/{label}/{written.relpath}"
             plan.append(
-                {
-                    "work": str(work_dir / written.relpath),
-                    "final": final,
-                    "prearchive": inst.path,
-                    "received_at": inst.received_at,
-                    "source": inst.source,
+                PlanItem(
+                    work=str(work_dir / written.relpath),
+                    final=final,
+                    prearchive=inst.path,
+                    received_at=inst.received_at,
+                    source=inst.source,
                     **{k: getattr(written, k) for k in (
                         "scan_id", "sop_instance_uid", "sop_class_uid", "series_instance_uid", "series_number",
                         "series_description", "modality", "study_date", "study_time", "transfer_syntax", "size",
                         "sha256")},
-                }
+                )
             )
         storage.flush_everything()  # every work file and folder durable before the plan is recorded
         reason = None if force_review else writer.review_reason()
@@ -207,8 +208,8 @@ class Archiver:
         self._check_conflicts(session.project, label, study_uid, plan, policy)
         return plan, subject, label, study_uid, writer.fingerprint
 
-    def _check_conflicts(self, project: str, label: str, study_uid: str, plan: list[dict[str, Any]], policy: str) -> None:
-        existing = self.catalog.find_session("archive", project, "", label)
+    def _check_conflicts(self, project: str, label: str, study_uid: str, plan: Sequence[PlanItem], policy: str) -> None:
+        existing = self.catalog.find_session(Stage.ARCHIVE, project, "", label)
         if existing is None:
             return
         if policy == "none":
@@ -218,7 +219,7 @@ class Archiver:
         if policy == "delete":
             return
         archived = {i.sop_instance_uid: i.sha256 for i in self.catalog.instances(existing.id)}
-        clashes = [p["sop_instance_uid"] for p in plan if archived.get(p["sop_instance_uid"], p["sha256"]) != p["sha256"]]
+        clashes = [p.sop_instance_uid for p in plan if archived.get(p.sop_instance_uid, p.sha256) != p.sha256]
         if clashes:
             raise Conflict(
                 f"{len(clashes)} instance(s) differ from archived objects with the same SOP Instance UID "
@@ -235,19 +236,17 @@ class Archiver:
 
     # ------------------------------------------------------------------ moving + commit (idempotent)
 
-    def _roll_forward(self, job: dict[str, Any], *, study_uid: str = "", fingerprint: str = "", actor: str = "") -> int:
-        import json
-
-        plan: list[dict[str, Any]] = json.loads(job["plan"])
+    def _roll_forward(self, job: ArchiveJob, *, study_uid: str = "", fingerprint: str = "", actor: str = "") -> int:
+        plan = job.plan
         old_files: list[Path] = []
-        if job["overwrite"] == "delete":
-            existing = self.catalog.find_session("archive", job["project"], "", job["label"])
+        if job.replaces_archived:
+            existing = self.catalog.find_session(Stage.ARCHIVE, job.project, "", job.label)
             if existing is not None:
-                keep = {p["final"] for p in plan}
+                keep = {p.final for p in plan}
                 old_files = [self.layout.resolve(i.path) for i in self.catalog.instances(existing.id) if i.path not in keep]
         touched: set[Path] = set()
         for item in plan:
-            work, final = Path(item["work"]), self.layout.root / item["final"]
+            work, final = Path(item.work), self.layout.root / item.final
             storage.ensure_dir(final.parent)
             if work.exists():
                 os.replace(work, final)
@@ -255,8 +254,8 @@ class Archiver:
                 crashpoint("archive.moving")
         for folder in touched:
             storage.fsync_dir(folder)
-        study_uid = study_uid or job.get("study_uid") or ""
-        fingerprint = fingerprint or job.get("fingerprint") or ""
+        study_uid = study_uid or job.study_uid
+        fingerprint = fingerprint or job.fingerprint
         fields: dict[str, Any] = {}
         if fingerprint:
             fields["anonymization"] = fingerprint
@@ -265,39 +264,37 @@ class Archiver:
         self._cleanup(job, plan, old_files)
         return target_id
 
-    def _cleanup(self, job: dict[str, Any], plan: list[dict[str, Any]], old_files: list[Path]) -> None:
+    def _cleanup(self, job: ArchiveJob, plan: Sequence[PlanItem], old_files: list[Path]) -> None:
         for path in old_files:
             path.unlink(missing_ok=True)
         folders: set[Path] = set()
         for item in plan:
-            pre = self.layout.root / item["prearchive"]
+            pre = self.layout.root / item.prearchive
             pre.unlink(missing_ok=True)
             folders.add(pre.parent)
             crashpoint("archive.cleaning")
         for folder in folders:
             storage.remove_empty_dirs(folder, self.layout.prearchive)
-        shutil.rmtree(self.layout.work / f"job-{job['id']}", ignore_errors=True)
-        self.catalog.finish_job(job["id"])
+        shutil.rmtree(self.layout.work / f"job-{job.id}", ignore_errors=True)
+        self.catalog.finish_job(job.id)
 
-    def _give_up(self, job: dict[str, Any], exc: BaseException, actor: str) -> str:
+    def _give_up(self, job: ArchiveJob, exc: BaseException, actor: str) -> str:
         """A planned job that cannot finish (a file-system error while moving): undo what it moved,
         end it, and leave its session in ERROR with the reason. Returns the reason."""
-        import json
-
         reason = f"archive could not finish: {_describe(exc)}; the data is still in the prearchive"
-        for item in json.loads(job["plan"]):
-            final = self.layout.root / item["final"]
-            claimed = any(row.path == item["final"] for row in self.catalog.instance_by_uid(item["sop_instance_uid"]))
+        for item in job.plan:
+            final = self.layout.root / item.final
+            claimed = any(row.path == item.final for row in self.catalog.instance_by_uid(item.sop_instance_uid))
             try:
                 if final.is_file() and not claimed:  # a copy: the prearchive file is still there
                     final.unlink()
                     storage.remove_empty_dirs(final.parent, self.layout.archive)
             except OSError:
                 continue
-        shutil.rmtree(self.layout.work / f"job-{job['id']}", ignore_errors=True)
-        self.catalog.fail_archive(job["id"], job["session_id"], ERROR, reason, actor)
+        shutil.rmtree(self.layout.work / f"job-{job.id}", ignore_errors=True)
+        self.catalog.fail_archive(job.id, job.session_id, Status.ERROR, reason, actor)
         logger.error("archive job %d could not finish (%s); session #%d is ERROR",
-                     job["id"], type(exc).__name__, job["session_id"])
+                     job.id, type(exc).__name__, job.session_id)
         return reason
 
     # ------------------------------------------------------------------ recovery
@@ -305,36 +302,34 @@ class Archiver:
     def recover(self, *, dry_run: bool = False) -> list[str]:
         """Finish or roll back archive jobs a crash interrupted. Returns what was (or, with
         ``dry_run``, would be) done; a dry run changes nothing."""
-        import json
-
         done: list[str] = []
-        for job in self.catalog.archive_jobs(["staging"]):
+        for job in self.catalog.archive_jobs([JobState.STAGING]):
             if not dry_run:
-                work = self.layout.work / f"job-{job['id']}"
+                work = self.layout.work / f"job-{job.id}"
                 # RECEIVING, not READY: the watcher rebuilds it and re-decides (auto-archive resumes)
-                self._rollback(job["id"], job["session_id"], work, RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
-            done.append(f"archive job {job['id']}: rolled back (session {job['session_id']} RECEIVING)")
-        for job in self.catalog.archive_jobs(["moving"]):
+                self._rollback(job.id, job.session_id, work, Status.RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
+            done.append(f"archive job {job.id}: rolled back (session {job.session_id} RECEIVING)")
+        for job in self.catalog.archive_jobs([JobState.MOVING]):
             if dry_run:
-                done.append(f"archive job {job['id']}: finished (archive {job['project']}/{job['label']})")
+                done.append(f"archive job {job.id}: finished (archive {job.project}/{job.label})")
                 continue
             try:
                 target = self._roll_forward(job, actor="recovery")
             except Exception as exc:  # noqa: BLE001 - one job that cannot finish must not stop the start
                 self._give_up(job, exc, "recovery")
-                done.append(f"archive job {job['id']}: could not finish; session {job['session_id']} ERROR")
+                done.append(f"archive job {job.id}: could not finish; session {job.session_id} ERROR")
                 continue
-            done.append(f"archive job {job['id']}: finished (archive session {target})")
-        for job in self.catalog.archive_jobs(["done"]):
+            done.append(f"archive job {job.id}: finished (archive session {target})")
+        for job in self.catalog.archive_jobs([JobState.DONE]):
             if not dry_run:
                 try:
-                    self._cleanup(job, json.loads(job["plan"]), [])
+                    self._cleanup(job, job.plan, [])
                 except Exception as exc:  # noqa: BLE001 - archived already: only leftovers remain
-                    self.catalog.fail_archive(job["id"], job["session_id"], ERROR, f"clean-up failed: {_describe(exc)}",
-                                              "recovery")
-                    done.append(f"archive job {job['id']}: clean-up failed ({type(exc).__name__})")
+                    self.catalog.fail_archive(job.id, job.session_id, Status.ERROR,
+                                              f"clean-up failed: {_describe(exc)}", "recovery")
+                    done.append(f"archive job {job.id}: clean-up failed ({type(exc).__name__})")
                     continue
-            done.append(f"archive job {job['id']}: cleaned up")
+            done.append(f"archive job {job.id}: cleaned up")
         if not dry_run:
             for line in done:
                 logger.warning("recovery: %s", line)

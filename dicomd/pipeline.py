@@ -11,9 +11,10 @@ import threading
 import time
 
 from dicomd.archive import Archiver
-from dicomd.catalog import CONFLICT, READY, Catalog, SessionRow
+from dicomd.catalog import Catalog, SessionRow
 from dicomd.config import Config
 from dicomd.errors import DicomdError
+from dicomd.lifecycle import Status
 from dicomd.prearchive import Prearchive
 from dicomd.routing import UNASSIGNED
 
@@ -70,14 +71,14 @@ class SessionWatcher:
         return built
 
     def _maybe_archive(self, row: SessionRow) -> None:
-        if row.status != READY or row.project == UNASSIGNED:
+        if row.status != Status.READY or row.project == UNASSIGNED:
             return
         project = self.config.project(row.project)
         policy = project.overwrite_policy if project else "none"
         if row.late_for is not None and self.catalog.archived_study(row.project, row.study_instance_uid):
             if policy == "none":
                 self.catalog.set_status(
-                    row.id, CONFLICT,
+                    row.id, Status.CONFLICT,
                     "late data for a study already in the archive; archive it with overwrite=append to merge",
                     actor="watcher",
                 )

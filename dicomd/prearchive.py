@@ -11,26 +11,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dicomd import storage
-from dicomd.catalog import (
-    ARCHIVE,
-    BUILDING,
-    CONFLICT,
-    DELETING,
-    ERROR,
-    MOVING,
-    PREARCHIVE,
-    READY,
-    RECEIVABLE,
-    RECEIVING,
-    Catalog,
-    NewInstance,
-    SessionRow,
-)
+from dicomd.catalog import Catalog, NewInstance, SessionRow
 from dicomd.config import Config
 from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
 from dicomd.header import read_header
 from dicomd.layout import Layout
 from dicomd.crashpoints import crashpoint
+from dicomd.lifecycle import BUILDABLE, RECEIVABLE, JobState, Stage, Status
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +101,7 @@ class Prearchive:
 
     # ------------------------------------------------------------------ naming
 
-    def resolve(self, name: str, stage: str = PREARCHIVE) -> SessionRow:
+    def resolve(self, name: str, stage: str = Stage.PREARCHIVE) -> SessionRow:
         """A session by url (`/prearchive/projects/P/T/S`, with or without `/data`), `P/T/S`,
         folder name when unique, or a unique prefix of it."""
         text = name.strip().strip("/")
@@ -122,11 +109,11 @@ class Prearchive:
             if text.startswith(prefix):
                 text = text[len(prefix):]
         parts = text.split("/")
-        if stage == PREARCHIVE:
+        if stage == Stage.PREARCHIVE:
             if parts[:2] == ["prearchive", "projects"]:
                 parts = parts[2:]
             if len(parts) == 3:
-                row = self.catalog.find_session(PREARCHIVE, *parts)
+                row = self.catalog.find_session(Stage.PREARCHIVE, *parts)
                 if row is None:
                     raise NotFound(f"no prearchive session {'/'.join(parts)}")
                 return row
@@ -135,12 +122,12 @@ class Prearchive:
                 parts = parts[2:]
             if len(parts) >= 3 and parts[1] in ("subjects", "experiments"):
                 project, label = parts[0], parts[-1]
-                row = self.catalog.find_session(ARCHIVE, project, "", label)
+                row = self.catalog.find_session(Stage.ARCHIVE, project, "", label)
                 if row is None:
                     raise NotFound(f"no archived session {project}/{label}")
                 return row
             if len(parts) == 2:
-                row = self.catalog.find_session(ARCHIVE, parts[0], "", parts[1])
+                row = self.catalog.find_session(Stage.ARCHIVE, parts[0], "", parts[1])
                 if row is None:
                     raise NotFound(f"no archived session {'/'.join(parts)}")
                 return row
@@ -174,24 +161,24 @@ class Prearchive:
             return None
         try:
             session = self.catalog.set_status(
-                session_id, BUILDING, expect=(RECEIVING, BUILDING, READY, ERROR, CONFLICT, "REVIEW"), actor=actor
+                session_id, Status.BUILDING, expect=BUILDABLE, actor=actor
             )
         except (InvalidState, NotFound):
             return None
         crashpoint("build.started")
         fields: dict[str, Any] = {}
         scan_fields: dict[str, dict[str, Any]] = {}
-        status, reason = READY, ""
+        status, reason = Status.READY, ""
         try:
             if self.extract_fields is not None:
                 extracted = self.extract_fields(session)
                 fields["custom"] = json.dumps(extracted.get("session", {}))
                 scan_fields = extracted.get("scans", {})
         except DicomdError as exc:
-            status, reason = ERROR, f"build failed: {exc}"
+            status, reason = Status.ERROR, f"build failed: {exc}"
         except Exception as exc:  # noqa: BLE001 - a build failure is an ERROR state, not a crash
             logger.exception("build of session %d failed", session_id)
-            status, reason = ERROR, f"build failed: {type(exc).__name__}: {exc}"
+            status, reason = Status.ERROR, f"build failed: {type(exc).__name__}: {exc}"
         return self.catalog.finish_build(session_id, fields, status, reason, scan_fields)
 
     def _prune_empty(self, top: Path) -> None:
@@ -219,7 +206,7 @@ class Prearchive:
         stamp = self.catalog.unique_timestamp(target, session.label)
         new_rel = f"prearchive/{target}/{stamp}/{session.label}"
         session = self.catalog.set_status(
-            session_id, MOVING, f"to {target}", expect=(*RECEIVABLE,), actor=actor,
+            session_id, Status.MOVING, f"to {target}", expect=RECEIVABLE, actor=actor,
             extra={"summary": json.dumps({"moving_to": [target, stamp]})},
         )
         self.on_forget(session_id)
@@ -246,7 +233,7 @@ class Prearchive:
         return built or self.catalog.session(session.id)
 
     def delete(self, session_id: int, *, actor: str = "") -> None:
-        session = self.catalog.set_status(session_id, DELETING, expect=(*RECEIVABLE,), actor=actor)
+        session = self.catalog.set_status(session_id, Status.DELETING, expect=RECEIVABLE, actor=actor)
         self.on_forget(session_id)
         crashpoint("delete.started")
         self._finish_delete(session, actor)
@@ -337,21 +324,21 @@ class Prearchive:
         """Repair what a crash left: half-moved or half-deleted sessions, interrupted builds,
         temp files, and differences between session folders and the catalog."""
         done: list[str] = []
-        for session in self.catalog.sessions_in(PREARCHIVE, [MOVING]):
+        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.MOVING]):
             info = json.loads(session.summary or "{}").get("moving_to")
             done.append(f"{session.ref}: move interrupted; finished")
             if not dry_run and info:
                 target, stamp = info
                 self._finish_move(session, target, stamp, f"prearchive/{target}/{stamp}/{session.label}", "recovery")
-        for session in self.catalog.sessions_in(PREARCHIVE, [DELETING]):
+        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.DELETING]):
             done.append(f"{session.ref}: delete interrupted; finished")
             if not dry_run:
                 self._finish_delete(session, "recovery")
-        for session in self.catalog.sessions_in(PREARCHIVE, [BUILDING]):
+        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.BUILDING]):
             done.append(f"{session.ref}: build interrupted; back to RECEIVING")
             if not dry_run:
-                self.catalog.set_status(session.id, RECEIVING, "build interrupted by a restart", actor="recovery")
-        for session in self.catalog.sessions_in(PREARCHIVE, [*RECEIVABLE]):
+                self.catalog.set_status(session.id, Status.RECEIVING, "build interrupted by a restart", actor="recovery")
+        for session in self.catalog.sessions_in(Stage.PREARCHIVE, RECEIVABLE):
             done += self.reconcile_session(session, dry_run=dry_run)
             folder = self.layout.root / session.relative_dir
             if not self.catalog.instances(session.id) and not any(p.is_file() for p in folder.rglob("*")):
@@ -359,12 +346,12 @@ class Prearchive:
                 done.append(f"{session.ref}: empty (interrupted before its first instance); removed")
                 if not dry_run:
                     self._finish_delete(session, "recovery")
-        known = {s.relative_dir for s in self.catalog.sessions(PREARCHIVE)}
+        known = {s.relative_dir for s in self.catalog.sessions(Stage.PREARCHIVE)}
         # folders an archived session's clean-up removes (the archiver's recovery does it first;
         # a dry run must not report them as orphans to adopt)
-        known |= {"/".join(Path(item["prearchive"]).parts[:4])
-                  for job in self.catalog.archive_jobs(["done"]) for item in json.loads(job["plan"])}
-        for session in self.catalog.sessions_in(PREARCHIVE, [MOVING]):  # the folder a move renamed to
+        known |= {"/".join(Path(item.prearchive).parts[:4])
+                  for job in self.catalog.archive_jobs([JobState.DONE]) for item in job.plan}
+        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.MOVING]):  # the folder a move renamed to
             target = json.loads(session.summary or "{}").get("moving_to")
             if target:
                 known.add(f"prearchive/{target[0]}/{target[1]}/{session.label}")
@@ -387,4 +374,4 @@ class Prearchive:
 
 
 def _display(row: SessionRow) -> str:
-    return f"{row.project}/{row.timestamp}/{row.label}" if row.stage == PREARCHIVE else f"{row.project}/{row.label}"
+    return f"{row.project}/{row.timestamp}/{row.label}" if row.stage == Stage.PREARCHIVE else f"{row.project}/{row.label}"

@@ -14,25 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomd import storage
-from dicomd.catalog import (
-    ARCHIVE,
-    ARCHIVED,
-    CONFLICT,
-    ERROR,
-    PREARCHIVE,
-    READY,
-    RECEIVING,
-    REVIEW,
-    Catalog,
-    SessionRow,
-)
+from dicomd.catalog import Catalog, SessionRow
 from dicomd.layout import Layout
+from dicomd.lifecycle import ACTIONABLE, OPEN_JOB_STATES, Stage
 
 logger = logging.getLogger(__name__)
-
-# States an operator (or the session watcher) can act on; anything else is a crash left half-done.
-ACTIONABLE = {PREARCHIVE: (RECEIVING, READY, ERROR, CONFLICT, REVIEW), ARCHIVE: (ARCHIVED,)}
-OPEN_JOB_STATES = ("staging", "moving", "done")
 
 
 @dataclass(frozen=True)
@@ -74,13 +60,13 @@ def check_store(layout: Layout, catalog: Catalog, *, verify_hashes: bool = True)
     """Compare the catalog with the files under ``layout`` (read-only)."""
     findings: list[Finding] = []
     referenced: set[str] = set()
-    counters = {PREARCHIVE: Counter[str](), ARCHIVE: Counter[str]()}
-    sessions = catalog.sessions(PREARCHIVE) + catalog.sessions(ARCHIVE)
+    counters = {Stage.PREARCHIVE: Counter[str](), Stage.ARCHIVE: Counter[str]()}
+    sessions = catalog.sessions(Stage.PREARCHIVE) + catalog.sessions(Stage.ARCHIVE)
     for session in sessions:
         if session.status not in ACTIONABLE[session.stage]:
             findings.append(Finding("busy_session", session.url, f"left in {session.status}"))
         rows = catalog.instances(session.id)
-        if session.stage == PREARCHIVE and not rows:
+        if session.stage == Stage.PREARCHIVE and not rows:
             findings.append(Finding("empty_session", session.url, f"{session.status}, no instances"))
         if session.instances != len(rows):
             findings.append(
@@ -91,13 +77,13 @@ def check_store(layout: Layout, catalog: Catalog, *, verify_hashes: bool = True)
             referenced.add(inst.path)
             findings += _check_instance_file(layout, session, inst.path, inst.size, inst.sha256, verify_hashes)
     for job in catalog.archive_jobs(OPEN_JOB_STATES):
-        findings.append(Finding("open_job", f"archive job {job['id']}", f"state {job['state']}"))
+        findings.append(Finding("open_job", f"archive job {job.id}", f"state {job.state}"))
     findings += _orphans(layout, referenced)
     findings += _leftovers(layout)
     for entry in catalog.quarantine():
         if not (layout.root / entry.path).is_file():
             findings.append(Finding("missing_quarantine", entry.path, f"quarantine entry {entry.id}"))
-    return StoreReport(tuple(findings), counters[PREARCHIVE], counters[ARCHIVE], tuple(sessions))
+    return StoreReport(tuple(findings), counters[Stage.PREARCHIVE], counters[Stage.ARCHIVE], tuple(sessions))
 
 
 def _check_instance_file(

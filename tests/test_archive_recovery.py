@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -64,9 +63,9 @@ def test_crash_while_moving_rolls_forward(stores, tmp_path):
     stores.catalog.plan_archive(job, subject, label, plan, study_uid=study_uid, fingerprint="test-fingerprint")
     # move half of the files, then crash
     first = plan[0]
-    final = stores.layout.root / first["final"]
+    final = stores.layout.root / first.final
     final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(first["work"], final)
+    os.replace(first.work, final)
     stores = reopen(stores)
     done = stores.archiver.recover()
     assert any("finished" in line for line in done)
@@ -77,7 +76,7 @@ def test_crash_while_moving_rolls_forward(stores, tmp_path):
     for inst in stores.catalog.instances(archived[0].id):
         assert (stores.layout.root / inst.path).exists()
     assert not any(stores.layout.prearchive.rglob("*.dcm"))
-    assert json.loads(stores.catalog.job(job)["plan"])
+    assert stores.catalog.job(job).plan == tuple(plan)
     stores.close()
 
 

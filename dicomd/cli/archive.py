@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import click
 
-from dicomd.catalog import ARCHIVE
 from dicomd.cli.common import (
     colour,
     human_bytes,
@@ -16,6 +15,7 @@ from dicomd.cli.common import (
 )
 from dicomd.config import Config
 from dicomd.errors import DicomdError
+from dicomd.lifecycle import Stage
 from dicomd.prearchive import archive_row
 
 LIST_COLUMNS = ("project", "subject", ("label", "session"), "scans", "instances", "modalities",
@@ -61,7 +61,7 @@ def list_sessions(config: Config, projects: tuple[str, ...], subject: str | None
         dicomd archive list --project demo --where scanner=Prisma --json
     """
     with open_stores(config) as stores:
-        rows = [archive_row(r) for r in stores.catalog.sessions(ARCHIVE, projects=projects, subject=subject,
+        rows = [archive_row(r) for r in stores.catalog.sessions(Stage.ARCHIVE, projects=projects, subject=subject,
                                                                 where=parse_where(where))]
     if as_json:
         print_json(rows)
@@ -81,7 +81,7 @@ def show(config: Config, session: str, as_json: bool) -> None:
         dicomd archive show demo/SESSION1
     """
     with open_stores(config) as stores:
-        row = stores.prearchive.resolve(session, stage=ARCHIVE)
+        row = stores.prearchive.resolve(session, stage=Stage.ARCHIVE)
         data = {**archive_row(row), "bytes": row.bytes, "anonymization": row.anonymization,
                 "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in stores.catalog.scans(row.id)],
                 "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)]}

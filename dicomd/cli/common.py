@@ -15,14 +15,13 @@ import click
 
 from dicomd import config as config_mod
 from dicomd.config import Config
+from dicomd.lifecycle import TONES, Tone
 
 Column = str | tuple[str, str]  # a row key, or (row key, heading)
 
-STATUS_COLOURS = {
-    "READY": "green", "ARCHIVED": "green", "RECEIVING": "cyan", "BUILDING": "cyan", "ARCHIVING": "cyan",
-    "MOVING": "cyan", "DELETING": "cyan", "ERROR": "red", "CONFLICT": "red", "REVIEW": "yellow",
-    "held": "yellow", "retried": "green", "deleted": "bright_black",
-}
+TONE_COLOURS = {Tone.BUSY: "cyan", Tone.GOOD: "green", Tone.PROBLEM: "red", Tone.HELD: "yellow",
+                Tone.GONE: "bright_black"}
+STATUS_COLOURS = {str(status): TONE_COLOURS[tone] for status, tone in TONES.items()}  # sessions and quarantine
 
 
 def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:

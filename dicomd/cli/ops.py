@@ -12,7 +12,6 @@ from typing import Any, Iterator
 import click
 
 from dicomd import config as config_mod
-from dicomd.catalog import ARCHIVE, CONFLICT, ERROR, PREARCHIVE, REVIEW
 from dicomd.cli.common import (
     colour,
     human_bytes,
@@ -26,8 +25,9 @@ from dicomd.cli.common import (
 )
 from dicomd.config import Config
 from dicomd.errors import ConfigError, InvalidInput, NotFound
+from dicomd.lifecycle import NEEDS_ATTENTION, QuarantineStatus, Stage
 
-PROBLEM_STATES = (ERROR, CONFLICT, REVIEW)
+PROBLEM_STATES = NEEDS_ATTENTION
 PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced")
 MAX_VALUE = 100
 
@@ -50,7 +50,7 @@ def status(config: Config, as_json: bool) -> None:
         held = len(stores.catalog.quarantine())
         problems = [
             {"session": r.url, "status": r.status, "reason": r.reason, "when": stamp(r.updated_at)}
-            for r in stores.catalog.sessions_in(PREARCHIVE, PROBLEM_STATES)
+            for r in stores.catalog.sessions_in(Stage.PREARCHIVE, PROBLEM_STATES)
         ]
         events = [
             {"when": stamp(e["at"]), "kind": e["kind"], "session_id": e["session_id"],
@@ -69,8 +69,8 @@ def status(config: Config, as_json: bool) -> None:
         "http": {"enabled": config.http.enabled, "host": config.http.host, "port": config.http.port,
                  "listening": _listening(config.http.host, config.http.port) if config.http.enabled else None},
         "drop_folders": [f.path for f in config.drop_folders],
-        "prearchive": counts.get(PREARCHIVE, {}),
-        "archive": counts.get(ARCHIVE, {}),
+        "prearchive": counts.get(Stage.PREARCHIVE, {}),
+        "archive": counts.get(Stage.ARCHIVE, {}),
         "quarantine_held": held,
         "disk": {"free": disk.free, "total": disk.total, "min_free": config.min_free_bytes,
                  "below_floor": disk.free < config.min_free_bytes},
@@ -100,7 +100,7 @@ def _print_status(data: dict[str, Any]) -> None:
     click.echo(colour("\nsessions", bold=True))
     counts = [{"stage": "prearchive", "status": s, "sessions": n} for s, n in sorted(data["prearchive"].items())]
     counts += [{"stage": "archive", "status": s, "sessions": n} for s, n in sorted(data["archive"].items())]
-    counts.append({"stage": "quarantine", "status": "held", "sessions": data["quarantine_held"]})
+    counts.append({"stage": "quarantine", "status": QuarantineStatus.HELD, "sessions": data["quarantine_held"]})
     print_table(counts, ("stage", "status", ("sessions", "count")))
     if data["problems"]:
         click.echo(colour("\nsessions needing attention", bold=True))
@@ -198,7 +198,7 @@ def _session_file(config: Config, name: str, scan: str | None) -> Path:
             row = stores.prearchive.resolve(name)
         except NotFound:
             try:
-                row = stores.prearchive.resolve(name, stage=ARCHIVE)
+                row = stores.prearchive.resolve(name, stage=Stage.ARCHIVE)
             except NotFound:
                 raise NotFound(f"{name!r} is neither a file nor a prearchive or archive session") from None
         instances = stores.catalog.instances(row.id, scan)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from dicomd.catalog import ARCHIVE, CONFLICT, ERROR, PREARCHIVE, REVIEW, SessionRow
+from dicomd.catalog import SessionRow
 from dicomd.cli.common import (
     STATUS_COLOURS,
     colour,
@@ -27,6 +27,7 @@ from dicomd.cli.common import (
 )
 from dicomd.config import Config
 from dicomd.errors import DicomdError, NotFound
+from dicomd.lifecycle import NEEDS_ATTENTION, STATUSES, Stage
 from dicomd.prearchive import xnat_row
 
 LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "subject"),
@@ -35,8 +36,7 @@ LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "
                 ("lastmod", "last activity"))
 SCAN_COLUMNS = (("scan_id", "scan"), ("series_number", "series"), ("description", "description"),
                 ("modality", "modality"), ("instances", "instances"), ("size", "size"))
-PREARCHIVE_STATES = ("RECEIVING", "BUILDING", "READY", "ARCHIVING", "MOVING", "DELETING", "ERROR", "CONFLICT",
-                     "REVIEW")
+PREARCHIVE_STATES = tuple(str(s) for s in STATUSES[Stage.PREARCHIVE])
 HISTORY_COLUMNS = (("when", "when"), ("status", "status"), ("actor", "by"), ("reason", "reason"))
 
 
@@ -75,7 +75,7 @@ def list_sessions(config: Config, projects: tuple[str, ...], status: str | None,
         dicomd prearchive list --project demo --status READY --json
     """
     with open_stores(config) as stores:
-        rows = [xnat_row(r, config) for r in stores.catalog.sessions(PREARCHIVE, projects=projects, status=status)]
+        rows = [xnat_row(r, config) for r in stores.catalog.sessions(Stage.PREARCHIVE, projects=projects, status=status)]
     if as_json:
         print_json(rows)
     else:
@@ -144,11 +144,11 @@ def scans_of(stores: Any, row: SessionRow) -> list[dict[str, Any]]:
 def session_warnings(stores: Any, row: SessionRow) -> list[str]:
     """Conflicts and states an operator should know about before archiving."""
     warnings: list[str] = []
-    if row.status in (ERROR, CONFLICT, REVIEW) and row.reason:
+    if row.status in NEEDS_ATTENTION and row.reason:
         warnings.append(f"{row.status}: {row.reason}")
     if row.project == "Unassigned":
         warnings.append("routed to Unassigned: move it to a project before archiving (prearchive move --to)")
-    existing = stores.catalog.find_session(ARCHIVE, row.project, "", row.label)
+    existing = stores.catalog.find_session(Stage.ARCHIVE, row.project, "", row.label)
     if existing is not None:
         same = existing.study_instance_uid == row.study_instance_uid
         warnings.append(
@@ -187,7 +187,7 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
             except DicomdError as exc:
                 failed += 1
                 gone = isinstance(exc, NotFound) and stores.catalog.find_session(
-                    PREARCHIVE, row.project, row.timestamp, row.label) is None
+                    Stage.PREARCHIVE, row.project, row.timestamp, row.label) is None
                 message = "no longer in the prearchive (archived, moved or deleted meanwhile)" if gone else str(exc)
                 results.append({"session": row.url, "error": message})
                 report_error(f"{row.url}: {message}")

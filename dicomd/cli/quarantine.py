@@ -24,8 +24,9 @@ from dicomd.cli.common import (
 )
 from dicomd.config import Config
 from dicomd.errors import DicomdError, InvalidState
+from dicomd.lifecycle import QuarantineStatus
 
-HELD, RETRIED, DELETED = "held", "retried", "deleted"
+HELD, RETRIED, DELETED = QuarantineStatus.HELD, QuarantineStatus.RETRIED, QuarantineStatus.DELETED
 LIST_COLUMNS = ("id", "when", "status", "source", "size", "reason")
 
 

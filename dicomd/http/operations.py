@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from dicomd.auth import MANAGE, READ, UPLOAD, User
-from dicomd.catalog import PREARCHIVE, RECEIVABLE, SessionRow
+from dicomd.catalog import SessionRow
 from dicomd.config import OVERWRITE_POLICIES
-from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.http import targets
+from dicomd.lifecycle import RECEIVABLE, SETTABLE, Stage
 from dicomd.routing import UNASSIGNED
+from dicomd.stores import Stores
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def prearchive_sessions(stores: Stores, user: User, srcs: Sequence[str], action:
         raise InvalidInput("src is required")
     parsed = [targets.parse(src) for src in srcs]
     for target in parsed:
-        if target.stage != PREARCHIVE:
+        if target.stage != Stage.PREARCHIVE:
             raise InvalidInput(f"{target.uri}: not a prearchive session")
         user.require(action, target.project)
     return [targets.session_for(stores.catalog, t) for t in parsed]
@@ -97,9 +98,6 @@ def build(stores: Stores, user: User, session: SessionRow) -> Outcome:
     user.require(UPLOAD, session.project)
     row = stores.prearchive.build(session.id, actor=f"http:{user.name}") or stores.catalog.session(session.id)
     return Outcome(session, "/data" + row.url)
-
-
-SETTABLE = ("READY", "RECEIVING", "ERROR")
 
 
 def set_status(stores: Stores, user: User, session: SessionRow, status: str) -> Outcome:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from dicomd.catalog import ARCHIVE, PREARCHIVE, Catalog, InstanceRow, SessionRow
+from dicomd.catalog import Catalog, InstanceRow, SessionRow
 from dicomd.errors import Forbidden, InvalidInput, NotFound
 from dicomd.layout import Layout
+from dicomd.lifecycle import Stage
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
@@ -35,7 +36,7 @@ class Target:
 
     @property
     def uri(self) -> str:
-        if self.stage == PREARCHIVE:
+        if self.stage == Stage.PREARCHIVE:
             base = f"/data/prearchive/projects/{self.project}/{self.timestamp}/{self.label}"
         else:
             base = f"/data/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
@@ -71,7 +72,7 @@ def parse(text: str) -> Target:
     parts = segments(text)
     if parts[:2] == ["prearchive", "projects"] and len(parts) >= 5:
         project, timestamp, label, rest = parts[2], parts[3], parts[4], parts[5:]
-        return _tail(Target(PREARCHIVE, project, label=label, timestamp=timestamp), rest, text)
+        return _tail(Target(Stage.PREARCHIVE, project, label=label, timestamp=timestamp), rest, text)
     if parts[:1] == ["archive"]:
         parts = parts[1:]
     if parts[:1] == ["projects"] and len(parts) >= 4:
@@ -80,7 +81,7 @@ def parse(text: str) -> Target:
         if rest[:1] == ["subjects"] and len(rest) >= 2:
             subject, rest = rest[1], rest[2:]
         if rest[:1] == ["experiments"] and len(rest) >= 2:
-            return _tail(Target(ARCHIVE, project, label=rest[1], subject=subject), rest[2:], text)
+            return _tail(Target(Stage.ARCHIVE, project, label=rest[1], subject=subject), rest[2:], text)
     raise InvalidInput(f"{text!r} does not name a prearchive or archive session")
 
 
@@ -103,11 +104,11 @@ def project_of(text: str) -> str:
 
 
 def session_for(catalog: Catalog, target: Target) -> SessionRow:
-    if target.stage == PREARCHIVE:
-        row = catalog.find_session(PREARCHIVE, target.project, target.timestamp, target.label)
+    if target.stage == Stage.PREARCHIVE:
+        row = catalog.find_session(Stage.PREARCHIVE, target.project, target.timestamp, target.label)
         where = f"{target.project}/{target.timestamp}/{target.label}"
     else:
-        row = catalog.find_session(ARCHIVE, target.project, "", target.label)
+        row = catalog.find_session(Stage.ARCHIVE, target.project, "", target.label)
         if row is not None and target.subject and row.subject != target.subject:
             row = None
         where = f"{target.project}/{target.subject or '*'}/{target.label}"

@@ -2,10 +2,10 @@
 
 Two campaigns against a real `dicomd serve` subprocess:
 - crash points: the daemon kills itself (SIGKILL) at each named step of receive, build and
-  archive (dicomd.reliability.crashpoint); an operator process does the same during move and delete;
+  archive (dicomd.crashpoints.crashpoint); an operator process does the same during move and delete;
 - random kills: seeded SIGKILLs from the test, during receive and during build/archive.
 After every kill the stores are recovered exactly as a restart does and checked with
-dicomd.reliability.check_store; at the end a clean daemon drains everything into the archive and
+dicomd.storecheck.check_store; at the end a clean daemon drains everything into the archive and
 every acknowledged SOP Instance UID must be there exactly once.
 """
 

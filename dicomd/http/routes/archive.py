@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import MANAGE, READ, User
-from dicomd.catalog import ARCHIVE, SessionRow
+from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.http import browse, operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.lifecycle import Stage
 from dicomd.routing import UNASSIGNED
 
 router = APIRouter()
@@ -132,7 +133,7 @@ def list_subjects(request: Request, project: str, format: str | None = None) -> 
     stores = stores_of(request)
     pid = _readable_project(stores, current_user(request), project)
     by_subject: dict[str, list[SessionRow]] = {}
-    for row in stores.catalog.sessions(ARCHIVE, projects=[pid]):
+    for row in stores.catalog.sessions(Stage.ARCHIVE, projects=[pid]):
         by_subject.setdefault(row.subject, []).append(row)
     rows = [{"ID": s, "label": s, "project": pid, "experiments": len(r), "URI": f"/data/projects/{pid}/subjects/{s}"}
             for s, r in sorted(by_subject.items())]
@@ -143,7 +144,7 @@ def get_subject(request: Request, project: str, subject: str, format: str | None
     stores = stores_of(request)
     pid = _readable_project(stores, current_user(request), project)
     targets.check_names(subject)
-    sessions = stores.catalog.sessions(ARCHIVE, projects=[pid], subject=subject)
+    sessions = stores.catalog.sessions(Stage.ARCHIVE, projects=[pid], subject=subject)
     if not sessions:
         raise NotFound(f"no subject {subject!r} in project {pid}")
     row = {"ID": subject, "label": subject, "project": pid, "URI": f"/data/projects/{pid}/subjects/{subject}"}
@@ -160,7 +161,7 @@ def list_experiments(request: Request, project: str, subject: str = "", format: 
     pid = _readable_project(stores, current_user(request), project)
     if subject:
         targets.check_names(subject)
-    sessions = stores.catalog.sessions(ARCHIVE, projects=[pid], subject=subject or None, where=_filters(request))
+    sessions = stores.catalog.sessions(Stage.ARCHIVE, projects=[pid], subject=subject or None, where=_filters(request))
     return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
 
 
@@ -168,7 +169,7 @@ def all_experiments(request: Request, format: str | None = None) -> Response:
     """Archived sessions of every project the caller may read."""
     stores, user = stores_of(request), current_user(request)
     readable = [p for p in stores.config.project_ids() if user.can(READ, p)]
-    sessions = stores.catalog.sessions(ARCHIVE, projects=readable, where=_filters(request)) if readable else []
+    sessions = stores.catalog.sessions(Stage.ARCHIVE, projects=readable, where=_filters(request)) if readable else []
     return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
 
 
@@ -177,7 +178,7 @@ def experiment(request: Request, project: str, label: str, subject: str = "", re
     stores = stores_of(request)
     pid = _readable_project(stores, current_user(request), project)
     targets.check_names(subject, label, rest)
-    session = targets.session_for(stores.catalog, targets.Target(ARCHIVE, pid, label=label, subject=subject))
+    session = targets.session_for(stores.catalog, targets.Target(Stage.ARCHIVE, pid, label=label, subject=subject))
     fmt = "zip" if (format or "").lower() == "zip" else pick_format(format)
     base = f"/data/projects/{pid}/subjects/{session.subject}/experiments/{session.label}"
 

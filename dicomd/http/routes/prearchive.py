@@ -9,13 +9,14 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import MANAGE, READ, User
-from dicomd.catalog import PREARCHIVE, SessionRow
+from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
 from dicomd.http import browse, operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.lifecycle import Stage
 from dicomd.prearchive import xnat_row
 
 router = APIRouter()
@@ -31,7 +32,7 @@ def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dic
 
 def _listing(request: Request, projects: list[str] | None, fmt: str | None) -> Response:
     stores, user = stores_of(request), current_user(request)
-    sessions = stores.catalog.sessions(PREARCHIVE, projects=projects)
+    sessions = stores.catalog.sessions(Stage.PREARCHIVE, projects=projects)
     return result_set(rows_for(stores, user, sessions), pick_format(fmt), columns=COLUMNS, title="prearchive")
 
 
@@ -55,7 +56,7 @@ def session_get(request: Request, project: str, timestamp: str, label: str, rest
                 format: str | None = None) -> Response:
     stores, user = stores_of(request), current_user(request)
     targets.check_names(project, timestamp, label, rest)
-    target = targets.Target(PREARCHIVE, project, label=label, timestamp=timestamp)
+    target = targets.Target(Stage.PREARCHIVE, project, label=label, timestamp=timestamp)
     user.require(READ, target.project)
     session = targets.session_for(stores.catalog, target)
     fmt = "zip" if (format or "").lower() == "zip" else pick_format(format)

@@ -1,0 +1,54 @@
+"""The SQLite catalog: every SQL statement dicomd's sessions, instances, archive jobs,
+quarantine and history run, one module per table group.
+
+One `Catalog` per process, composed of the per-concept parts below over one `Engine` (the
+file, its readers and the group-commit writer):
+
+  engine.py      connections, migrations, readers, the writer thread
+  schema.py      the named migrations of the catalog's own tables
+  rows.py        the frozen rows (SessionRow, InstanceRow, ArchiveJob, PlanItem, ...)
+  sessions.py    finding, opening and changing sessions
+  instances.py   instance rows, scans and counts
+  jobs.py        archive jobs
+  quarantine.py  quarantined files
+  events.py      status history and the event log
+  projects.py    the configured projects
+
+The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dicomd.catalog import schema
+from dicomd.catalog.engine import Engine
+from dicomd.catalog.events import Events
+from dicomd.catalog.instances import InstanceOutcome, Instances
+from dicomd.catalog.jobs import ArchiveJobs
+from dicomd.catalog.projects import Projects
+from dicomd.catalog.quarantine import Quarantine
+from dicomd.catalog.rows import ArchiveJob, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
+from dicomd.catalog.sessions import Sessions
+from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
+
+
+class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Projects, Engine):
+    """The catalog database. Thread-safe; one per process."""
+
+    def __init__(self, path: Path, *, batch_max: int = 256) -> None:
+        super().__init__(path, batch_max=batch_max)
+        self.apply_migrations(schema.migrations)
+
+
+# The names this module had before dicomd.lifecycle; new code imports Stage and Status from there.
+PREARCHIVE, ARCHIVE = Stage.PREARCHIVE, Stage.ARCHIVE
+RECEIVING, BUILDING, READY = Status.RECEIVING, Status.BUILDING, Status.READY
+ARCHIVING, MOVING, DELETING = Status.ARCHIVING, Status.MOVING, Status.DELETING
+ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIVED, Status.REVIEW
+
+__all__ = [
+    "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
+    "ERROR", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
+    "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "SessionRow",
+]

@@ -1,0 +1,167 @@
+"""The group-commit writer: results, savepoints, failed commits, the durable flag, close."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicomd.catalog import Catalog
+from dicomd.errors import StorageFailure
+from tests.conftest import wait_for
+
+FULL, NORMAL = 2, 1  # PRAGMA synchronous
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    cat = Catalog(tmp_path / "catalog.sqlite")
+    yield cat
+    cat.close()
+
+
+@contextmanager
+def one_batch(catalog: Catalog, calls: int) -> Iterator[ThreadPoolExecutor]:
+    """Hold the writer inside a call while ``calls`` writes are queued from other threads, so that
+    they are committed together as the next batch."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(30)
+
+    with ThreadPoolExecutor(max_workers=calls + 1) as pool:
+        held = pool.submit(catalog.write, hold)
+        assert entered.wait(30)
+        try:
+            yield pool
+            # the queue is the writer's own: the only way to know every call is waiting in it
+            wait_for(lambda: catalog._queue.qsize() == calls, message=f"{calls} writes never queued")
+        finally:
+            release.set()
+        held.result(timeout=30)
+
+
+def insert_event(kind: str) -> Callable[[sqlite3.Connection], int]:
+    def txn(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("INSERT INTO events(at, kind) VALUES (0, ?)", (kind,)).lastrowid or 0)
+
+    return txn
+
+
+def kinds(catalog: Catalog) -> dict[int, str]:
+    return dict(catalog.reader().execute("SELECT id, kind FROM events").fetchall())
+
+
+def test_concurrent_writers_each_get_their_own_result(catalog: Catalog) -> None:
+    # Given 40 threads writing at once, queued into one batch
+    futures: list[Future[int]] = []
+    with one_batch(catalog, 40) as pool:
+        futures = [pool.submit(catalog.write, insert_event(f"t{i}")) for i in range(40)]
+    # Then each got the id of its own row, and every row is committed
+    ids = [f.result(timeout=30) for f in futures]
+    assert len(set(ids)) == 40
+    rows = kinds(catalog)
+    assert [rows[i] for i in ids] == [f"t{i}" for i in range(40)]
+
+
+def test_many_threads_without_coordination_all_commit(catalog: Catalog) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda i: catalog.write(insert_event(f"free{i}")), range(200)))
+    rows = kinds(catalog)
+    assert [rows[i] for i in ids] == [f"free{i}" for i in range(200)]
+
+
+def test_a_raising_call_is_rolled_back_alone(catalog: Catalog) -> None:
+    def fails(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO events(at, kind) VALUES (0, 'doomed')")
+        raise ValueError("refused by the caller's rule")
+
+    # Given a batch of a good call, a raising call and another good call
+    with one_batch(catalog, 3) as pool:
+        before = pool.submit(catalog.write, insert_event("before"))
+        failing = pool.submit(catalog.write, fails)
+        wait_for(lambda: catalog._queue.qsize() == 2)  # keep the order: good, raising, good
+        after = pool.submit(catalog.write, insert_event("after"))
+    # Then the raising call gets its own exception and leaves nothing behind; the others commit
+    with pytest.raises(ValueError, match="refused"):
+        failing.result(timeout=30)
+    rows = kinds(catalog)
+    assert rows[before.result(timeout=30)] == "before" and rows[after.result(timeout=30)] == "after"
+    assert "doomed" not in rows.values()
+
+
+def test_a_failed_commit_fails_every_call_in_its_batch(catalog: Catalog) -> None:
+    # Given a table whose foreign key is checked only at COMMIT
+    catalog.write(lambda conn: conn.execute(
+        "CREATE TABLE notes(id INTEGER PRIMARY KEY,"
+        " session_id INTEGER REFERENCES sessions(id) DEFERRABLE INITIALLY DEFERRED)"
+    ))
+
+    def dangling(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO notes(session_id) VALUES (424242)")
+        return "inserted"
+
+    # When a batch holds a call that breaks it and an innocent call
+    with one_batch(catalog, 2) as pool:
+        bad = pool.submit(catalog.write, dangling)
+        innocent = pool.submit(catalog.write, insert_event("innocent"))
+    # Then both are told the write failed, and neither is in the file
+    for future in (bad, innocent):
+        with pytest.raises(StorageFailure, match="catalog write failed"):
+            future.result(timeout=30)
+    assert "innocent" not in kinds(catalog).values()
+    assert catalog.reader().execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 0
+    # And the writer carries on
+    later = catalog.write(insert_event("later"))
+    assert kinds(catalog)[later] == "later"
+
+
+def synchronous(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_durable_flag_sets_the_batch_synchronous_mode(catalog: Catalog) -> None:
+    assert catalog.write(synchronous) == FULL
+    assert catalog.write(synchronous, durable=False) == NORMAL
+    assert catalog.write(synchronous) == FULL
+
+
+def test_one_durable_call_makes_its_whole_batch_durable(catalog: Catalog) -> None:
+    with one_batch(catalog, 2) as pool:
+        relaxed = pool.submit(catalog.write, synchronous, durable=False)
+        durable = pool.submit(catalog.write, synchronous)
+    assert relaxed.result(timeout=30) == FULL and durable.result(timeout=30) == FULL
+
+
+def test_sync_dirs_are_accepted_with_the_write(catalog: Catalog, tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    assert catalog.write(lambda conn: 7, sync_dirs=(folder, folder)) == 7
+
+
+def test_a_closed_catalog_refuses_writes(catalog: Catalog) -> None:
+    catalog.write(insert_event("before close"))
+    catalog.close()
+    with pytest.raises(StorageFailure, match="closed"):
+        catalog.write(insert_event("after close"))
+
+
+def test_readers_see_commits_from_other_threads(catalog: Catalog, tmp_path: Path) -> None:
+    # Given a second Catalog on the same file (the CLI next to the daemon)
+    other = Catalog(tmp_path / "catalog.sqlite")
+    try:
+        event_id = catalog.write(insert_event("shared"))
+        seen: list[Any] = []
+        thread = threading.Thread(target=lambda: seen.append(kinds(other).get(event_id)))
+        thread.start()
+        thread.join(30)
+        assert seen == ["shared"]
+    finally:
+        other.close()
