@@ -24,7 +24,7 @@ from dicomd.crashpoints import crashpoint
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
 from dicomd.layout import Layout
 from dicomd.lifecycle import JobState, Stage, Status
-from dicomd.routing import UNASSIGNED
+from dicomd.routing import UNASSIGNED, check_label, clean_label
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,11 @@ class Archiver:
     # ------------------------------------------------------------------ archive one session
 
     def archive(self, session_id: int, *, overwrite: str | None = None, actor: str = "",
-                force_review: bool = False) -> ArchiveResult:
-        """Archive a prearchive session. Raises Conflict (session left in CONFLICT), InvalidState."""
+                force_review: bool = False, label: str = "") -> ArchiveResult:
+        """Archive a prearchive session. Raises Conflict (session left in CONFLICT), InvalidState.
+        ``label`` archives it under another session label (a way out of a label conflict)."""
+        if label:
+            label = check_label(clean_label(label), "label")
         session = self.catalog.session(session_id)
         if session.project == UNASSIGNED:
             raise InvalidState("sessions in Unassigned cannot be archived; move them to a project first")
@@ -139,7 +142,7 @@ class Archiver:
         )
         work_dir = self.layout.work / f"job-{job_id}"
         try:
-            plan, subject, label, study_uid, fingerprint = self._stage(session, policy, work_dir, force_review)
+            plan, subject, label, study_uid, fingerprint = self._stage(session, policy, work_dir, force_review, label)
         except HeldForReview as exc:
             self._rollback(job_id, session_id, work_dir, Status.REVIEW, str(exc), actor)
             raise
@@ -164,10 +167,11 @@ class Archiver:
         return ArchiveResult(target_id, target.url, len(plan))
 
     def _stage(
-        self, session: SessionRow, policy: str, work_dir: Path, force_review: bool
+        self, session: SessionRow, policy: str, work_dir: Path, force_review: bool, new_label: str = ""
     ) -> tuple[list[PlanItem], str, str, str, str]:
         writer = self.writers(session)
         subject, label = writer.labels()
+        label = new_label or label
         instances = self.catalog.instances(session.id)
         if not instances:
             raise DicomdError("the session has no instances")
@@ -212,10 +216,14 @@ class Archiver:
         existing = self.catalog.find_session(Stage.ARCHIVE, project, "", label)
         if existing is None:
             return
+        choices = ("to resolve it: archive with overwrite append (add these instances to it; CLI --overwrite"
+                   " append) or delete (replace it; --overwrite delete), move this session to another project"
+                   " (dicomd prearchive move --to P), or archive it under a new label (dicomd prearchive archive"
+                   " --label NEW)")
         if policy == "none":
-            raise Conflict(f"session already exists in the archive: {existing.url} (overwrite is 'none')")
+            raise Conflict(f"session already exists in the archive: {existing.url} (overwrite is 'none'); {choices}")
         if existing.study_instance_uid and existing.study_instance_uid != study_uid and policy != "delete":
-            raise Conflict(f"UID changed: archived session {existing.url} holds another study")
+            raise Conflict(f"UID changed: archived session {existing.url} holds another study; {choices}")
         if policy == "delete":
             return
         archived = {i.sop_instance_uid: i.sha256 for i in self.catalog.instances(existing.id)}
