@@ -222,9 +222,9 @@ class SessionRow:
 
     @property
     def url(self) -> str:
-        if self.stage == PREARCHIVE:
-            return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.label}"
-        return f"/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
+        from dicomd.layout import SessionRef  # here, not at the top: only these two properties use it
+
+        return SessionRef.of(self).url
 
     @property
     def ref(self) -> str:
@@ -233,9 +233,9 @@ class SessionRow:
 
     @property
     def relative_dir(self) -> str:
-        if self.stage == PREARCHIVE:
-            return f"prearchive/{self.project}/{self.timestamp}/{self.label}"
-        return f"archive/{self.project}/{self.subject}/{self.label}"
+        from dicomd.layout import SessionRef
+
+        return SessionRef.of(self).relative_dir
 
     def custom_fields(self) -> dict[str, Any]:
         return json.loads(self.custom or "{}")

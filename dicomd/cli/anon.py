@@ -14,8 +14,6 @@ from dicomd.config import Config
 from dicomd.errors import InvalidInput, NotFound, ScriptError
 from dicomd.layout import Layout
 
-PSEUDONYM_FILE = "pseudonyms.sqlite"
-
 
 @click.group()
 def anon() -> None:
@@ -67,7 +65,7 @@ def preview_file(config: Config, file: str, project: str, subject: str, session:
             ds = pydicom.dcmread(file)
     except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
         raise InvalidInput(f"{file}: not readable as DICOM: {exc}") from None
-    store = PseudonymStore(Layout(config.data_dir).keys / PSEUDONYM_FILE)
+    store = PseudonymStore(Layout(config.data_dir).pseudonyms)
     anonymizer = Anonymizer(project, settings.anonymize, store)
     changes = preview(ds, anonymizer, Labels(project, subject, session))
     if as_json:
@@ -98,7 +96,7 @@ def pseudonym_map(config: Config, project: str, as_json: bool) -> None:
     """
     from dicomd.anonymize import PseudonymStore
 
-    path = Layout(config.data_dir).keys / PSEUDONYM_FILE
+    path = Layout(config.data_dir).pseudonyms
     if not path.exists():
         raise NotFound(f"no pseudonym store at {path}")
     rows = PseudonymStore(path).lookup(project)
