@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -89,6 +89,12 @@ class User:
     name: str
     admin: bool
     roles: dict[str, str] = field(default_factory=dict)  # project -> role
+    via: ClassVar[str] = "HTTP"  # users log in over the HTTP API only
+
+    @property
+    def history_name(self) -> str:
+        """How the session history names this user: `http:<name>`."""
+        return f"http:{self.name}"
 
     def role(self, project: str) -> str | None:
         return self.roles.get(project)

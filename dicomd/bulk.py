@@ -29,7 +29,6 @@ import stat
 import struct
 import tarfile
 import time
-import uuid
 import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -621,7 +620,7 @@ class _temp_folder:
     """A private folder under tmp/ for one batch, removed on exit whatever happened."""
 
     def __init__(self, stores: "Stores") -> None:
-        self.path = stores.layout.tmp / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self.path = stores.layout.temp_dir(TEMP_PREFIX)
 
     def __enter__(self) -> Path:
         storage.ensure_dir(self.path)

@@ -1,4 +1,5 @@
-"""Where everything lives under the data directory. The only module that builds store paths."""
+"""Where everything lives under the data directory, and how sessions are named: the only module
+that builds store paths and session names (folders, urls)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -84,12 +86,162 @@ class Layout:
             return str(int(number))
         return safe_name(series_uid or number, "1")
 
+    @classmethod
+    def instance_relpath(cls, scan_id: str, sop_instance_uid: str) -> str:
+        """Where an instance lies inside its session folder: `SCANS/{scan}/DICOM/{name}`."""
+        return f"SCANS/{scan_id}/DICOM/{cls.instance_name(sop_instance_uid)}"
+
     def session_dir(self, relative_dir: str) -> Path:
         return self.root / relative_dir
 
     def instance_path(self, relative_dir: str, scan_id: str, sop_instance_uid: str) -> Path:
-        return self.root / relative_dir / "SCANS" / scan_id / "DICOM" / self.instance_name(sop_instance_uid)
+        return self.root / relative_dir / self.instance_relpath(scan_id, sop_instance_uid)
+
+    def temp_dir(self, prefix: str) -> Path:
+        """A fresh name under tmp/ (not created) for one upload or extraction."""
+        return self.tmp / f"{prefix}{uuid.uuid4().hex}"
 
     def quarantine_item(self, source: str) -> Path:
         stamp = time.strftime("%Y%m%d")
         return self.quarantine / stamp / f"{int(time.time() * 1000)}_{safe_name(source)}_{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------- session names
+
+# The stage names are also the names of the stores' top folders (the catalog's PREARCHIVE, ARCHIVE).
+_PREARCHIVE, _ARCHIVE = "prearchive", "archive"
+
+
+class Named(Protocol):
+    """Anything that names a session (a catalog row, say)."""
+
+    @property
+    def stage(self) -> str: ...
+
+    @property
+    def project(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def timestamp(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """One session's name: project/timestamp/label in the prearchive, project/subject/label in the
+    archive. Builds its folder, url and short name; parses urls and what an operator types."""
+
+    stage: str  # "prearchive" or "archive"
+    project: str
+    label: str
+    timestamp: str = ""  # prearchive only
+    subject: str = ""  # archive only ("" when a url leaves it out)
+
+    @classmethod
+    def prearchive(cls, project: str, timestamp: str, label: str) -> SessionRef:
+        return cls(_PREARCHIVE, project, label, timestamp=timestamp)
+
+    @classmethod
+    def archive(cls, project: str, subject: str, label: str) -> SessionRef:
+        return cls(_ARCHIVE, project, label, subject=subject)
+
+    @classmethod
+    def of(cls, session: Named) -> SessionRef:
+        if session.stage == _PREARCHIVE:
+            return cls.prearchive(session.project, session.timestamp, session.label)
+        return cls.archive(session.project, session.subject, session.label)
+
+    # ------------------------------------------------------------ building
+
+    @property
+    def url(self) -> str:
+        """`/prearchive/projects/P/T/S` or `/archive/projects/P/subjects/S/experiments/E`."""
+        if self.stage == _PREARCHIVE:
+            return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.label}"
+        return f"/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
+
+    @property
+    def uri(self) -> str:
+        """The url as XNAT's REST API has it (under `/data`)."""
+        return "/data" + self.url
+
+    @property
+    def browse_uri(self) -> str:
+        """XNAT's own path of an archived session: `/data/projects/P/subjects/S/experiments/E`."""
+        return f"/data/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
+
+    @property
+    def relative_dir(self) -> str:
+        """The session folder under the data dir: `prearchive/P/T/S` or `archive/P/S/E`."""
+        if self.stage == _PREARCHIVE:
+            return f"{_PREARCHIVE}/{self.project}/{self.timestamp}/{self.label}"
+        return f"{_ARCHIVE}/{self.project}/{self.subject}/{self.label}"
+
+    @property
+    def name(self) -> str:
+        """The short form an operator types: `P/T/S` in the prearchive, `P/LABEL` in the archive."""
+        if self.stage == _PREARCHIVE:
+            return f"{self.project}/{self.timestamp}/{self.label}"
+        return f"{self.project}/{self.label}"
+
+    # ------------------------------------------------------------ parsing
+
+    @classmethod
+    def from_dir(cls, relative: str) -> SessionRef:
+        """The session whose folder holds ``relative`` (a session folder or any path inside one)."""
+        parts = Path(relative).parts
+        if len(parts) >= 4 and parts[0] == _PREARCHIVE:
+            return cls.prearchive(parts[1], parts[2], parts[3])
+        if len(parts) >= 4 and parts[0] == _ARCHIVE:
+            return cls.archive(parts[1], parts[2], parts[3])
+        raise ValueError(f"{relative!r} is not inside a session folder")
+
+    @classmethod
+    def from_url(cls, parts: Sequence[str]) -> tuple[SessionRef, list[str]] | None:
+        """The session a url's segments name (without `/data`), and the segments below it.
+
+        `prearchive/projects/P/T/S/...`, `[archive/]projects/P[/subjects/S]/experiments/E/...`;
+        None for anything else."""
+        parts = list(parts)
+        if parts[:2] == [_PREARCHIVE, "projects"] and len(parts) >= 5:
+            return cls.prearchive(parts[2], parts[3], parts[4]), parts[5:]
+        if parts[:1] == [_ARCHIVE]:
+            parts = parts[1:]
+        if parts[:1] == ["projects"] and len(parts) >= 4:
+            project, rest = parts[1], parts[2:]
+            subject = ""
+            if rest[:1] == ["subjects"] and len(rest) >= 2:
+                subject, rest = rest[1], rest[2:]
+            if rest[:1] == ["experiments"] and len(rest) >= 2:
+                return cls.archive(project, subject, rest[1]), rest[2:]
+        return None
+
+    @staticmethod
+    def name_parts(text: str, stage: str) -> list[str]:
+        """What an operator typed, split at `/`: outer slashes, a `data/` or `REST/` prefix and the
+        stage's url prefix (`prearchive/projects/`, `archive/projects/`) removed."""
+        text = text.strip().strip("/")
+        for prefix in ("data/", "REST/"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        parts = text.split("/")
+        return parts[2:] if parts[:2] == [stage, "projects"] else parts
+
+    @classmethod
+    def from_name(cls, text: str, stage: str) -> SessionRef | None:
+        """A session of ``stage`` as an operator names it: its url (with or without `/data` and the
+        stage's `.../projects/`), or the short form: `P/T/S` in the prearchive, `P/LABEL` in the
+        archive. None when ``text`` is neither (it may still be a bare label)."""
+        parts = cls.name_parts(text, stage)
+        if stage == _PREARCHIVE:
+            return cls.prearchive(*parts) if len(parts) == 3 else None
+        found = cls.from_url(["projects", *parts])
+        if found is not None:
+            ref, rest = found
+            return None if rest else ref
+        return cls.archive(parts[0], "", parts[1]) if len(parts) == 2 else None

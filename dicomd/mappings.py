@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from dicomd import dicomtags
 from dicomd.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:  # the catalog sits above this module's pure half (validate, convert), which config uses
@@ -30,11 +31,6 @@ FIELD_TYPES = ("string", "integer", "float", "boolean", "date")
 LEVELS = ("session", "scan")
 SCHEMA_ELEMENTS = {"session": "xnat:imageSessionData", "scan": "xnat:imageScanData"}
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_TAG_RES = (
-    re.compile(r"^(?:0x)?([0-9A-Fa-f]{8})$"),
-    re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$"),
-    re.compile(r"^([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})$"),
-)
 
 migrations = Migrations("dicomd-mappings")
 
@@ -89,17 +85,10 @@ class DicomMapping:
 
 def parse_tag(text: str) -> str:
     """'0x00181000', '00181000', '(0018,1000)' or a DICOM keyword -> '0x00181000'."""
-    value = str(text).strip()
-    for pattern in _TAG_RES:
-        match = pattern.match(value)
-        if match:
-            return "0x" + "".join(match.groups()).upper()
-    from pydicom.datadict import tag_for_keyword
-
-    tag = tag_for_keyword(value) if value.isidentifier() else None
-    if tag is None:
-        raise InvalidInput(f"dicomTag {text!r}: expected 0xGGGGEEEE, (gggg,eeee) or a DICOM keyword")
-    return f"0x{tag:08X}"
+    try:
+        return f"0x{dicomtags.parse_tag(text):08X}"
+    except dicomtags.BadTag:
+        raise InvalidInput(f"dicomTag {text!r}: expected 0xGGGGEEEE, (gggg,eeee) or a DICOM keyword") from None
 
 
 def validate(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,82 +13,16 @@ from typing import Any, Callable
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
 from dicomd.config import Config
+from dicomd.crashpoints import crashpoint
 from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
 from dicomd.header import read_header
-from dicomd.layout import Layout
-from dicomd.crashpoints import crashpoint
+from dicomd.layout import Layout, SessionRef
 from dicomd.lifecycle import BUILDABLE, RECEIVABLE, JobState, Stage, Status
 
 logger = logging.getLogger(__name__)
 
 # session -> {"session": {field: value}, "scans": {scan_id: {field: value}}}
 FieldExtractor = Callable[[SessionRow], dict[str, Any]]
-
-
-def xnat_row(row: SessionRow, config: Config | None = None) -> dict[str, Any]:
-    """A prearchive listing row with XNAT's columns plus dicomd's counts."""
-    import time
-
-    def stamp(value: float | None) -> str:
-        # XNAT's format, with milliseconds (xnatpy parses it with "%Y-%m-%d %H:%M:%S.%f")
-        if not value:
-            return ""
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) + f".{int(value * 1000) % 1000:03d}"
-
-    project = config.project(row.project) if config else None
-    auto = row.auto_archive if row.auto_archive is not None else (project.auto_archive if project else 0)
-    return {
-        "project": row.project,
-        "timestamp": row.timestamp,
-        "lastmod": stamp(row.last_received_at or row.updated_at),
-        "uploaded": stamp(row.created_at),
-        "scan_date": _date(row.scan_date),
-        "scan_time": _time(row.scan_time),
-        "subject": row.subject,
-        "folderName": row.label,
-        "name": row.label,
-        "tag": row.study_instance_uid,
-        "status": row.status,
-        "url": row.url,
-        "autoarchive": {0: "Manual", 1: "AutoArchive", 4: "AutoArchive", 5: "AutoArchiveOverwrite"}.get(
-            int(auto or 0), "Manual"
-        ),
-        "prevent_anon": "true" if row.prevent_anon else "false",
-        "prevent_auto_commit": "false",
-        "SOURCE": row.source,
-        "VISIT": "",
-        "PROTOCOL": "",
-        "TIMEZONE": "",
-        "scans": row.scans,
-        "instances": row.instances,
-        "modalities": row.modalities,
-        "reason": row.reason,
-        "custom": row.custom_fields(),
-    }
-
-
-def archive_row(row: SessionRow) -> dict[str, Any]:
-    return {
-        "project": row.project,
-        "subject": row.subject,
-        "label": row.label,
-        "study_instance_uid": row.study_instance_uid,
-        "scans": row.scans,
-        "instances": row.instances,
-        "modalities": row.modalities,
-        "scan_date": _date(row.scan_date),
-        "url": row.url,
-        "archived_at": row.archived_at,
-        "custom": row.custom_fields(),
-    }
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 and value[:8].isdigit() else value
-
-
-def _time(value: str) -> str:
-    return f"{value[:2]}:{value[2:4]}:{value[4:6]}" if len(value) >= 6 and value[:6].isdigit() else value
 
 
 @dataclass
@@ -103,34 +37,14 @@ class Prearchive:
 
     def resolve(self, name: str, stage: str = Stage.PREARCHIVE) -> SessionRow:
         """A session by url (`/prearchive/projects/P/T/S`, with or without `/data`), `P/T/S`,
-        folder name when unique, or a unique prefix of it."""
-        text = name.strip().strip("/")
-        for prefix in ("data/", "REST/"):
-            if text.startswith(prefix):
-                text = text[len(prefix):]
-        parts = text.split("/")
-        if stage == Stage.PREARCHIVE:
-            if parts[:2] == ["prearchive", "projects"]:
-                parts = parts[2:]
-            if len(parts) == 3:
-                row = self.catalog.find_session(Stage.PREARCHIVE, *parts)
-                if row is None:
-                    raise NotFound(f"no prearchive session {'/'.join(parts)}")
-                return row
-        else:
-            if parts[:2] == ["archive", "projects"]:
-                parts = parts[2:]
-            if len(parts) >= 3 and parts[1] in ("subjects", "experiments"):
-                project, label = parts[0], parts[-1]
-                row = self.catalog.find_session(Stage.ARCHIVE, project, "", label)
-                if row is None:
-                    raise NotFound(f"no archived session {project}/{label}")
-                return row
-            if len(parts) == 2:
-                row = self.catalog.find_session(Stage.ARCHIVE, parts[0], "", parts[1])
-                if row is None:
-                    raise NotFound(f"no archived session {'/'.join(parts)}")
-                return row
+        folder name when unique, or a unique prefix of it (archive: `P/LABEL` and its urls)."""
+        ref = SessionRef.from_name(name, stage)
+        if ref is not None:
+            row = self.catalog.find_session(ref.stage, ref.project, ref.timestamp, ref.label)
+            if row is None:
+                raise NotFound(f"no {'prearchive' if stage == Stage.PREARCHIVE else 'archived'} session {ref.name}")
+            return row
+        parts = SessionRef.name_parts(name, stage)
         if len(parts) != 1 or not parts[0]:
             raise NotFound(f"cannot read {name!r} as a session name")
         rows = self.catalog.sessions(stage)
@@ -139,7 +53,7 @@ class Prearchive:
         if not candidates:
             raise NotFound(f"no {stage} session named {name!r}")
         if len(candidates) > 1:
-            names = ", ".join(_display(r) for r in candidates[:10])
+            names = ", ".join(SessionRef.of(r).name for r in candidates[:10])
             raise Ambiguous(f"{name!r} matches {len(candidates)} sessions: {names}")
         return candidates[0]
 
@@ -151,7 +65,7 @@ class Prearchive:
         Returns the built row, or None when new data arrived meanwhile (it stays RECEIVING).
         """
         try:
-            folder = self.layout.root / self.catalog.session(session_id).relative_dir
+            folder = self.layout.session_dir(self.catalog.session(session_id).relative_dir)
         except NotFound:
             return None
         if self.catalog.drop_if_empty(session_id):  # its only store failed (e.g. disk full)
@@ -204,7 +118,7 @@ class Prearchive:
         if session.project == target:
             return session
         stamp = self.catalog.unique_timestamp(target, session.label)
-        new_rel = f"prearchive/{target}/{stamp}/{session.label}"
+        new_rel = SessionRef.prearchive(target, stamp, session.label).relative_dir
         session = self.catalog.set_status(
             session_id, Status.MOVING, f"to {target}", expect=RECEIVABLE, actor=actor,
             extra={"summary": json.dumps({"moving_to": [target, stamp]})},
@@ -214,8 +128,8 @@ class Prearchive:
         return self._finish_move(session, target, stamp, new_rel, actor)
 
     def _finish_move(self, session: SessionRow, target: str, stamp: str, new_rel: str, actor: str) -> SessionRow:
-        old_dir = self.layout.root / session.relative_dir
-        new_dir = self.layout.root / new_rel
+        old_dir = self.layout.session_dir(session.relative_dir)
+        new_dir = self.layout.session_dir(new_rel)
         if old_dir.exists() and not new_dir.exists():
             storage.ensure_dir(new_dir.parent)
             os.replace(old_dir, new_dir)
@@ -239,7 +153,7 @@ class Prearchive:
         self._finish_delete(session, actor)
 
     def _finish_delete(self, session: SessionRow, actor: str) -> None:
-        folder = self.layout.root / session.relative_dir
+        folder = self.layout.session_dir(session.relative_dir)
         shutil.rmtree(folder, ignore_errors=True)
         storage.remove_empty_dirs(folder.parent, self.layout.prearchive)
         crashpoint("delete.removed")
@@ -251,7 +165,7 @@ class Prearchive:
     def reconcile_session(self, session: SessionRow, *, dry_run: bool = False) -> list[str]:
         """Make the catalog match the session folder. Returns what differed."""
         findings: list[str] = []
-        folder = self.layout.root / session.relative_dir
+        folder = self.layout.session_dir(session.relative_dir)
         rows = {inst.path: inst for inst in self.catalog.instances(session.id)}
         on_disk: set[str] = set()
         if folder.exists():
@@ -298,8 +212,8 @@ class Prearchive:
     def _adopt_folder(self, session_dir: Path, *, dry_run: bool) -> list[str]:
         """A session folder the catalog does not know (its rows were lost, e.g. to a power cut
         after ingest's non-fsync'd commit): rebuild its session row from the files on disk."""
-        project, stamp, label = session_dir.parent.parent.name, session_dir.parent.name, session_dir.name
-        where = f"prearchive/{project}/{stamp}/..."
+        ref = SessionRef.from_dir(self.layout.relative(session_dir))
+        where = f"{Path(ref.relative_dir).parent}/..."  # no label: it may come from a patient's name
         header = None
         for path in sorted(session_dir.rglob("*.dcm")):
             try:
@@ -314,7 +228,7 @@ class Prearchive:
         from dicomd.routing import PATIENT_NAME, clean_label
 
         row = self.catalog.adopt_session(
-            project=project, timestamp=stamp, label=label, study_uid=header.study_instance_uid,
+            project=ref.project, timestamp=ref.timestamp, label=ref.label, study_uid=header.study_instance_uid,
             subject=clean_label(header.routing.get(PATIENT_NAME, "")),
         )
         return [f"{where}: folder without a catalog session; adopted as {row.ref}",
@@ -329,7 +243,8 @@ class Prearchive:
             done.append(f"{session.ref}: move interrupted; finished")
             if not dry_run and info:
                 target, stamp = info
-                self._finish_move(session, target, stamp, f"prearchive/{target}/{stamp}/{session.label}", "recovery")
+                new_rel = SessionRef.prearchive(target, stamp, session.label).relative_dir
+                self._finish_move(session, target, stamp, new_rel, "recovery")
         for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.DELETING]):
             done.append(f"{session.ref}: delete interrupted; finished")
             if not dry_run:
@@ -340,7 +255,7 @@ class Prearchive:
                 self.catalog.set_status(session.id, Status.RECEIVING, "build interrupted by a restart", actor="recovery")
         for session in self.catalog.sessions_in(Stage.PREARCHIVE, RECEIVABLE):
             done += self.reconcile_session(session, dry_run=dry_run)
-            folder = self.layout.root / session.relative_dir
+            folder = self.layout.session_dir(session.relative_dir)
             if not self.catalog.instances(session.id) and not any(p.is_file() for p in folder.rglob("*")):
                 # opened for a receive that died before its first instance: nothing to keep
                 done.append(f"{session.ref}: empty (interrupted before its first instance); removed")
@@ -349,12 +264,12 @@ class Prearchive:
         known = {s.relative_dir for s in self.catalog.sessions(Stage.PREARCHIVE)}
         # folders an archived session's clean-up removes (the archiver's recovery does it first;
         # a dry run must not report them as orphans to adopt)
-        known |= {"/".join(Path(item.prearchive).parts[:4])
+        known |= {SessionRef.from_dir(item.prearchive).relative_dir
                   for job in self.catalog.archive_jobs([JobState.DONE]) for item in job.plan}
         for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.MOVING]):  # the folder a move renamed to
             target = json.loads(session.summary or "{}").get("moving_to")
             if target:
-                known.add(f"prearchive/{target[0]}/{target[1]}/{session.label}")
+                known.add(SessionRef.prearchive(target[0], target[1], session.label).relative_dir)
         if self.layout.prearchive.exists():
             for session_dir in self.layout.prearchive.glob("*/*/*"):
                 rel = self.layout.relative(session_dir)
@@ -371,7 +286,3 @@ class Prearchive:
         for line in done if not dry_run else ():
             logger.warning("recovery: %s", line)
         return done
-
-
-def _display(row: SessionRow) -> str:
-    return f"{row.project}/{row.timestamp}/{row.label}" if row.stage == Stage.PREARCHIVE else f"{row.project}/{row.label}"

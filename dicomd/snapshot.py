@@ -21,8 +21,9 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from dicomd.catalog import Catalog, InstanceRow
+from dicomd.catalog import Catalog
 from dicomd.layout import Layout
+from dicomd.views import scan_summaries
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,10 @@ class Tile:
 
 def pick_series(catalog: Catalog, layout: Layout, session_id: int) -> list[SeriesPick]:
     """One instance per scan: the middle one in instance-number order (works before a build too)."""
-    by_scan: dict[str, list[InstanceRow]] = {}
-    for inst in catalog.instances(session_id):
-        by_scan.setdefault(inst.scan_id, []).append(inst)
     picks: list[SeriesPick] = []
-    for scan_id in sorted(by_scan, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s)):
-        members = by_scan[scan_id]
-        first = members[0]
-        label = _label(scan_id, first.modality, first.series_description, len(members))
-        picks.append(SeriesPick(scan_id, label, _middle([layout.resolve(i.path) for i in members])))
+    for scan in scan_summaries(catalog.instances(session_id)):
+        label = _label(scan.scan_id, scan.first.modality, scan.first.series_description, scan.instances)
+        picks.append(SeriesPick(scan.scan_id, label, _middle([layout.resolve(i.path) for i in scan.members])))
     return picks
 
 

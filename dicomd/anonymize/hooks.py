@@ -120,7 +120,7 @@ class AnonymizingWriter:
         sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
         if hasattr(ds, "file_meta"):
             ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        rel = f"SCANS/{inst.scan_id}/DICOM/{Layout.instance_name(sop_uid)}"
+        rel = Layout.instance_relpath(inst.scan_id, sop_uid)
         dst = work_dir / rel
         storage.ensure_dir(dst.parent)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -8,7 +8,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
-from dicomd.lifecycle import JobState, Stage
+from dicomd.layout import SessionRef
+from dicomd.lifecycle import JobState
 
 T = TypeVar("T")
 
@@ -49,9 +50,7 @@ class SessionRow:
 
     @property
     def url(self) -> str:
-        if self.stage == Stage.PREARCHIVE:
-            return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.label}"
-        return f"/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
+        return SessionRef.of(self).url
 
     @property
     def ref(self) -> str:
@@ -60,9 +59,7 @@ class SessionRow:
 
     @property
     def relative_dir(self) -> str:
-        if self.stage == Stage.PREARCHIVE:
-            return f"prearchive/{self.project}/{self.timestamp}/{self.label}"
-        return f"archive/{self.project}/{self.subject}/{self.label}"
+        return SessionRef.of(self).relative_dir
 
     def custom_fields(self) -> dict[str, Any]:
         return json.loads(self.custom or "{}")

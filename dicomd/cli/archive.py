@@ -16,7 +16,7 @@ from dicomd.cli.common import (
 from dicomd.config import Config
 from dicomd.errors import DicomdError
 from dicomd.lifecycle import Stage
-from dicomd.prearchive import archive_row
+from dicomd.views import archive_row
 
 LIST_COLUMNS = ("project", "subject", ("label", "session"), "scans", "instances", "modalities",
                 ("scan_date", "study date"), ("archived", "archived"), ("custom", "fields"))

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -16,6 +15,7 @@ import click
 from dicomd import config as config_mod
 from dicomd.config import Config
 from dicomd.lifecycle import TONES, Tone
+from dicomd.views import local_stamp as stamp  # noqa: F401  (the commands' time format)
 
 Column = str | tuple[str, str]  # a row key, or (row key, heading)
 
@@ -96,11 +96,6 @@ def colour(text: str, fg: str | None = None, bold: bool = False) -> str:
     if not is_terminal() or (fg is None and not bold):
         return text
     return click.style(text, fg=fg, bold=bold)
-
-
-def stamp(value: float | None) -> str:
-    """A catalog time (seconds since the epoch) as local 'YYYY-MM-DD HH:MM:SS'."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else ""
 
 
 def human_bytes(value: int | float | None) -> str:

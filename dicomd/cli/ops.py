@@ -7,7 +7,7 @@ import shutil
 import socket
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
@@ -24,12 +24,12 @@ from dicomd.cli.common import (
     store_options,
 )
 from dicomd.config import Config
+from dicomd.dicomtags import BadTag, element_rows, parse_tag
 from dicomd.errors import ConfigError, InvalidInput, NotFound
 from dicomd.lifecycle import NEEDS_ATTENTION, QuarantineStatus, Stage
 
 PROBLEM_STATES = NEEDS_ATTENTION
 PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced")
-MAX_VALUE = 100
 
 
 # --------------------------------------------------------------------------- status
@@ -152,44 +152,28 @@ def dump(config: Config, target: str, tags: tuple[str, ...], scan: str | None, a
 
         dicomd dump demo/20240619_091425123/S1 --tag PatientID --tag "(0008,0060)"
     """
-    wanted = [parse_tag(t) for t in tags]
+    wanted = [_tag_option(t) for t in tags]
     path = Path(target)
     if not path.is_file():
         path = _session_file(config, target, scan)
     ds = _read(path)
-    if wanted:
-        rows = [_row(ds[t], 0) if t in ds else {"tag": _tag_text(t), "vr": "", "keyword": _keyword(t),
-                                                 "value": None, "depth": 0} for t in wanted]
-    else:
-        rows = list(_walk(ds, 0))
+    rows = element_rows(ds, wanted)
     if as_json:
         print_json({"file": str(path), "elements": rows})
         return
     click.echo(colour(f"# {path}", bold=True))
     if ds.file_meta and not wanted:
-        for elem in ds.file_meta:
-            click.echo(_line(_row(elem, 0)))
+        for row in element_rows(ds.file_meta):
+            click.echo(_line(row))
     for row in rows:
         click.echo(_line(row))
 
 
-def parse_tag(text: str) -> int:
-    """A tag from a keyword, '(gggg,eeee)', 'gggg,eeee', 'ggggeeee' or '0xggggeeee'."""
-    from pydicom.datadict import tag_for_keyword
-
-    value = text.strip()
-    number = tag_for_keyword(value)
-    if number is not None:
-        return int(number)
-    cleaned = value.strip("()").replace(",", "").replace(" ", "")
-    if cleaned.lower().startswith("0x"):
-        cleaned = cleaned[2:]
-    if len(cleaned) == 8:
-        try:
-            return int(cleaned, 16)
-        except ValueError:
-            pass
-    raise click.BadParameter(f"{text!r} is not a DICOM keyword or tag", param_hint="--tag")
+def _tag_option(text: str) -> int:
+    try:
+        return parse_tag(text)
+    except BadTag as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from None
 
 
 def _session_file(config: Config, name: str, scan: str | None) -> Path:
@@ -218,58 +202,12 @@ def _read(path: Path) -> Any:
             raise InvalidInput(f"{path}: cannot read as DICOM: {type(exc).__name__}: {exc}") from None
 
 
-def _walk(ds: Any, depth: int) -> Iterator[dict[str, Any]]:
-    for elem in ds:
-        yield _row(elem, depth)
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or []):
-                yield {"tag": f"item {i + 1}", "vr": "", "keyword": "", "value": None, "depth": depth + 1}
-                yield from _walk(item, depth + 2)
-
-
-def _row(elem: Any, depth: int) -> dict[str, Any]:
-    return {"tag": _tag_text(elem.tag), "vr": elem.VR, "keyword": elem.keyword or elem.name,
-            "value": _value(elem), "depth": depth}
-
-
-def _value(elem: Any) -> str | None:
-    if elem.VR == "SQ":
-        return f"<{len(elem.value or [])} item(s)>"
-    if elem.tag == 0x7FE00010 or elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
-        try:
-            size = len(elem.value) if elem.value is not None else 0
-        except Exception:  # noqa: BLE001 - a deferred value may be unreadable
-            size = 0
-        return f"<{size} bytes>"
-    try:
-        value = elem.value
-    except Exception as exc:  # noqa: BLE001 - show what cannot be decoded instead of failing
-        return f"<unreadable: {exc}>"
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
-    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE] + "…"
-
-
 def _line(row: dict[str, Any]) -> str:
     indent = "  " * row["depth"]
     if row["tag"].startswith("item"):
         return f"{indent}-- {row['tag']}"
     value = "(not present)" if row["value"] is None and not row["vr"] else row["value"]
     return f"{indent}{row['tag']} {row['vr']:2} {row['keyword']:<32} {value}"
-
-
-def _tag_text(tag: int) -> str:
-    return f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
-
-
-def _keyword(tag: int) -> str:
-    from pydicom.datadict import keyword_for_tag
-
-    return keyword_for_tag(tag) or ""
 
 
 # --------------------------------------------------------------------------- config

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from dicomd import operations
 from dicomd.catalog import SessionRow
 from dicomd.cli.common import (
     STATUS_COLOURS,
@@ -27,8 +27,9 @@ from dicomd.cli.common import (
 )
 from dicomd.config import Config
 from dicomd.errors import DicomdError, NotFound
-from dicomd.lifecycle import NEEDS_ATTENTION, STATUSES, Stage
-from dicomd.prearchive import xnat_row
+from dicomd.lifecycle import STATUSES, Stage
+from dicomd.operations import LocalOperator
+from dicomd.views import scan_table, xnat_row
 
 LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "subject"),
                 ("timestamp", "timestamp"), ("status", "status"), ("scans", "scans"),
@@ -38,14 +39,6 @@ SCAN_COLUMNS = (("scan_id", "scan"), ("series_number", "series"), ("description"
                 ("modality", "modality"), ("instances", "instances"), ("size", "size"))
 PREARCHIVE_STATES = tuple(str(s) for s in STATUSES[Stage.PREARCHIVE])
 HISTORY_COLUMNS = (("when", "when"), ("status", "status"), ("actor", "by"), ("reason", "reason"))
-
-
-def actor() -> str:
-    """Who acts, for the status history: `cli:<login>`."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name (containers): still record the CLI
-        return "cli"
 
 
 @click.group()
@@ -99,8 +92,8 @@ def show(config: Config, session: str, as_json: bool) -> None:
             **xnat_row(row, config),
             "bytes": row.bytes,
             "late_for": row.late_for,
-            "warnings": session_warnings(stores, row),
-            "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in scans_of(stores, row)],
+            "warnings": operations.session_warnings(stores, LocalOperator.current(), row),
+            "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in scan_table(stores.catalog, row)],
             "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)],
         }
     if as_json:
@@ -125,57 +118,21 @@ def show(config: Config, session: str, as_json: bool) -> None:
     print_table(data["history"], HISTORY_COLUMNS)
 
 
-def scans_of(stores: Any, row: SessionRow) -> list[dict[str, Any]]:
-    """The session's scans; before its first build (still RECEIVING) they are summed from its instances."""
-    scans = stores.catalog.scans(row.id)
-    if scans or not row.instances:
-        return scans
-    summary: dict[str, dict[str, Any]] = {}
-    for inst in stores.catalog.instances(row.id):
-        entry = summary.setdefault(inst.scan_id, {
-            "scan_id": inst.scan_id, "series_instance_uid": inst.series_instance_uid,
-            "series_number": inst.series_number, "description": inst.series_description,
-            "modality": inst.modality, "instances": 0, "bytes": 0})
-        entry["instances"] += 1
-        entry["bytes"] += inst.size
-    return sorted(summary.values(), key=lambda s: (len(s["scan_id"]), s["scan_id"]))
-
-
-def session_warnings(stores: Any, row: SessionRow) -> list[str]:
-    """Conflicts and states an operator should know about before archiving."""
-    warnings: list[str] = []
-    if row.status in NEEDS_ATTENTION and row.reason:
-        warnings.append(f"{row.status}: {row.reason}")
-    if row.project == "Unassigned":
-        warnings.append("routed to Unassigned: move it to a project before archiving (prearchive move --to)")
-    existing = stores.catalog.find_session(Stage.ARCHIVE, row.project, "", row.label)
-    if existing is not None:
-        same = existing.study_instance_uid == row.study_instance_uid
-        warnings.append(
-            f"the archive already has {existing.url} ({'same study' if same else 'another study'}); "
-            "archiving needs --overwrite append or delete"
-        )
-    else:
-        other = stores.catalog.archived_study(row.project, row.study_instance_uid)
-        if other is not None:
-            warnings.append(f"this study is already archived as {other.url}")
-    if row.late_for is not None and existing is None:
-        warnings.append("late data for a study that was being archived when it arrived")
-    return warnings
-
-
 # --------------------------------------------------------------------------- actions
 
 
-def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
-         action: Callable[[Any, SessionRow], dict[str, Any]], *, question: str | None = None,
-         yes: bool = False) -> None:
+Action = Callable[[Any, LocalOperator, SessionRow], dict[str, Any]]
+
+
+def _act(config: Config, sessions: tuple[str, ...], as_json: bool, action: Action, *,
+         question: str | None = None, yes: bool = False) -> None:
     """Resolve every SESSION first (nothing happens if one is unknown), then act on each in turn.
 
     A failure on one session is reported and the others still run; the exit code is 1 if any failed.
     """
     results: list[dict[str, Any]] = []
     failed = 0
+    operator = LocalOperator.current()
     with open_stores(config) as stores:
         rows = [stores.prearchive.resolve(name) for name in dict.fromkeys(sessions)]
         if question:
@@ -183,7 +140,7 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool,
             confirm(f"{question} {len(rows)} session(s): {listing}?", yes)
         for row in rows:
             try:
-                result = action(stores, row)
+                result = action(stores, operator, row)
             except DicomdError as exc:
                 failed += 1
                 gone = isinstance(exc, NotFound) and stores.catalog.find_session(
@@ -221,10 +178,10 @@ def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str |
 
         dicomd prearchive archive demo/20240619_091425123/S1 --overwrite append
     """
-    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
-        result = stores.archiver.archive(row.id, overwrite=overwrite, actor=actor(), force_review=force)
-        return {"session": row.url, "archived": result.url, "instances": result.instances,
-                "_text": f"{row.url} -> {result.url} ({result.instances} instances)"}
+    def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
+        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force)
+        return {"session": row.url, "archived": done.url, "instances": done.instances,
+                "_text": f"{row.url} -> {done.url} ({done.instances} instances)"}
 
     question = "Replace what the archive holds for" if overwrite == "delete" else None
     _act(config, sessions, as_json, run, question=question, yes=yes)
@@ -245,8 +202,9 @@ def move(config: Config, sessions: tuple[str, ...], project: str, as_json: bool)
     if project != "Unassigned" and config.resolve_project(project) is None:
         known = ", ".join(["Unassigned", *config.project_ids()])
         raise click.BadParameter(f"no project {project!r} (known: {known})", param_hint="--to")
-    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
-        moved = stores.prearchive.move(row.id, project, actor=actor())
+
+    def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
+        moved = operations.move(stores, operator, row, project).current
         return {"session": row.url, "moved": moved.url, "status": moved.status,
                 "_text": f"{row.url} -> {moved.url} ({moved.status})"}
 
@@ -265,8 +223,8 @@ def delete(config: Config, sessions: tuple[str, ...], yes: bool, as_json: bool) 
 
         dicomd prearchive delete demo/20240619_091425123/S1 --yes
     """
-    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
-        stores.prearchive.delete(row.id, actor=actor())
+    def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
+        operations.delete(stores, operator, row)
         return {"session": row.url, "deleted": True, "_text": f"{row.url} deleted"}
 
     _act(config, sessions, as_json, run, question="Delete", yes=yes)
@@ -283,9 +241,8 @@ def rebuild(config: Config, sessions: tuple[str, ...], as_json: bool) -> None:
 
         dicomd prearchive rebuild demo/20240619_091425123/S1
     """
-    def run(stores: Any, row: SessionRow) -> dict[str, Any]:
-        built = stores.prearchive.rebuild(row.id, actor=actor())
-        now = built or stores.catalog.session(row.id)
+    def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
+        now = operations.rebuild(stores, operator, row).current
         return {"session": now.url, "status": now.status, "scans": now.scans, "instances": now.instances,
                 "_text": f"{now.url}: {now.status}, {now.scans} scans, {now.instances} instances"}
 
@@ -347,11 +304,9 @@ def preview(config: Config, session: str, scans: tuple[str, ...], as_json: bool)
 
         dicomd prearchive preview demo/20240619_091425123/S1 --scan 2
     """
-    from dicomd.cli.anonpreview import preview_session
-
     with open_stores(config) as stores:
         row = stores.prearchive.resolve(session)
-        report = preview_session(stores, row, scans)
+        report = operations.preview_anonymization(stores, LocalOperator.current(), row, scans)
     if as_json:
         print_json(report)
         return

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from dicomd import operations
 from dicomd.catalog import QuarantineRow
 from dicomd.cli.common import (
     confirm,
@@ -23,10 +24,10 @@ from dicomd.cli.common import (
     yes_option,
 )
 from dicomd.config import Config
-from dicomd.errors import DicomdError, InvalidState
-from dicomd.lifecycle import QuarantineStatus
+from dicomd.errors import DicomdError
+from dicomd.operations import DELETED, HELD, LocalOperator
+from dicomd.routing import Explicit
 
-HELD, RETRIED, DELETED = QuarantineStatus.HELD, QuarantineStatus.RETRIED, QuarantineStatus.DELETED
 LIST_COLUMNS = ("id", "when", "status", "source", "size", "reason")
 
 
@@ -120,20 +121,14 @@ def retry(config: Config, entries: tuple[int, ...], project: str, subject: str, 
 
         dicomd quarantine retry 12 13 --project demo
     """
-    from dicomd.ingest import Source
-    from dicomd.routing import Explicit
-
+    explicit = Explicit(project=project, subject=subject, session=session)
+    operator = LocalOperator.current()
     results: list[dict[str, Any]] = []
     with open_stores(config) as stores:
         for entry in dict.fromkeys(entries):
             row = stores.catalog.quarantine_entry(entry)
             try:
-                if row.status != HELD:
-                    raise InvalidState(f"entry {entry} is {row.status}, not held")
-                source = Source(kind="CLI", address=f"quarantine/{entry}",
-                                explicit=Explicit(project=project, subject=subject, session=session))
-                staged = stores.ingest.stage(stores.layout.resolve(row.path), source, move=False)
-                stores.catalog.set_quarantine_status(entry, RETRIED)
+                staged = operations.retry_quarantined(stores, operator, row, explicit)
             except DicomdError as exc:
                 results.append({"id": entry, "ok": False, "error": str(exc)})
                 report_error(f"entry {entry}: {exc}")

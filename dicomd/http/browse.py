@@ -1,4 +1,4 @@
-"""What lies under one session URI: scans, resources, files, zip downloads, DICOM dumps.
+"""What lies under one session URI: scans, resources, files, zip downloads.
 
 Shared by the prearchive and archive routes; it only reads (catalog rows and the files they name).
 """
@@ -6,77 +6,22 @@ Shared by the prearchive and archive routes; it only reads (catalog rows and the
 from __future__ import annotations
 
 import io
-import json
-import logging
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import pydicom
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydicom.dataset import Dataset
 
 from dicomd.catalog import Catalog, InstanceRow, SessionRow
-from dicomd.errors import InvalidInput, NotFound
+from dicomd.errors import NotFound
 from dicomd.http import targets
 from dicomd.layout import Layout
-
-logger = logging.getLogger(__name__)
+from dicomd.views import xnat_scan_rows
 
 CHUNK = 1024 * 1024
-_XSI = {"MR": "mr", "CT": "ct", "PT": "pet", "US": "us", "CR": "cr", "DX": "dx", "MG": "mg", "NM": "nm",
-        "XA": "xa", "RF": "rf", "OT": "otherDicom", "SC": "sc", "SR": "sr"}
-
-
-def session_xsi(modalities: str) -> str:
-    first = (modalities.split(",")[0] if modalities else "").strip().upper()
-    return f"xnat:{_XSI.get(first, 'otherDicom')}SessionData"
-
-
-def scan_xsi(modality: str) -> str:
-    return f"xnat:{_XSI.get(modality.upper(), 'otherDicom')}ScanData"
-
-
-def custom_of(value: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(value or "{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 # ---------------------------------------------------------------- listings
-
-
-def scan_rows(catalog: Catalog, session: SessionRow, base: str) -> list[dict[str, Any]]:
-    """One row per scan, from the instance rows (so a session still RECEIVING has its scans too),
-    with the scan's mapped custom fields when the session was built."""
-    custom = {s["scan_id"]: custom_of(s.get("custom", "{}")) for s in catalog.scans(session.id)}
-    grouped: dict[str, list[InstanceRow]] = {}
-    for inst in catalog.instances(session.id):
-        grouped.setdefault(inst.scan_id, []).append(inst)
-    rows = []
-    for scan_id in sorted(grouped, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s)):
-        members = grouped[scan_id]
-        first = members[0]
-        row: dict[str, Any] = {
-            "ID": scan_id,
-            "type": first.series_description,
-            "series_description": first.series_description,
-            "modality": first.modality,
-            "quality": "usable",
-            "UID": first.series_instance_uid,
-            "series_number": first.series_number,
-            "file_count": len(members),
-            "file_size": sum(m.size for m in members),
-            "URI": f"{base}/scans/{scan_id}",
-        }
-        if not base.startswith("/data/prearchive"):  # xnatpy types prearchive scans itself
-            row["xsiType"] = scan_xsi(first.modality)
-        for key, value in custom.get(scan_id, {}).items():
-            row.setdefault(key, value)
-        rows.append(row)
-    return rows
 
 
 def resource_rows(instances: Sequence[InstanceRow], base: str) -> list[dict[str, Any]]:
@@ -181,75 +126,6 @@ def zip_response(layout: Layout, session: SessionRow, instances: Sequence[Instan
     )
 
 
-# ---------------------------------------------------------------- DICOM dump
-
-
-def dicom_dump(path: Path, fields: Sequence[str] = ()) -> list[dict[str, str]]:
-    """XNAT's dicomdump rows (`tag1, tag2, vr, value, desc`) for one file, pixel data skipped."""
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=64 * 1024, force=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input for the caller
-        raise InvalidInput(f"cannot read {path.name}: {exc}") from None
-    wanted = {_field_tag(f) for f in fields if f}
-    rows: list[dict[str, str]] = []
-    if ds.file_meta:
-        _walk(ds.file_meta, rows, wanted, top="")
-    _walk(ds, rows, wanted, top="")
-    return rows
-
-
-def _field_tag(text: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    value = text.strip().strip("()").replace(",", "")
-    if len(value) == 8:
-        try:
-            return int(value, 16)
-        except ValueError:
-            pass
-    tag = tag_for_keyword(text.strip())
-    if tag is None:
-        raise InvalidInput(f"field {text!r}: expected GGGGEEEE or a DICOM keyword")
-    return int(tag)
-
-
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _walk(ds: Dataset, rows: list[dict[str, str]], wanted: set[int], top: str, path: str = "",
-          depth: int = 0) -> None:
-    """Top-level elements: tag1 = their tag, tag2 empty. Nested ones: tag1 = the top-level
-    sequence, tag2 = the path inside it, e.g. `[0](0008,1150)`."""
-    for elem in ds:
-        if wanted and not top and int(elem.tag) not in wanted:
-            continue
-        tag = _tag_text(int(elem.tag))
-        vr = str(elem.VR)
-        rows.append({
-            "tag1": top or tag,
-            "tag2": f"{path}{tag}" if top else "",
-            "vr": vr,
-            "value": "" if vr == "SQ" else _value_text(elem),
-            "desc": elem.name if elem.name else "Unknown",
-        })
-        if vr == "SQ" and depth < 8:
-            for index, item in enumerate(elem.value or []):
-                inner = f"{path}{tag}[{index}]" if top else f"[{index}]"
-                _walk(item, rows, set(), top or tag, inner, depth + 1)
-
-
-def _value_text(elem: Any) -> str:
-    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN") or elem.tag == 0x7FE00010:
-        length = len(elem.value) if elem.value is not None and hasattr(elem.value, "__len__") else 0
-        return f"<{length} bytes>"
-    try:
-        text = str(elem.value) if elem.VM <= 1 else "\\".join(str(v) for v in elem.value)
-    except Exception:  # noqa: BLE001 - an odd value still gets a row
-        text = repr(elem.value)
-    return text if len(text) <= 1024 else text[:1024] + "..."
-
-
 # ---------------------------------------------------------------- one dispatcher for both stages
 
 
@@ -275,7 +151,7 @@ def respond(
     if parts == ["logs"]:
         return result_set(catalog.history(session.id), listing_fmt, title="history")
     if parts == ["scans"]:
-        return result_set(scan_rows(catalog, session, base), listing_fmt, title="scans")
+        return result_set(xnat_scan_rows(catalog, session, base), listing_fmt, title="scans")
     if parts[0] == "scans" and len(parts) >= 2:
         chosen = select_scans(instances, parts[1])
         scan_base = f"{base}/scans/{parts[1]}"
@@ -288,7 +164,7 @@ def respond(
                 return zip_response(layout, session, chosen, f"{session.label}_scan_{parts[1]}")
             if not tail:
                 ids = {i.scan_id for i in chosen}
-                rows = [r for r in scan_rows(catalog, session, base) if r["ID"] in ids]
+                rows = [r for r in xnat_scan_rows(catalog, session, base) if r["ID"] in ids]
                 return result_set(rows, listing_fmt, title="scan")
             if tail[-1] == "files":
                 return result_set(file_rows(chosen, scan_base, per_scan=False), listing_fmt, title="files")

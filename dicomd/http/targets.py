@@ -13,33 +13,32 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 from urllib.parse import unquote
 
 from dicomd.catalog import Catalog, InstanceRow, SessionRow
 from dicomd.errors import Forbidden, InvalidInput, NotFound
-from dicomd.layout import Layout
-from dicomd.lifecycle import Stage
+from dicomd.layout import Layout, SessionRef
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 
 @dataclass(frozen=True)
-class Target:
-    stage: str
-    project: str
-    label: str = ""
-    timestamp: str = ""
-    subject: str = ""
+class Target(SessionRef):
+    """A session, and optionally one scan, resource or file in it."""
+
     scan: str = ""
     resource: str = ""
     file: str = ""
 
     @property
+    def session(self) -> SessionRef:
+        return SessionRef(self.stage, self.project, self.label, timestamp=self.timestamp, subject=self.subject)
+
+    @property
     def uri(self) -> str:
-        if self.stage == Stage.PREARCHIVE:
-            base = f"/data/prearchive/projects/{self.project}/{self.timestamp}/{self.label}"
-        else:
-            base = f"/data/archive/projects/{self.project}/subjects/{self.subject}/experiments/{self.label}"
+        """What the target names, under `/data` (the session's uri plus scans/resources/files)."""
+        base = self.session.uri
         for key, value in (("scans", self.scan), ("resources", self.resource), ("files", self.file)):
             if value:
                 base += f"/{key}/{value}"
@@ -69,23 +68,24 @@ def check_names(*names: str) -> None:
 
 def parse(text: str) -> Target:
     """A URI -> Target; InvalidInput when it does not name prearchive or archive data."""
-    parts = segments(text)
-    if parts[:2] == ["prearchive", "projects"] and len(parts) >= 5:
-        project, timestamp, label, rest = parts[2], parts[3], parts[4], parts[5:]
-        return _tail(Target(Stage.PREARCHIVE, project, label=label, timestamp=timestamp), rest, text)
-    if parts[:1] == ["archive"]:
-        parts = parts[1:]
-    if parts[:1] == ["projects"] and len(parts) >= 4:
-        project, rest = parts[1], parts[2:]
-        subject = ""
-        if rest[:1] == ["subjects"] and len(rest) >= 2:
-            subject, rest = rest[1], rest[2:]
-        if rest[:1] == ["experiments"] and len(rest) >= 2:
-            return _tail(Target(Stage.ARCHIVE, project, label=rest[1], subject=subject), rest[2:], text)
-    raise InvalidInput(f"{text!r} does not name a prearchive or archive session")
+    found = SessionRef.from_url(segments(text))
+    if found is None:
+        raise InvalidInput(f"{text!r} does not name a prearchive or archive session")
+    ref, rest = found
+    return Target(ref.stage, ref.project, ref.label, ref.timestamp, ref.subject, **_below(rest, text))
 
 
-def _tail(target: Target, rest: list[str], text: str) -> Target:
+def parse_sources(srcs: Sequence[str]) -> Iterator[Target]:
+    """The `src` parameters of a prearchive service (at least one), parsed as they are read: the
+    operation checks its other parameters first, and then reads them all before any lookup."""
+    if not srcs:
+        raise InvalidInput("src is required")
+    for src in srcs:
+        yield parse(src)
+
+
+def _below(rest: list[str], text: str) -> dict[str, str]:
+    """`scans/N[/resources/R[/files/F]]` below a session -> Target's scan, resource, file."""
     values: dict[str, str] = {}
     pairs = {"scans": "scan", "resources": "resource", "files": "file"}
     expected = ["scans", "resources", "files"]
@@ -95,26 +95,7 @@ def _tail(target: Target, rest: list[str], text: str) -> Target:
         values[pairs[rest[0]]] = rest[1]
         expected.pop(0)
         rest = rest[2:]
-    return Target(**{**target.__dict__, **values})
-
-
-def project_of(text: str) -> str:
-    """Just the project a URI names (for permission checks before anything is looked up)."""
-    return parse(text).project
-
-
-def session_for(catalog: Catalog, target: Target) -> SessionRow:
-    if target.stage == Stage.PREARCHIVE:
-        row = catalog.find_session(Stage.PREARCHIVE, target.project, target.timestamp, target.label)
-        where = f"{target.project}/{target.timestamp}/{target.label}"
-    else:
-        row = catalog.find_session(Stage.ARCHIVE, target.project, "", target.label)
-        if row is not None and target.subject and row.subject != target.subject:
-            row = None
-        where = f"{target.project}/{target.subject or '*'}/{target.label}"
-    if row is None:
-        raise NotFound(f"no {target.stage} session {where}")
-    return row
+    return values
 
 
 def instances_for(catalog: Catalog, session: SessionRow, target: Target) -> list[InstanceRow]:

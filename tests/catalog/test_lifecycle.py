@@ -40,7 +40,7 @@ def test_derived_sets_keep_the_members_and_order_dicomd_used() -> None:
 def test_callers_use_the_derived_sets() -> None:
     from dicomd import storecheck
     from dicomd.cli import common, ops, prearchive
-    from dicomd.http import operations
+    from dicomd import operations
 
     assert operations.SETTABLE == ("READY", "RECEIVING", "ERROR")
     assert storecheck.ACTIONABLE is lifecycle.ACTIONABLE

@@ -9,7 +9,7 @@ import zipfile
 import pydicom
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE
-from dicomd.prearchive import xnat_row
+from dicomd.views import xnat_row
 from tests.http.conftest import Site, stage
 
 XNAT_COLUMNS = {"project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_time", "subject", "folderName",

@@ -3,23 +3,25 @@ file and zip downloads (paths under `/data/projects` and its alias `/data/archiv
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from dicomd import operations
 from dicomd.auth import MANAGE, READ, User
 from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
-from dicomd.http import browse, operations, targets
+from dicomd.http import browse, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.layout import SessionRef
 from dicomd.lifecycle import Stage
 from dicomd.routing import UNASSIGNED
+from dicomd.views import experiment_row, session_xsi, xnat_scan_rows
 
 router = APIRouter()
 PREFIXES = ("/data/projects", "/data/archive/projects")
@@ -36,7 +38,7 @@ async def archive_service(request: Request) -> Response:
     _refuse_rename(given.get("subject"), given.get("session"), srcs)
 
     def run() -> Response:
-        sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
+        sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), MANAGE)
         uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project).uri
                 for s in sessions]
         return uri_list(uris, request.headers.get("accept", ""))
@@ -74,32 +76,6 @@ def _project_row(stores: Stores, pid: str) -> dict[str, Any]:
     project = stores.config.project(pid)
     return {"ID": pid, "secondary_ID": pid, "name": (project.name if project else "") or pid,
             "description": "", "pi_firstname": "", "pi_lastname": "", "URI": f"/data/projects/{pid}"}
-
-
-def _experiment_row(row: SessionRow) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ID": row.label,
-        "label": row.label,
-        "project": row.project,
-        "subject_ID": row.subject,
-        "subject_label": row.subject,
-        "xsiType": browse.session_xsi(row.modalities),
-        "date": browse_date(row.scan_date),
-        "time": row.scan_time,
-        "modality": row.modalities,
-        "UID": row.study_instance_uid,
-        "scans": row.scans,
-        "instances": row.instances,
-        "insert_date": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.archived_at or row.created_at)),
-        "URI": f"/data/projects/{row.project}/subjects/{row.subject}/experiments/{row.label}",
-    }
-    for key, value in row.custom_fields().items():
-        out.setdefault(key, value)
-    return out
-
-
-def browse_date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 and value[:8].isdigit() else value
 
 
 def _readable_project(stores: Stores, user: User, name: str) -> str:
@@ -149,7 +125,7 @@ def get_subject(request: Request, project: str, subject: str, format: str | None
         raise NotFound(f"no subject {subject!r} in project {pid}")
     row = {"ID": subject, "label": subject, "project": pid, "URI": f"/data/projects/{pid}/subjects/{subject}"}
     children = [{"field": "experiments/experiment", "items": [
-        {"meta": {"xsi:type": browse.session_xsi(s.modalities), "isHistory": False}, "data_fields": _experiment_row(s)}
+        {"meta": {"xsi:type": session_xsi(s.modalities), "isHistory": False}, "data_fields": experiment_row(s)}
         for s in sessions]}]
     if (format or "json").lower() == "json":
         return JSONResponse(_items("xnat:subjectData", row, children))
@@ -162,7 +138,7 @@ def list_experiments(request: Request, project: str, subject: str = "", format: 
     if subject:
         targets.check_names(subject)
     sessions = stores.catalog.sessions(Stage.ARCHIVE, projects=[pid], subject=subject or None, where=_filters(request))
-    return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
+    return result_set([experiment_row(s) for s in sessions], pick_format(format), title="experiments")
 
 
 def all_experiments(request: Request, format: str | None = None) -> Response:
@@ -170,7 +146,7 @@ def all_experiments(request: Request, format: str | None = None) -> Response:
     stores, user = stores_of(request), current_user(request)
     readable = [p for p in stores.config.project_ids() if user.can(READ, p)]
     sessions = stores.catalog.sessions(Stage.ARCHIVE, projects=readable, where=_filters(request)) if readable else []
-    return result_set([_experiment_row(s) for s in sessions], pick_format(format), title="experiments")
+    return result_set([experiment_row(s) for s in sessions], pick_format(format), title="experiments")
 
 
 def experiment(request: Request, project: str, label: str, subject: str = "", rest: str = "",
@@ -178,15 +154,15 @@ def experiment(request: Request, project: str, label: str, subject: str = "", re
     stores = stores_of(request)
     pid = _readable_project(stores, current_user(request), project)
     targets.check_names(subject, label, rest)
-    session = targets.session_for(stores.catalog, targets.Target(Stage.ARCHIVE, pid, label=label, subject=subject))
+    session = operations.session_for(stores.catalog, SessionRef.archive(pid, subject, label))
     fmt = "zip" if (format or "").lower() == "zip" else pick_format(format)
-    base = f"/data/projects/{pid}/subjects/{session.subject}/experiments/{session.label}"
+    base = SessionRef.of(session).browse_uri
 
     def own_rows() -> Response:
-        row = _experiment_row(session)
+        row = experiment_row(session)
         if fmt in ("json", "zip"):
             scans = [{"meta": {"xsi:type": s["xsiType"], "isHistory": False}, "data_fields": s}
-                     for s in browse.scan_rows(stores.catalog, session, base)]
+                     for s in xnat_scan_rows(stores.catalog, session, base)]
             return JSONResponse(_items(row["xsiType"], row, [{"field": "scans/scan", "items": scans}]))
         return result_set([row], fmt, title="experiment")
 

@@ -1,18 +1,15 @@
 """`POST /data/services/import`: a raw zip / tar / tar.gz / DICOM body, or a multipart form.
 
 The body is streamed into a temp file under the data dir (never held in memory), then staged as
-one all-or-nothing batch by `dicomd.bulk.stage_batch`. `dest=/archive/...` or `auto-archive=true`
-archive right after staging. The reply is `text/uri-list`.
+one all-or-nothing batch by `dicomd.operations.import_upload`. `dest=/archive/...` or
+`auto-archive=true` archive right after staging. The reply is `text/uri-list`.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +19,17 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from dicomd import storage
-from dicomd.auth import MANAGE, UPLOAD, User
+from dicomd import operations, storage
+from dicomd.auth import User
 from dicomd.stores import Stores
-from dicomd.errors import Forbidden, InvalidInput, StorageFailure, StorageFull, TooLarge
-from dicomd.http import operations, targets
+from dicomd.errors import InvalidInput, StorageFailure, StorageFull, TooLarge
+from dicomd.http import targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import Params
 from dicomd.http.results import uri_list
-from dicomd.ingest import Source
-from dicomd.routing import UNASSIGNED, Explicit
+from dicomd.operations import ImportPlan
+from dicomd.routing import Explicit
 
-logger = logging.getLogger(__name__)
 router = APIRouter()
 
 HANDLERS = ("DICOM-zip", "gradual-DICOM", "DICOM", "")
@@ -51,7 +47,7 @@ async def import_(request: Request) -> Response:
     stores, user = stores_of(request), current_user(request)
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     _check_room(stores, request.headers.get("content-length"))
-    folder = stores.layout.tmp / f"http-{uuid.uuid4().hex}"
+    folder = stores.layout.temp_dir("http-")
     upload = folder / "upload"  # the name error messages show
     query = tuple(request.query_params.multi_items())
     multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
@@ -69,19 +65,7 @@ async def import_(request: Request) -> Response:
 # ---------------------------------------------------------------- what to do
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """The checked parameters of one import."""
-
-    explicit: Explicit
-    archive: bool
-    overwrite: str | None
-    ignore_unparsable: bool
-    prevent_anon: bool
-    auto_archive: bool | None
-
-
-def _plan(stores: Stores, user: User, given: Params) -> _Plan:
+def _plan(stores: Stores, user: User, given: Params) -> ImportPlan:
     handler = given.get("import-handler", "import_handler")
     if handler not in HANDLERS:
         raise InvalidInput(f"import-handler {handler!r} is not supported (DICOM-zip, gradual-DICOM)")
@@ -99,14 +83,8 @@ def _plan(stores: Stores, user: User, given: Params) -> _Plan:
     auto = given.flag("auto-archive", "AUTO_ARCHIVE")
     to_archive = to_archive or bool(auto) or bool(given.flag("Direct-Archive"))
     targets.check_names(project, subject, session)
-    if project:
-        user.require(MANAGE if to_archive else UPLOAD, project)
-        project = operations.project_id(stores, project)
-    elif not user.admin:
-        raise Forbidden("only site admins may import without naming a project (project= or dest=)")
-    if to_archive and project == UNASSIGNED:
-        raise InvalidInput("data cannot be archived into Unassigned; name a project")
-    return _Plan(
+    project = operations.import_project(stores, user, project, archive=to_archive)
+    return ImportPlan(
         explicit=Explicit(project=project, subject=subject, session=session),
         archive=to_archive,
         overwrite=operations.overwrite_policy(given.get("overwrite")),
@@ -139,26 +117,10 @@ def _client(request: Request) -> str:
 # ---------------------------------------------------------------- staging
 
 
-def _stage(stores: Stores, user: User, upload: Path, plan: _Plan, client: str) -> list[str]:
-    from dicomd.bulk import stage_batch
-
+def _stage(stores: Stores, user: User, upload: Path, plan: ImportPlan, client: str) -> list[str]:
     if not upload.exists() or upload.stat().st_size == 0:
         raise InvalidInput("the request has no data (send the file as the body or a multipart file field)")
-    source = Source(kind="HTTP", address=client, explicit=plan.explicit, prevent_anon=plan.prevent_anon,
-                    auto_archive=plan.auto_archive)
-    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True)
-    sessions = list({s.id: s for s in result.sessions}.values())
-    if not sessions:
-        raise InvalidInput("nothing in the upload could be staged")
-    logger.info("HTTP import by %s: %d staged, %d duplicates, %d sessions", user.name, result.staged,
-                result.duplicates, len(sessions))
-    if not plan.archive:
-        return ["/data" + s.url for s in sessions]
-    uris = []
-    for session in sessions:
-        stores.prearchive.build(session.id, actor=f"http:{user.name}")
-        uris.append(operations.archive(stores, user, stores.catalog.session(session.id), overwrite=plan.overwrite).uri)
-    return uris
+    return [o.uri for o in operations.import_upload(stores, user, upload, plan, address=client)]
 
 
 def _check_room(stores: Stores, length: str | None) -> None:

@@ -8,16 +8,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from dicomd.auth import MANAGE, READ, User
+from dicomd import operations
+from dicomd.auth import MANAGE, READ, UPLOAD, User
 from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
-from dicomd.http import browse, operations, targets
+from dicomd.http import browse, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.layout import SessionRef
 from dicomd.lifecycle import Stage
-from dicomd.prearchive import xnat_row
+from dicomd.views import xnat_row
 
 router = APIRouter()
 
@@ -56,11 +58,9 @@ def session_get(request: Request, project: str, timestamp: str, label: str, rest
                 format: str | None = None) -> Response:
     stores, user = stores_of(request), current_user(request)
     targets.check_names(project, timestamp, label, rest)
-    target = targets.Target(Stage.PREARCHIVE, project, label=label, timestamp=timestamp)
-    user.require(READ, target.project)
-    session = targets.session_for(stores.catalog, target)
+    session = operations.readable_session(stores, user, SessionRef.prearchive(project, timestamp, label))
     fmt = "zip" if (format or "").lower() == "zip" else pick_format(format)
-    base = "/data" + session.url
+    base = SessionRef.of(session).uri
     return browse.respond(
         stores.catalog, stores.layout, session, base, rest.split("/"), fmt,
         lambda: result_set([xnat_row(session, stores.config)], "json" if fmt == "zip" else fmt, columns=COLUMNS),
@@ -70,8 +70,8 @@ def session_get(request: Request, project: str, timestamp: str, label: str, rest
 @router.delete("/data/prearchive/projects/{project}/{timestamp}/{label}", summary="Delete a session")
 def session_delete(request: Request, project: str, timestamp: str, label: str) -> Response:
     stores, user = stores_of(request), current_user(request)
-    (session,) = operations.prearchive_sessions(stores, user, [f"/prearchive/projects/{project}/{timestamp}/{label}"],
-                                                MANAGE)
+    src = targets.parse(SessionRef.prearchive(project, timestamp, label).url)
+    (session,) = operations.prearchive_sessions(stores, user, [src], MANAGE)
     operations.delete(stores, user, session)
     return result_set([{**xnat_row(session, stores.config), "status": "DELETED"}], "json", columns=COLUMNS)
 
@@ -82,13 +82,13 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
     stores, user = stores_of(request), current_user(request)
     given = await params(request)
     action = given.get("action").lower()
-    src = f"/prearchive/projects/{project}/{timestamp}/{label}"
+    src = SessionRef.prearchive(project, timestamp, label).url
 
     def run() -> Response:
-        (session,) = operations.prearchive_sessions(stores, user, [src], READ)
+        (session,) = operations.prearchive_sessions(stores, user, [targets.parse(src)], READ)
         if action in ("build", "rebuild"):
             outcome = (operations.build if action == "build" else operations.rebuild)(stores, user, session)
-            return result_set([xnat_row(stores.catalog.session(session.id), stores.config)],
+            return result_set([xnat_row(outcome.current, stores.config)],
                               pick_format(given.get("format")), columns=COLUMNS)
         if action in ("commit", "archive"):
             outcome = operations.archive(stores, user, session,
@@ -100,7 +100,7 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
             return uri_list([outcome.uri], request.headers.get("accept", ""))
         if action == "set-status":
             outcome = operations.set_status(stores, user, session, given.get("status").upper())
-            return result_set([xnat_row(stores.catalog.session(session.id), stores.config)],
+            return result_set([xnat_row(outcome.current, stores.config)],
                               pick_format(given.get("format")), columns=COLUMNS)
         raise InvalidInput(f"unsupported action {action!r} (build, rebuild, commit, move, set-status)")
 
@@ -123,21 +123,16 @@ async def service(request: Request, operation: str) -> Response:
     def run() -> Response:
         if operation == "move":
             new_project = _new_project(given.get("newProject"))
-            target = operations.project_id(stores, new_project) if user.admin else new_project
-            sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
-            user.require("upload", target)
-            outcomes = [operations.move(stores, user, s, new_project) for s in sessions]
-            rows = [xnat_row(stores.catalog.session(o.before.id), stores.config) for o in outcomes]
+            outcomes = operations.move_all(stores, user, targets.parse_sources(srcs), new_project)
+            rows = [xnat_row(o.current, stores.config) for o in outcomes]
         elif operation == "delete":
-            sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
-            for session in sessions:
-                operations.delete(stores, user, session)
-            rows = [{**xnat_row(s, stores.config), "status": "DELETED"} for s in sessions]
+            sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), MANAGE)
+            outcomes = [operations.delete(stores, user, s) for s in sessions]
+            rows = [{**xnat_row(o.before, stores.config), "status": "DELETED"} for o in outcomes]
         elif operation == "rebuild":
-            sessions = operations.prearchive_sessions(stores, user, srcs, "upload")
-            for session in sessions:
-                operations.rebuild(stores, user, session)
-            rows = [xnat_row(stores.catalog.session(s.id), stores.config) for s in sessions]
+            sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), UPLOAD)
+            outcomes = [operations.rebuild(stores, user, s) for s in sessions]
+            rows = [xnat_row(o.current, stores.config) for o in outcomes]
         else:
             raise InvalidInput(f"unknown prearchive operation {operation!r} (move, delete, rebuild)")
         return result_set(rows, fmt, columns=COLUMNS, title=operation)
