@@ -1,0 +1,180 @@
+"""Hostile peers and users: no request may brick the daemon, overwrite data, exhaust it or escalate.
+
+Every attack runs against a real daemon on loopback (DICOM and HTTP on port 0, real SQLite, real
+files) or, where only the app is the point, the real app in-process. After each attack the daemon
+still serves, and where the test runs a daemon, a daemon restarted on the same data dir comes back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pydicom
+import pytest
+import requests
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import _config as pynetdicom_config
+
+from dicomd.catalog import PREARCHIVE
+from dicomd.daemon import Daemon
+from dicomd.generator import generate_study
+from tests.conftest import send, wait_for, write_config
+from tests.http.conftest import PASSWORD, add_users
+from tests.reliability.harness import echo
+
+
+@pytest.fixture(autouse=True)
+def _restore_tempdir() -> Iterator[None]:
+    """The daemon points the process-wide temp folder into its data dir; put it back afterwards."""
+    before = tempfile.tempdir
+    yield
+    tempfile.tempdir = before
+
+
+# ---------------------------------------------------------------------------------- a live daemon
+
+
+def hostile_config(tmp_path: Path, *, http: str = "", top: str = "", receiver: str = "",
+                   projects: str | None = None) -> Path:
+    """write_config with HTTP on port 0; ``http`` adds keys to [http], ``top`` top-level keys."""
+    path = write_config(tmp_path, extra=http, receiver=receiver, projects=projects)
+    text = path.read_text().replace("[http]\nenabled = false\n", "[http]\nenabled = true\nport = 0\n", 1)
+    keys = {line.split("=")[0].strip() for line in top.splitlines() if "=" in line}
+    text = "\n".join(line for line in text.splitlines() if line.split("=")[0].strip() not in keys)
+    path.write_text(top + "\n" + text + "\n")
+    return path
+
+
+@dataclass
+class Live:
+    """A real daemon (DICOM + HTTP on loopback) and the means to restart it on the same data dir."""
+
+    daemon: Daemon
+    config: Path
+    make: Callable[..., Daemon]
+
+    @property
+    def url(self) -> str:
+        (server,) = [s for s in self.daemon.services if type(s).__name__ == "HttpServer"]
+        return server.url  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def port(self) -> int:
+        return self.daemon.dicom_port()
+
+    def serves(self) -> None:
+        """Health, a login and a C-ECHO all answer."""
+        assert requests.get(self.url + "/health", timeout=10).status_code == 200
+        assert requests.get(self.url + "/data/auth", auth=("admin", PASSWORD), timeout=10).status_code == 200
+        assert echo(self.port)
+
+    def restart(self) -> None:
+        """Stop the daemon, start a new one on the same config and data dir, and see it serve."""
+        self.daemon.stop()
+        self.daemon = self.make(self.config)
+        wait_for(lambda: _health(self.url), timeout=20, message="restarted daemon does not answer /health")
+        self.serves()
+
+
+def _health(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def start_live(tmp_path: Path, make_daemon: Callable[..., Daemon], **config: str) -> Live:
+    path = hostile_config(tmp_path, **config)
+    daemon = make_daemon(path)
+    assert daemon.stores is not None
+    add_users(daemon.stores)
+    live = Live(daemon, path, make_daemon)
+    wait_for(lambda: _health(live.url), timeout=20)
+    return live
+
+
+@pytest.fixture
+def live(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> Live:
+    return start_live(tmp_path, make_daemon)
+
+
+def prearchive_instances(daemon: Daemon) -> list:
+    catalog = daemon.stores.catalog  # type: ignore[union-attr]
+    return [i for s in catalog.sessions(PREARCHIVE) for i in catalog.instances(s.id)]
+
+
+# ---------------------------------------------------------------------------------- B: file names
+
+
+LONG = "1.2.826.0.1.3680043.2.1143." + "1" * 120  # 147 characters: cut at 128, it loses its tail
+COLLIDING_UIDS = [
+    ("1.2.3.4.5", "1.2.3.4.5."),  # a trailing dot was dropped
+    ("1.2.3.99/1", "1.2.3.99_1"),  # odd characters became _
+    (LONG + "1", LONG + "2"),  # both cut at 128 characters
+    ("..1.2.3", "1.2.3.."),  # leading and trailing dots
+]
+
+
+def _with_uid(ds: Dataset, uid: str, folder: Path) -> Path:
+    """A file for ``ds`` whose SOP Instance UID is ``uid``; its file meta keeps a valid UID, so a
+    standard SCU sends it (pynetdicom sending files in chunks takes the command's UID from the meta
+    and the data set as it is in the file)."""
+    ds.SOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.preamble = b"\0" * 128
+    path = folder / f"{generate_uid()}.dcm"
+    ds.save_as(path, enforce_file_format=False)  # as it is: the file format check would redo the meta
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.parametrize("first,second", COLLIDING_UIDS)
+def test_look_alike_sop_instance_uids_never_share_a_file(
+        first: str, second: str, tmp_path: Path, live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the files' bytes as they are
+    # Given two instances of one series whose SOP Instance UIDs clean to the same name
+    a, b = generate_study(31, series=1, instances_per_series=2, rows=16, cols=16, study_description="demo")
+    sent = {first: _with_uid(a, first, tmp_path), second: _with_uid(b, second, tmp_path)}
+    # When both are sent over a real C-STORE association
+    assert send(live.port, [str(p) for p in sent.values()]) == [0, 0]  # type: ignore[list-item]
+    # Then both are stored intact in distinct files, and each catalog row points at its own file
+    rows = {i.sop_instance_uid: i for i in prearchive_instances(live.daemon)}
+    assert set(rows) == {first, second}
+    assert rows[first].path != rows[second].path
+    layout = live.daemon.stores.layout  # type: ignore[union-attr]
+    for uid, path in sent.items():
+        stored = pydicom.dcmread(layout.resolve(rows[uid].path))
+        original = pydicom.dcmread(path)
+        assert stored.SOPInstanceUID == uid
+        assert stored.PixelData == original.PixelData
+        assert layout.resolve(rows[uid].path).read_bytes().endswith(_dataset_bytes(path))
+    live.serves()
+    live.restart()
+    assert {i.sop_instance_uid for i in prearchive_instances(live.daemon)} == {first, second}
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    """The data set of a DICOM file as a sender puts it on the wire (everything after the meta)."""
+    with open(path, "rb") as fh:
+        pydicom.filereader.read_preamble(fh, False)
+        pydicom.filereader._read_file_meta_info(fh)
+        return fh.read()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_look_alike_series_uids_get_their_own_scans(tmp_path: Path, live: Live) -> None:
+    # Given two series without a Series Number whose Series Instance UIDs clean to one name
+    study = generate_study(32, series=2, instances_per_series=1, rows=16, cols=16, study_description="demo")
+    for ds, series_uid in zip(study, ("1.2.3.4.5", "1.2.3.4.5.")):
+        ds.SeriesInstanceUID = series_uid
+        del ds.SeriesNumber
+    assert send(live.port, study) == [0, 0]
+    # Then each series is a scan of its own
+    rows = prearchive_instances(live.daemon)
+    assert len({r.scan_id for r in rows}) == 2
+    live.serves()
+
