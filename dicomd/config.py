@@ -105,10 +105,10 @@ class ArchiveLimitsConfig:
 
     max_members: int = field(default=100_000, metadata=_help("most entries one archive may hold", min=1))
     max_uncompressed_bytes: int = field(
-        default=64 * 2**30, metadata=_help("most bytes one archive may expand to", min=1)
+        default=16 * 2**30, metadata=_help("most bytes one archive may expand to", min=1)
     )
     max_member_bytes: int = field(
-        default=8 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
+        default=4 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
     )
 
 

@@ -55,16 +55,21 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
-def check_free(path: Path, floor: int) -> None:
-    """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free."""
+def check_free(path: Path, floor: int, needed: int = 0) -> None:
+    """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free,
+    or would have once ``needed`` more bytes are written. A floor of 0 turns the check off.
+    The message names no path (it may reach an HTTP client)."""
     if floor <= 0:
         return
     try:
         free = shutil.disk_usage(path).free
     except OSError as exc:
-        raise StorageFailure(f"cannot read free space of {path}: {exc}") from exc
-    if free < floor:
-        raise StorageFull(f"only {free} bytes free under {path}, below the floor of {floor}")
+        raise StorageFailure(f"cannot read free space of the data disk: {exc.strerror or exc}") from exc
+    if free - needed < floor:
+        if needed:
+            raise StorageFull(f"{needed} more bytes would leave less than the free-space floor of {floor} bytes"
+                              f" ({free} free)")
+        raise StorageFull(f"only {free} bytes free on the data disk, below the floor of {floor}")
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

@@ -7,7 +7,10 @@ still serves, and where the test runs a daemon, a daemon restarted on the same d
 
 from __future__ import annotations
 
+import io
+import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +26,7 @@ from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
 from dicomd.generator import generate_study
 from tests.conftest import send, wait_for, write_config
-from tests.http.conftest import PASSWORD, add_users
+from tests.http.conftest import PASSWORD, add_users, study_files
 from tests.reliability.harness import echo
 
 
@@ -178,3 +181,32 @@ def test_look_alike_series_uids_get_their_own_scans(tmp_path: Path, live: Live) 
     assert len({r.scan_id for r in rows}) == 2
     live.serves()
 
+
+# ---------------------------------------------------------------------------------- C: zip bombs
+
+
+def test_a_zip_bomb_stops_at_the_free_space_floor(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    # Given a data disk whose free-space floor lies 96 MiB below what is free now
+    room = 96 * 2**20
+    floor = shutil.disk_usage(tmp_path).free - room
+    live = start_live(tmp_path, make_daemon, top=f"min_free_bytes = {floor}")
+    # and a 1 MB zip of two real instances and 12 members of 32 MiB of zeros (384 MiB expanded)
+    study = study_files(tmp_path, seed=41)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in study[:2]:
+            zf.write(path, f"dicom/{path.name}")
+        for n in range(12):
+            zf.writestr(f"dicom/zeros{n:02d}.dcm", bytes(32 * 2**20))
+    assert len(bomb.getvalue()) < 2**20
+    # When it is uploaded
+    reply = requests.post(live.url + "/data/services/import?project=demo", data=bomb.getvalue(),
+                          auth=("admin", PASSWORD), timeout=120)
+    # Then extraction stops at the floor: 507, nothing staged, no temporary file left behind
+    assert reply.status_code == 507, reply.text
+    assert prearchive_instances(live.daemon) == []
+    tmp = live.daemon.config.data_dir / "tmp"
+    assert [p.name for p in tmp.iterdir()] == []
+    assert shutil.disk_usage(tmp_path).free > floor
+    live.serves()
+    live.restart()
