@@ -83,6 +83,22 @@ class HttpConfig:
     max_upload_bytes: int = field(
         default=0, metadata=_help("refuse upload bodies larger than this many bytes with 413 (0 = no limit)", min=0)
     )
+    max_request_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_help("refuse other request bodies (forms, JSON) larger than this many bytes with 413", min=1024),
+    )
+    max_header_bytes: int = field(
+        default=16 * 1024, metadata=_help("largest request line plus headers accepted, bytes", min=1024)
+    )
+    header_timeout: float = field(
+        default=15.0, metadata=_help("seconds a client has to send a request's headers before it is dropped", min=0.1)
+    )
+    keep_alive_timeout: float = field(
+        default=30.0, metadata=_help("seconds an idle kept-alive connection stays open", min=0.1)
+    )
+    max_connections: int = field(
+        default=512, metadata=_help("concurrent connections; past it requests get 503", min=1)
+    )
     tls_cert: str = field(default="", metadata=_help("PEM certificate: serve HTTPS (with tls_key)"))
     tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
 

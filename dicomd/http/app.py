@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth, User
 from dicomd.config import Config
+from dicomd.http.limits import BodyLimit
 from dicomd.stores import Stores
 from dicomd.errors import (
     Ambiguous,
@@ -88,6 +89,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(LoginGate, auth=app.state.auth)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, http=config.http)  # outermost: bounds bodies before anything reads them
     return app
 
 

@@ -7,9 +7,15 @@ still serves, and where the test runs a daemon, a daemon restarted on the same d
 
 from __future__ import annotations
 
+import base64
 import io
+import re
+import selectors
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,5 +214,143 @@ def test_a_zip_bomb_stops_at_the_free_space_floor(tmp_path: Path, make_daemon: C
     tmp = live.daemon.config.data_dir / "tmp"
     assert [p.name for p in tmp.iterdir()] == []
     assert shutil.disk_usage(tmp_path).free > floor
+    live.serves()
+    live.restart()
+
+
+# ---------------------------------------------------------------------------------- A: request limits
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set since the last reset (VmHWM), in KiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def _reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from the current RSS
+
+
+def _raw_request(url: str, head: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(head.encode("latin-1"))
+    return sock
+
+
+def _read_status(sock: socket.socket) -> int:
+    """The status code of the reply on ``sock`` (its socket timeout is the deadline)."""
+    data = b""
+    while b"\r\n" not in data:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 "), f"no reply, got {data[:200]!r}"
+    return int(data.split(b" ", 2)[1])
+
+
+class BodySender(threading.Thread):
+    """Streams ``total`` body bytes (chunked framing when ``chunked``) until the peer stops reading."""
+
+    def __init__(self, sock: socket.socket, total: int, *, chunked: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.total, self.chunked = sock, total, chunked
+        self.sent = 0
+
+    def run(self) -> None:
+        block = b"a=" + b"x" * (2**20 - 2)
+        try:
+            while self.sent < self.total:
+                data = b"%x\r\n%s\r\n" % (len(block), block) if self.chunked else block
+                self.sock.sendall(data)
+                self.sent += len(block)
+            if self.chunked:
+                self.sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server closed the connection: the point
+
+
+def test_a_huge_declared_login_body_is_refused_before_it_is_read(live: Live) -> None:
+    # Given an anonymous client declaring a 512 MiB login form and streaming it
+    total = 512 * 2**20
+    _reset_peak_rss()
+    before = _peak_rss_kib()
+    sock = _raw_request(live.url, "PUT /data/services/auth HTTP/1.1\r\nHost: dicomd\r\n"
+                        "Content-Type: application/x-www-form-urlencoded\r\n"
+                        f"Content-Length: {total}\r\n\r\n")
+    sender = BodySender(sock, total)
+    sender.start()
+    # Then the reply is 413, and the server (this process) did not take the body into memory
+    try:
+        status = _read_status(sock)
+    finally:
+        sender.join(timeout=60)
+        sock.close()
+    grown_mib = (_peak_rss_kib() - before) / 1024
+    assert grown_mib < 64, f"peak RSS grew by {grown_mib:.0f} MiB"
+    assert status == 413
+    assert sender.sent < total  # the connection was closed, not read to its end
+    live.serves()
+    live.restart()
+
+
+def test_a_streamed_chunked_body_is_cut_at_the_bound(live: Live) -> None:
+    # Given chunked bodies (no Content-Length) far over the bound of their paths
+    for head in ("PUT /data/services/auth HTTP/1.1\r\nHost: dicomd\r\n"  # 16 KiB, anonymous
+                 "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 "POST /data/services/archive HTTP/1.1\r\nHost: dicomd\r\n"  # 1 MiB, logged in
+                 f"Authorization: Basic {base64.b64encode(f'admin:{PASSWORD}'.encode()).decode()}\r\n"
+                 "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"):
+        total = 256 * 2**20
+        sock = _raw_request(live.url, head)
+        sender = BodySender(sock, total, chunked=True)
+        sender.start()
+        # Then the server answers 413 while the body is still coming, and stops reading it
+        try:
+            assert _read_status(sock) == 413
+        finally:
+            sender.join(timeout=60)
+            sock.close()
+        assert sender.sent < total
+    live.serves()
+
+
+def test_slow_header_clients_are_dropped_and_others_served(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    live = start_live(tmp_path, make_daemon, http="header_timeout = 2")
+    # Given 300 clients that send half a request head and then nothing
+    host, port = live.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(300):
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: dicomd\r\nX-Slow: ")
+        slow.append(sock)
+    try:
+        # Then a normal request is answered while they are connected
+        assert requests.get(live.url + "/data/auth", auth=("admin", PASSWORD), timeout=10).status_code == 200
+        # and every slow client is dropped by the server
+        selector = selectors.DefaultSelector()
+        for sock in slow:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        open_ = set(slow)
+        deadline = time.monotonic() + 60
+        while open_ and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(4096)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    selector.unregister(sock)
+                    open_.discard(sock)  # type: ignore[arg-type]
+        assert not open_, f"{len(open_)} slow clients still connected"
+    finally:
+        for sock in slow:
+            sock.close()
     live.serves()
     live.restart()

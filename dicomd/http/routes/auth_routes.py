@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth
-from dicomd.errors import Forbidden
+from dicomd.errors import Forbidden, TooLarge
 from dicomd.http.app import COOKIE, current_user
+from dicomd.http.limits import LOGIN_FORM_BYTES
 
 router = APIRouter()
 
@@ -84,9 +85,11 @@ async def _form_fields(request: Request) -> dict[str, str]:
         form = await request.form(max_files=0, max_fields=10)
         fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         return fields
-    body = await request.body()
-    if len(body) > 16384:
-        raise Forbidden("login form too large")
+    body = b""
+    async for chunk in request.stream():  # counted as it arrives (BodyLimit bounds it before that)
+        body += chunk
+        if len(body) > LOGIN_FORM_BYTES:
+            raise TooLarge("login form too large")
     for key, values in parse_qs(body.decode("utf-8", "replace")).items():
         fields[key] = values[0]
     return fields
