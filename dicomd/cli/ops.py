@@ -28,7 +28,7 @@ from dicomd.config import Config
 from dicomd.errors import ConfigError, InvalidInput, NotFound
 
 PROBLEM_STATES = (ERROR, CONFLICT, REVIEW)
-PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced")
+PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced", "login_locked")
 MAX_VALUE = 100
 
 

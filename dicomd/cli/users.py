@@ -109,7 +109,7 @@ def set_role(config: Config, name: str, project: str, role: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @store_options
 def password(config: Config, name: str, password_stdin: bool) -> None:
-    """Set a user's password.
+    """Set a user's password; the user's login sessions and alias tokens are revoked.
 
     Example:
 

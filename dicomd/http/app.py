@@ -25,10 +25,13 @@ from dicomd.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     StorageFull,
     TooLarge,
 )
 from dicomd.mappings import MappingStore
+from dicomd.http.security import check_password
+from dicomd.ratelimit import LoginThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
     (NotFound, 404),
     (Forbidden, 403),
+    (RateLimited, 429),
     (TooLarge, 413),
     (InvalidInput, 400),
     (Ambiguous, 400),
@@ -71,6 +75,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
     app.state.stores = stores
     app.state.auth = Auth(stores.catalog)
     app.state.mappings = MappingStore(stores.catalog)
+    app.state.throttle = LoginThrottle(audit=stores.catalog.event)
     app.state.started = time.time()
 
     @app.exception_handler(DicomdError)
@@ -78,7 +83,8 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         status = status_for(exc)
         if status >= 500:
             logger.error("request failed: %s: %s", type(exc).__name__, exc)
-        return PlainTextResponse(str(exc), status_code=status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return PlainTextResponse(str(exc), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> PlainTextResponse:
@@ -87,7 +93,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
 
     for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
-    app.add_middleware(LoginGate, auth=app.state.auth)
+    app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit, http=config.http)  # outermost: bounds bodies before anything reads them
     return app
@@ -124,9 +130,10 @@ class LoginGate:
     Streaming bodies pass through untouched (uploads are never buffered here).
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], auth: Auth) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], auth: Auth, throttle: LoginThrottle | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/REST/"):  # XNAT's old alias of /data
@@ -135,7 +142,13 @@ class LoginGate:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        found = await run_in_threadpool(identify, self.auth, headers)
+        address = (scope.get("client") or ("", 0))[0]
+        try:
+            found = await run_in_threadpool(identify, self.auth, headers, self.throttle, address)
+        except RateLimited as exc:
+            await PlainTextResponse(str(exc), status_code=429, headers={"Retry-After": str(exc.retry_after)})(
+                scope, receive, send)
+            return
         if found is None:
             response = PlainTextResponse(
                 "Login required: use HTTP basic auth or a JSESSIONID from /data/JSESSION.",
@@ -151,8 +164,10 @@ class LoginGate:
         await self.app(scope, receive, send)
 
 
-def identify(auth: Auth, headers: dict[str, str]) -> tuple[User, dict[str, str]] | None:
-    """(user, {"via": "session"|"basic", "session": id}) from the cookie or basic auth, else None."""
+def identify(auth: Auth, headers: dict[str, str], throttle: LoginThrottle | None = None,
+             address: str = "") -> tuple[User, dict[str, Any]] | None:
+    """(user, {"via": "session"|"basic", "session": id, "token": bool}) from the cookie or basic
+    auth, else None; "token" says the basic-auth credentials were an alias token's."""
     session_id = cookie_value(headers.get("cookie", ""), COOKIE)
     if session_id:
         user = auth.session_user(session_id)
@@ -160,9 +175,9 @@ def identify(auth: Auth, headers: dict[str, str]) -> tuple[User, dict[str, str]]
             return user, {"via": "session", "session": session_id}
     credentials = basic_credentials(headers.get("authorization", ""))
     if credentials is not None:
-        user = auth.authenticate(*credentials)
+        user = check_password(auth, throttle, *credentials, address, "basic")
         if user is not None:
-            return user, {"via": "basic", "session": ""}
+            return user, {"via": "basic", "session": "", "token": not auth.has_user(credentials[0])}
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import selectors
 import shutil
@@ -19,20 +20,23 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pydicom
 import pytest
 import requests
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import _config as pynetdicom_config
 
 from dicomd.catalog import PREARCHIVE
+from dicomd.cli import main
 from dicomd.daemon import Daemon
 from dicomd.generator import generate_study
 from tests.conftest import send, wait_for, write_config
-from tests.http.conftest import PASSWORD, add_users, study_files
+from tests.http.conftest import PASSWORD, Site, add_users, site, study_files  # noqa: F401 - site is a fixture
 from tests.reliability.harness import echo
 
 
@@ -354,3 +358,95 @@ def test_slow_header_clients_are_dropped_and_others_served(tmp_path: Path, make_
             sock.close()
     live.serves()
     live.restart()
+
+
+# ---------------------------------------------------------------------------------- D: password guessing
+
+
+def _from(site: Site, address: str, **kwargs: Any) -> TestClient:
+    """An in-process client whose requests come from ``address``."""
+    return TestClient(site.client.app, client=(address, 40000), **kwargs)
+
+
+def _serves(site: Site) -> None:
+    """A fresh, honest client from an address nobody attacked from is served."""
+    assert _from(site, "192.0.2.250").get("/data/auth", auth=("admin", PASSWORD)).status_code == 200
+
+
+def test_password_guessing_is_throttled_per_user(site: Site) -> None:
+    # Given five wrong passwords for one user, each from another address
+    for n in range(5):
+        assert _from(site, f"10.0.1.{n}").get("/data/auth", auth=("member", f"guess-{n}")).status_code == 401
+    # Then the right password is refused too, from anywhere and through every door, until the back-off ends
+    reply = _from(site, "10.0.1.9").get("/data/auth", auth=("member", PASSWORD))
+    assert reply.status_code == 429 and int(reply.headers["retry-after"]) >= 1
+    form = _from(site, "10.0.1.9").put("/data/services/auth", data={"username": "member", "password": PASSWORD})
+    assert form.status_code == 429 and "retry-after" in form.headers
+    assert _from(site, "10.0.1.10").get("/data/auth", auth=("collab", PASSWORD)).status_code == 200  # others not
+    wait_for(lambda: _from(site, "10.0.1.11").get("/data/auth", auth=("member", PASSWORD)).status_code == 200,
+             timeout=30, interval=0.2, message="the back-off never ended")
+    # and the success reset the user: a mistake is a plain 401 again
+    assert _from(site, "10.0.1.12").get("/data/auth", auth=("member", "typo-pass")).status_code == 401
+    _serves(site)
+
+
+def test_password_spraying_is_throttled_per_address(site: Site) -> None:
+    # Given one address trying five different names (one of them forged to look like a log line)
+    sprayer = _from(site, "10.0.2.1")
+    for name in ("root", "alice", "bob", "evil\nINFO fake line", "owner"):
+        assert sprayer.get("/data/auth", auth=(name, "Winter2024!")).status_code == 401
+    # Then that address is refused even for a right password (a form login too), others are not
+    assert sprayer.get("/data/auth", auth=("admin", PASSWORD)).status_code == 429
+    assert sprayer.put("/data/services/auth", data={"username": "admin", "password": PASSWORD}).status_code == 429
+    assert _from(site, "10.0.2.2").get("/data/auth", auth=("admin", PASSWORD)).status_code == 200
+    # and the failures and the lock-out are audited, names escaped, passwords nowhere
+    events = site.stores.catalog.events(kinds=["login_failed", "login_locked"], limit=100)
+    failed = [e["detail"] for e in events if e["kind"] == "login_failed"]
+    assert len(failed) == 5 and {"user": "evil\\x0aINFO fake line", "address": "10.0.2.1", "via": "basic"} in failed
+    assert any(e["detail"].get("address") == "10.0.2.1" for e in events if e["kind"] == "login_locked")
+    assert "Winter2024" not in json.dumps(events)
+    _serves(site)
+
+
+def test_an_alias_token_cannot_mint_tokens(site: Site) -> None:
+    # Given an alias token of a member
+    member = site.as_user("member")
+    token = member.get("/data/services/tokens/issue").json()
+    assert member.get("/data/auth").status_code == 200
+    # Then neither the token, nor a session opened with it (cookie or form login), can issue another
+    with_token = TestClient(site.client.app)
+    with_token.auth = (token["alias"], token["secret"])
+    assert with_token.get("/data/auth").text == "User 'member' is logged in"
+    assert with_token.get("/data/services/tokens/issue").status_code == 403
+    session_id = with_token.get("/data/JSESSION").text
+    cookie = TestClient(site.client.app, cookies={"JSESSIONID": session_id})
+    assert cookie.get("/data/services/tokens/issue").status_code == 403
+    form = TestClient(site.client.app)
+    assert form.put("/data/services/auth", data={"username": token["alias"], "password": token["secret"]}).status_code == 200
+    assert form.get("/data/services/tokens/issue").status_code == 403
+    # while the password still can
+    assert member.get("/data/services/tokens/issue").status_code == 200
+    _serves(site)
+
+
+def test_a_password_change_revokes_sessions_and_tokens(site: Site) -> None:
+    # Given a member with a login session and an alias token
+    member = site.as_user("member")
+    session_id = member.get("/data/JSESSION").text
+    token = member.get("/data/services/tokens/issue").json()
+    cookie = TestClient(site.client.app, cookies={"JSESSIONID": session_id})
+    by_token = TestClient(site.client.app)
+    by_token.auth = (token["alias"], token["secret"])
+    assert cookie.get("/data/auth").status_code == 200 and by_token.get("/data/auth").status_code == 200
+    # When an operator sets a new password
+    result = CliRunner().invoke(main, ["user", "password", "member", "--password-stdin",
+                                       "--config", str(site.tmp / "dicomd.toml")], input="a-new-password-2\n")
+    assert result.exit_code == 0, result.output
+    # Then the session, the token and the old password are dead; the new password works
+    assert cookie.get("/data/auth").status_code == 401
+    assert by_token.get("/data/auth").status_code == 401
+    assert site.as_user("member").get("/data/auth").status_code == 401
+    fresh = TestClient(site.client.app)
+    fresh.auth = ("member", "a-new-password-2")
+    assert fresh.get("/data/auth").status_code == 200
+    _serves(site)
