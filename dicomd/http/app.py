@@ -30,7 +30,7 @@ from dicomd.errors import (
     TooLarge,
 )
 from dicomd.mappings import MappingStore
-from dicomd.http.security import check_password
+from dicomd.http.security import check_password, cross_site_refusal
 from dicomd.ratelimit import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,10 @@ class LoginGate:
             await response(scope, receive, send)
             return
         user, login = found
+        refusal = cross_site_refusal(scope["method"], headers, login["via"])
+        if refusal is not None:
+            await PlainTextResponse(refusal, status_code=403)(scope, receive, send)
+            return
         state = scope.setdefault("state", {})
         state["user"] = user
         state["login"] = login

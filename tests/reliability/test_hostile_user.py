@@ -36,7 +36,7 @@ from dicomd.cli import main
 from dicomd.daemon import Daemon
 from dicomd.generator import generate_study
 from tests.conftest import send, wait_for, write_config
-from tests.http.conftest import PASSWORD, Site, add_users, site, study_files  # noqa: F401 - site is a fixture
+from tests.http.conftest import PASSWORD, Site, add_users, site, study_files, zip_bytes  # noqa: F401 - site is a fixture
 from tests.reliability.harness import echo
 
 
@@ -449,4 +449,36 @@ def test_a_password_change_revokes_sessions_and_tokens(site: Site) -> None:
     fresh = TestClient(site.client.app)
     fresh.auth = ("member", "a-new-password-2")
     assert fresh.get("/data/auth").status_code == 200
+    _serves(site)
+
+
+# ---------------------------------------------------------------------------------- E: cross-site requests
+
+
+def test_cross_site_requests_are_refused(site: Site, tmp_path: Path) -> None:
+    upload = zip_bytes(study_files(tmp_path, seed=61))
+    session_id = site.as_user("member").get("/data/JSESSION").text
+    cookie = TestClient(site.client.app, cookies={"JSESSIONID": session_id})
+    basic = site.as_user("member")
+    # Given state-changing requests a hostile page makes a browser send, with its cookie or cached basic auth
+    forged = [{"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page.html"},
+              {"Origin": "null"}, {"Origin": "http://testserver.evil.example"}]
+    for client in (cookie, basic):
+        for headers in forged:
+            reply = client.post("/data/services/import?project=demo&session=forged", content=upload,
+                                headers={**headers, "Content-Type": "application/zip"})
+            assert reply.status_code == 403, (headers, reply.text)
+    assert cookie.post("/data/services/import?project=demo&session=forged", content=upload,
+                       headers={"Sec-Fetch-Site": "cross-site", "Content-Type": "application/zip"}).status_code == 403
+    assert cookie.delete("/data/JSESSION", headers={"Origin": "http://evil.example"}).status_code == 403
+    # Then nothing was staged and the session was not logged out
+    assert site.stores.catalog.sessions(PREARCHIVE) == []
+    assert cookie.get("/data/auth").status_code == 200
+    # while same-origin browser requests and programs that send no Origin (xnatpy, curl) go through
+    same = cookie.post("/data/services/import?project=demo&session=same", content=upload,
+                       headers={"Origin": "http://testserver", "Content-Type": "application/zip"})
+    assert same.status_code == 200, same.text
+    program = basic.post("/data/services/import?project=demo&session=program", content=upload)
+    assert program.status_code == 200, program.text
+    assert sorted(s.label for s in site.stores.catalog.sessions(PREARCHIVE)) == ["program", "same"]
     _serves(site)
