@@ -22,6 +22,7 @@ from dicomd.catalog import CONFLICT, ERROR, READY, RECEIVING, REVIEW, Catalog, I
 from dicomd.config import Config
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected
 from dicomd.layout import Layout
+from dicomd.logsafe import escape
 from dicomd.reliability import crashpoint
 from dicomd.routing import UNASSIGNED
 
@@ -176,7 +177,7 @@ class Archiver:
             try:
                 written = writer.write(src, inst, work_dir)
             except Rejected as exc:
-                logger.warning("instance dropped at archive by the project script: %s", exc)
+                logger.warning("instance dropped at archive by the project script: %s", escape(exc))
                 continue
             if written is None:
                 continue
@@ -225,7 +226,7 @@ class Archiver:
     def _rollback(self, job_id: int, session_id: int, work_dir: Path, status: str, reason: str, actor: str) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
         self.catalog.fail_archive(job_id, session_id, status, reason, actor)
-        logger.warning("archive of session %d stopped: %s -> %s", session_id, reason, status)
+        logger.warning("archive of session %d stopped: %s -> %s", session_id, escape(reason), status)
 
     # ------------------------------------------------------------------ moving + commit (idempotent)
 

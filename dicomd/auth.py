@@ -28,6 +28,7 @@ from sqlite_utils.migrations import Migrations
 
 from dicomd.catalog import Catalog
 from dicomd.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dicomd.logsafe import escape
 from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class Auth:
         if cached is not None and cached[0] > now and cached[1] == stored:
             return self.user(name)
         if not verify_password(password, stored):
-            logger.warning("failed login for user %s", name)
+            logger.warning("failed login for user %s", escape(name))
             return None
         with self._lock:
             if len(self._verified) > 1000:

@@ -40,6 +40,7 @@ from dicomd.errors import HostileArchive, InvalidInput, Rejected, StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.ingest import Source, Staged, quarantine
 from dicomd.layout import safe_name
+from dicomd.logsafe import escape
 
 if TYPE_CHECKING:
     from dicomd.stores import Stores
@@ -409,7 +410,7 @@ def _walk(folder: Path) -> Iterator[Member]:
                 continue
             path = Path(root, name)
             if path.is_symlink() or not path.is_file():
-                logger.warning("not importing %s: not a regular file (links are not followed)", path)
+                logger.warning("not importing %s: not a regular file (links are not followed)", escape(path))
                 continue
             yield Member(str(path.relative_to(folder)), path, False)
 

@@ -24,6 +24,7 @@ from dicomd.config import Config
 from dicomd.errors import DicomdError, InvalidInput
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
+from dicomd.logsafe import escape
 from dicomd.reliability import crashpoint
 from dicomd.routing import Explicit, Route, RoutingTable, route
 
@@ -44,9 +45,10 @@ class Source:
     auto_archive: bool | None = None
 
     def describe(self) -> str:
+        """Who sent it, as one line of text (peer-supplied parts escaped: it is logged)."""
         if self.kind == "DICOM":
-            return f"DICOM:{self.ae_title}@{self.address}"
-        return self.kind if not self.address else f"{self.kind}:{self.address}"
+            return f"DICOM:{escape(self.ae_title)}@{escape(self.address)}"
+        return self.kind if not self.address else f"{self.kind}:{escape(self.address)}"
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,6 @@ def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, rea
     storage.write_bytes_durably(folder / "reason.json", json.dumps(detail, indent=2).encode())
     storage.write_bytes_durably(folder / "reason.txt", (reason + "\n").encode())
     entry = catalog.add_quarantine(source=source.describe(), reason=reason, path=layout.relative(target), size=size)
-    logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), reason, entry)
-    logger.debug("quarantine entry %d was %s", entry, path.name)
+    logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), escape(reason), entry)
+    logger.debug("quarantine entry %d was %s", entry, escape(path.name))
     return entry

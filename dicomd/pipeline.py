@@ -14,6 +14,7 @@ from dicomd.archive import Archiver
 from dicomd.catalog import CONFLICT, READY, Catalog, SessionRow
 from dicomd.config import Config
 from dicomd.errors import DicomdError
+from dicomd.logsafe import escape
 from dicomd.prearchive import Prearchive
 from dicomd.routing import UNASSIGNED
 
@@ -95,4 +96,4 @@ class SessionWatcher:
             result = self.archiver.archive(row.id, overwrite=policy, actor="auto-archive")
             logger.info("auto-archived %s -> archive session #%d", row.ref, result.session_id)
         except DicomdError as exc:
-            logger.warning("auto-archive of %s stopped: %s", row.ref, exc)
+            logger.warning("auto-archive of %s stopped: %s", row.ref, escape(exc))

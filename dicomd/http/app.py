@@ -29,6 +29,7 @@ from dicomd.errors import (
     StorageFull,
     TooLarge,
 )
+from dicomd.logsafe import escape
 from dicomd.mappings import MappingStore
 from dicomd.http.security import check_password, cross_site_refusal
 from dicomd.ratelimit import LoginThrottle
@@ -82,7 +83,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
     async def _domain_error(_request: Request, exc: DicomdError) -> PlainTextResponse:
         status = status_for(exc)
         if status >= 500:
-            logger.error("request failed: %s: %s", type(exc).__name__, exc)
+            logger.error("request failed: %s: %s", type(exc).__name__, escape(exc))
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return PlainTextResponse(str(exc), status_code=status, headers=headers)
 

@@ -8,8 +8,10 @@ still serves, and where the test runs a daemon, a daemon restarted on the same d
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
+import logging
 import re
 import selectors
 import shutil
@@ -30,11 +32,17 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.catalog import PREARCHIVE
 from dicomd.cli import main
 from dicomd.daemon import Daemon
 from dicomd.generator import generate_study
+from dicomd.ingest import Source
+from dicomd.routing import Explicit
 from tests.conftest import send, wait_for, write_config
 from tests.http.conftest import PASSWORD, Site, add_users, site, study_files, zip_bytes  # noqa: F401 - site is a fixture
 from tests.reliability.harness import echo
@@ -482,3 +490,67 @@ def test_cross_site_requests_are_refused(site: Site, tmp_path: Path) -> None:
     assert program.status_code == 200, program.text
     assert sorted(s.label for s in site.stores.catalog.sessions(PREARCHIVE)) == ["program", "same"]
     _serves(site)
+
+
+# ---------------------------------------------------------------------------------- F: CSV and log injection
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/","x")', "+1+cmd|' /C calc'!A0", "-2-3", "@SUM(A1:A9)",
+            "\t=1+1", "\r=1+1"]
+
+
+def test_csv_cells_cannot_start_formulas(site: Site, tmp_path: Path) -> None:
+    # Given a staged instance whose header values (sent by a peer) start formulas
+    (ds,) = generate_study(71, series=1, instances_per_series=1, rows=8, cols=8)
+    ds.StudyDescription, ds.SeriesDescription, ds.InstitutionName = FORMULAS[:3]
+    ds.InstitutionalDepartmentName, ds.StationName, ds.ReferringPhysicianName = FORMULAS[3:]
+    path = tmp_path / "formula.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    staged = site.stores.ingest.stage(path, Source(kind="CLI", explicit=Explicit(project="demo")))
+    # When its header is listed as CSV
+    reply = site.as_user("member").get(f"/data/services/dicomdump?src=/prearchive/projects/demo/"
+                                       f"{staged.session.timestamp}/{staged.session.label}&format=csv")
+    assert reply.status_code == 200
+    # Then no cell starts a formula: each such value is prefixed with a quote
+    cells = [cell for row in csv.reader(io.StringIO(reply.text, newline="")) for cell in row]
+    for value in FORMULAS:  # (the dump shows values stripped of leading whitespace)
+        assert any(c.startswith("'") and c.endswith(value.lstrip("\t\r")) for c in cells), value
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    _serves(site)
+
+
+def _associate_raw(port: int, calling: bytes) -> bytes:
+    """An A-ASSOCIATE-RQ with ``calling`` (16 bytes, anything) as the calling AE title; the reply PDU type."""
+    prim = A_ASSOCIATE()
+    prim.application_context_name = "1.2.840.10008.3.1.1.1"
+    prim.calling_ae_title, prim.called_ae_title = "PLACEHOLDER", "DICOMD"
+    context = build_context(Verification)
+    context.context_id = 1
+    prim.presentation_context_definition_list = [context]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16382
+    prim.user_information = [length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(prim)
+    data = bytearray(pdu.encode())
+    data[26:42] = calling.ljust(16)[:16]  # the calling AE title field of the PDU (PS3.8 9.3.2)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(bytes(data))
+        return sock.recv(1)
+
+
+def test_a_peer_ae_title_cannot_forge_log_lines(tmp_path: Path, make_daemon: Callable[..., Daemon],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    live = start_live(tmp_path, make_daemon, receiver='allowed = ["SCANNER", "PROBE"]')
+    caplog.set_level(logging.DEBUG)
+    # Given a peer whose calling AE title holds a newline and a fake log line
+    forged = b"X\nERROR forged!!!"
+    # When it asks for an association (refused: it is not on the allowlist, which is logged)
+    assert _associate_raw(live.port, forged) in (b"\x03", b"\x07")  # A-ASSOCIATE-RJ or A-ABORT
+    wait_for(lambda: "forged" in caplog.text, timeout=10, message="the refusal was not logged")
+    # Then its title shows up escaped, never as a line of its own
+    lines = caplog.text.splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("ERROR forged")], caplog.text
+    assert any("X\\x0aERROR forged" in line for line in lines)
+    live.serves()
+    live.restart()
