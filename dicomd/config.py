@@ -216,11 +216,15 @@ class Config:
 
     def resolve_project(self, name: str) -> str | None:
         """Project ID for an ID or alias (case-insensitive), or None."""
+        matches = self.matching_projects(name)
+        return matches[0] if matches else None
+
+    def matching_projects(self, name: str) -> list[str]:
+        """IDs of the projects that ``name`` (an ID or alias, case-insensitive) names; a loaded
+        config has at most one."""
         wanted = name.strip().lower()
-        for pid, project in self.projects.items():
-            if pid.lower() == wanted or wanted in (a.lower() for a in project.aliases):
-                return pid
-        return None
+        return [pid for pid, project in self.projects.items()
+                if pid.lower() == wanted or wanted in (a.strip().lower() for a in project.aliases)]
 
     def project_ids(self) -> list[str]:
         return sorted(self.projects)
@@ -291,6 +295,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
             projects[pid] = dataclasses.replace(
                 projects[pid], anonymize=dataclasses.replace(project.anonymize, script=str(script))
             )
+    _check_project_names(projects, source)
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
     for i, receiver in enumerate(config.receivers):
@@ -330,6 +335,26 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def _check_project_names(projects: Mapping[str, ProjectConfig], source: str) -> None:
+    """Every ID and alias names one project (compared as routing does: case-insensitively)."""
+    ids: dict[str, str] = {}
+    for pid in projects:
+        if pid.lower() in ids:
+            raise ConfigError(f"{source}: projects.{pid}: the same ID as projects.{ids[pid.lower()]} "
+                              "(project names are matched case-insensitively)")
+        ids[pid.lower()] = pid
+    aliases: dict[str, str] = {}
+    for pid, project in projects.items():
+        for alias in project.aliases:
+            name = alias.strip().lower()
+            if ids.get(name, pid) != pid:
+                raise ConfigError(f"{source}: projects.{pid}.aliases: {alias!r} is the ID of project {ids[name]!r}")
+            if aliases.get(name, pid) != pid:
+                raise ConfigError(f"{source}: projects.{pid}.aliases: {alias!r} is also an alias of project "
+                                  f"{aliases[name]!r}")
+            aliases[name] = pid
 
 
 def _tls_paths(section: Any, base: Path, where: str) -> Any:

@@ -16,6 +16,7 @@ import re
 import selectors
 import shutil
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -39,6 +40,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.catalog import PREARCHIVE
 from dicomd.cli import main
+from dicomd.config import load
+from dicomd.errors import ConfigError
 from dicomd.daemon import Daemon
 from dicomd.generator import generate_study
 from dicomd.ingest import Source
@@ -554,3 +557,43 @@ def test_a_peer_ae_title_cannot_forge_log_lines(tmp_path: Path, make_daemon: Cal
     assert any("X\\x0aERROR forged" in line for line in lines)
     live.serves()
     live.restart()
+
+
+# ---------------------------------------------------------------------------------- G: project names
+
+
+@pytest.mark.parametrize("projects,key,clash", [
+    ('[projects.a]\n[projects.b]\naliases = ["A"]\n', "projects.b.aliases", "the ID of project 'a'"),
+    ('[projects.a]\naliases = ["shared"]\n[projects.b]\naliases = ["Shared"]\n', "projects.b.aliases",
+     "also an alias of project 'a'"),
+    ('[projects.demo]\n[projects.Demo]\n', "projects.Demo", "projects.demo"),
+])
+def test_a_project_name_means_one_project(projects: str, key: str, clash: str, tmp_path: Path) -> None:
+    # Given a config where one name could mean two projects
+    path = write_config(tmp_path, projects=projects)
+    # Then loading it is an error naming the key and the file
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert str(path) in str(refused.value) and key in str(refused.value) and clash in str(refused.value)
+    # and `dicomd user add --project` refuses it as well, creating no user
+    result = CliRunner().invoke(main, ["user", "add", "bob", "--project", "A", "--role", "owner", "--password-stdin",
+                                       "--config", str(path)], input="a-long-password\n")
+    assert result.exit_code != 0 and key in result.output
+    assert not (tmp_path / "data" / "catalog.sqlite").exists() or not _user_names(tmp_path)
+
+
+def _user_names(tmp_path: Path) -> list[str]:
+    with sqlite3.connect(tmp_path / "data" / "catalog.sqlite") as conn:
+        try:
+            return [r[0] for r in conn.execute("SELECT name FROM users")]
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_user_add_resolves_an_alias_to_its_project(tmp_path: Path) -> None:
+    path = write_config(tmp_path)  # demo has the alias DEMO
+    result = CliRunner().invoke(main, ["user", "add", "bob", "--project", "DEMO", "--role", "member",
+                                       "--password-stdin", "--config", str(path)], input="a-long-password\n")
+    assert result.exit_code == 0, result.output
+    listed = CliRunner().invoke(main, ["user", "list", "--json", "--config", str(path)])
+    assert json.loads(listed.output) == [{"name": "bob", "admin": False, "roles": {"demo": "member"}}]
