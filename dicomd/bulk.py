@@ -139,7 +139,7 @@ def stage_batch(
     """
     path = Path(path)
     if not path.exists():
-        raise InvalidInput(f"{path} does not exist")
+        raise InvalidInput(f"{path.name} does not exist")
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     clean_stale(stores.layout.tmp)
     with _temp_folder(stores) as temp:

@@ -578,8 +578,11 @@ class Catalog:
         )
         return [dict(zip(("at", "status", "reason", "actor"), r)) for r in cur.fetchall()]
 
-    def status_counts(self) -> dict[str, dict[str, int]]:
-        cur = self.reader().execute("SELECT stage, status, COUNT(*) FROM sessions GROUP BY stage, status")
+    def status_counts(self, projects: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """stage -> status -> sessions, of ``projects`` only when given."""
+        where = f" WHERE project IN ({','.join('?' * len(projects))})" if projects is not None else ""
+        cur = self.reader().execute(
+            f"SELECT stage, status, COUNT(*) FROM sessions{where} GROUP BY stage, status", tuple(projects or ()))
         counts: dict[str, dict[str, int]] = {}
         for stage, status, n in cur.fetchall():
             counts.setdefault(stage, {})[status] = n

@@ -115,6 +115,7 @@ class Receiver:
     def start(self, *, port: int | None = None, shared: bool = False) -> Listening:
         """Listen on the configured port (or ``port``); ``shared`` lets other processes bind it too."""
         ae = AE(ae_title=self.config.ae_title)
+        ae.require_called_aet = True  # another called AE title: A-ASSOCIATE-RJ "called AE title not recognised"
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu_size
         ae.network_timeout = self.config.network_timeout

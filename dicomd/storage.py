@@ -29,7 +29,7 @@ def ensure_dir(path: Path) -> Path:
                 except FileExistsError:
                     pass
         except OSError as exc:
-            raise _translate(exc, f"cannot create folder {path}") from exc
+            raise _translate(exc, f"cannot create folder {path.name!r}") from exc
     return path
 
 
@@ -153,7 +153,7 @@ def write_bytes_durably(dst: Path, data: bytes) -> None:
         os.replace(tmp, dst)
         fsync_dir(dst.parent)
     except OSError as exc:
-        raise _translate(exc, f"cannot write {dst}") from exc
+        raise _translate(exc, f"cannot write {dst.name}") from exc
 
 
 def remove_empty_dirs(start: Path, stop: Path) -> None:
@@ -170,4 +170,4 @@ def remove_empty_dirs(start: Path, stop: Path) -> None:
 def _translate(exc: OSError, what: str) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"{what}: disk full")
-    return StorageFailure(f"{what}: {exc.strerror or exc}")
+    return StorageFailure(f"{what}: {exc.strerror or type(exc).__name__}")  # str(exc) may name a path

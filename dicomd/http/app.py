@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth, User
 from dicomd.config import Config
+from dicomd.http.docs import add_local_docs
 from dicomd.http.limits import BodyLimit
 from dicomd.stores import Stores
 from dicomd.errors import (
@@ -31,7 +32,7 @@ from dicomd.errors import (
 )
 from dicomd.logsafe import escape
 from dicomd.mappings import MappingStore
-from dicomd.http.security import check_password, cross_site_refusal
+from dicomd.http.security import SecurityHeaders, check_password, cross_site_refusal, without_paths
 from dicomd.ratelimit import LoginThrottle
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         title="dicomd",
         version=VERSION,
         description="XNAT-shaped API of dicomd: import, prearchive, archive, DICOM dump, mappings.",
+        docs_url=None,  # served by dicomd.http.docs from local files, not a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.stores = stores
@@ -85,7 +88,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         if status >= 500:
             logger.error("request failed: %s: %s", type(exc).__name__, escape(exc))
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return PlainTextResponse(str(exc), status_code=status, headers=headers)
+        return PlainTextResponse(without_paths(str(exc), config.data_dir), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> PlainTextResponse:
@@ -94,9 +97,11 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
 
     for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
+    add_local_docs(app)
     app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)
     app.add_middleware(HeadAsGet)
-    app.add_middleware(BodyLimit, http=config.http)  # outermost: bounds bodies before anything reads them
+    app.add_middleware(BodyLimit, http=config.http)  # bounds bodies before anything reads them
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
     return app
 
 
@@ -174,15 +179,18 @@ def identify(auth: Auth, headers: dict[str, str], throttle: LoginThrottle | None
     """(user, {"via": "session"|"basic", "session": id, "token": bool}) from the cookie or basic
     auth, else None; "token" says the basic-auth credentials were an alias token's."""
     session_id = cookie_value(headers.get("cookie", ""), COOKIE)
+    credentials = basic_credentials(headers.get("authorization", ""))
+    basic = None
+    if credentials is not None:  # checked even beside a cookie: wrong credentials are a 401
+        basic = check_password(auth, throttle, *credentials, address, "basic")
+        if basic is None:
+            return None
     if session_id:
         user = auth.session_user(session_id)
-        if user is not None:
+        if user is not None and (basic is None or basic.name == user.name):
             return user, {"via": "session", "session": session_id}
-    credentials = basic_credentials(headers.get("authorization", ""))
-    if credentials is not None:
-        user = check_password(auth, throttle, *credentials, address, "basic")
-        if user is not None:
-            return user, {"via": "basic", "session": "", "token": not auth.has_user(credentials[0])}
+    if basic is not None and credentials is not None:
+        return basic, {"via": "basic", "session": "", "token": not auth.has_user(credentials[0])}
     return None
 
 

@@ -1,7 +1,11 @@
 """The HTTP API's defences against hostile users: throttled password checks (see
-dicomd.ratelimit), and what a login may be used for."""
+dicomd.ratelimit), cross-site request refusal, security headers on every response, and what
+replies may show (no server paths in errors, no user names or addresses in SOURCE for non-admins)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Awaitable, Callable, MutableMapping
 
 from dicomd.auth import Auth, User
 from dicomd.ratelimit import LoginThrottle
@@ -35,13 +39,18 @@ def cross_site_refusal(method: str, headers: dict[str, str], via: str) -> str | 
     names another site than the ``Host`` the request went to, the request is refused, whether it
     carries the session cookie or cached basic-auth credentials. A cookie-authenticated request
     that a browser marks cross-site (``Sec-Fetch-Site``) without either header is refused too.
-    Requests without any of these headers come from programs (xnatpy, pyxnat, curl) and pass.
+    ``Origin: null`` passes only with ``Sec-Fetch-Site: same-origin`` (our pages' Referrer-Policy
+    no-referrer makes browsers send null). Requests without any of these headers come from
+    programs (xnatpy, pyxnat, curl) and pass.
     """
     if method.upper() not in UNSAFE_METHODS:
         return None
     host = _netloc(headers.get("host", ""), "")
+    same_origin = headers.get("sec-fetch-site", "") == "same-origin"
     for name in ("origin", "referer"):
         value = headers.get(name, "").strip()
+        if value == "null" and same_origin:  # our own pages: Referrer-Policy no-referrer makes it null
+            return None
         if value:
             if value == "null" or not host or _origin_netloc(value) != host:
                 return f"cross-site request refused: {name.capitalize()} is not this site"
@@ -68,3 +77,56 @@ def _netloc(value: str, scheme: str) -> str:
         host, _, port = value.partition(":")
     defaults = (_DEFAULT_PORTS[scheme],) if scheme else tuple(_DEFAULT_PORTS.values())
     return host if not port or port in defaults else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------- what replies may show
+
+
+def without_paths(message: str, data_dir: Path) -> str:
+    """An error message for a client: paths under the data dir become relative to it, and the
+    data dir itself is called ``data_dir`` (the server's layout is not the client's business)."""
+    for root in {str(data_dir), str(data_dir.resolve())}:
+        message = message.replace(root + "/", "").replace(root, "data_dir")
+    return message
+
+
+def public_source(source: str) -> str:
+    """A session's SOURCE as non-admins see it: the kind (and the sender's AE title), without
+    user names and addresses ("HTTP:alice@10.0.0.7" -> "HTTP", "DICOM:CT1@10.0.0.9" -> "DICOM:CT1")."""
+    kind, _, rest = source.partition(":")
+    return f"{kind}:{rest.rpartition('@')[0]}" if kind == "DICOM" and "@" in rest else kind
+
+
+def shown_to(user: User, row: dict[str, Any]) -> dict[str, Any]:
+    """A prearchive row as ``user`` may see it (SOURCE in full for site admins only)."""
+    if user.admin or "SOURCE" not in row:
+        return row
+    return {**row, "SOURCE": public_source(str(row["SOURCE"]))}
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding to every response: nosniff, no framing, no referrer, and
+    Strict-Transport-Security when the request came over HTTPS."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"no-referrer"))
+    HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[..., Awaitable[Any]],
+                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [*self.HEADERS, *((self.HSTS,) if scope.get("scheme") == "https" else ())]
+
+        async def with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   *(h for h in extra if h[0] not in present)]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

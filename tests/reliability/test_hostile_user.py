@@ -47,7 +47,7 @@ from dicomd.generator import generate_study
 from dicomd.ingest import Source
 from dicomd.routing import Explicit
 from tests.conftest import send, wait_for, write_config
-from tests.http.conftest import PASSWORD, Site, add_users, site, study_files, zip_bytes  # noqa: F401 - site is a fixture
+from tests.http.conftest import PASSWORD, Site, add_users, site, stage, study_files, zip_bytes  # noqa: F401 - site is a fixture
 from tests.reliability.harness import echo
 
 
@@ -522,8 +522,9 @@ def test_csv_cells_cannot_start_formulas(site: Site, tmp_path: Path) -> None:
     _serves(site)
 
 
-def _associate_raw(port: int, calling: bytes) -> bytes:
-    """An A-ASSOCIATE-RQ with ``calling`` (16 bytes, anything) as the calling AE title; the reply PDU type."""
+def _associate_raw(port: int, calling: bytes, called: bytes = b"DICOMD") -> bytes:
+    """An A-ASSOCIATE-RQ with ``calling`` (16 bytes, anything) as the calling AE title; the start of the reply
+    PDU (type, reserved, length, reserved, result, source, reason for an A-ASSOCIATE-RJ)."""
     prim = A_ASSOCIATE()
     prim.application_context_name = "1.2.840.10008.3.1.1.1"
     prim.calling_ae_title, prim.called_ae_title = "PLACEHOLDER", "DICOMD"
@@ -536,10 +537,14 @@ def _associate_raw(port: int, calling: bytes) -> bytes:
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(prim)
     data = bytearray(pdu.encode())
-    data[26:42] = calling.ljust(16)[:16]  # the calling AE title field of the PDU (PS3.8 9.3.2)
+    data[10:26] = called.ljust(16)[:16]  # the called AE title field of the PDU (PS3.8 9.3.2)
+    data[26:42] = calling.ljust(16)[:16]  # the calling AE title field
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(bytes(data))
-        return sock.recv(1)
+        reply = b""
+        while len(reply) < 10 and (chunk := sock.recv(10 - len(reply))):
+            reply += chunk
+        return reply
 
 
 def test_a_peer_ae_title_cannot_forge_log_lines(tmp_path: Path, make_daemon: Callable[..., Daemon],
@@ -549,7 +554,7 @@ def test_a_peer_ae_title_cannot_forge_log_lines(tmp_path: Path, make_daemon: Cal
     # Given a peer whose calling AE title holds a newline and a fake log line
     forged = b"X\nERROR forged!!!"
     # When it asks for an association (refused: it is not on the allowlist, which is logged)
-    assert _associate_raw(live.port, forged) in (b"\x03", b"\x07")  # A-ASSOCIATE-RJ or A-ABORT
+    assert _associate_raw(live.port, forged)[:1] in (b"\x03", b"\x07")  # A-ASSOCIATE-RJ or A-ABORT
     wait_for(lambda: "forged" in caplog.text, timeout=10, message="the refusal was not logged")
     # Then its title shows up escaped, never as a line of its own
     lines = caplog.text.splitlines()
@@ -597,3 +602,129 @@ def test_user_add_resolves_an_alias_to_its_project(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     listed = CliRunner().invoke(main, ["user", "list", "--json", "--config", str(path)])
     assert json.loads(listed.output) == [{"name": "bob", "admin": False, "roles": {"demo": "member"}}]
+
+
+# ---------------------------------------------------------------------------------- H: hardening
+
+
+@pytest.mark.parametrize("bad_id", ["abc", "1.5", 1.5, -1, "-1", 10**30, True, [1], "1e3"])
+def test_a_bad_mapping_id_is_a_400(site: Site, bad_id: Any) -> None:
+    body = {"id": bad_id, "scope": "site", "fieldName": "scanner", "fieldType": "string", "dicomTag": "0x00081090"}
+    reply = site.as_user("admin").put("/xapi/dicom_mappings/update", json=body)
+    assert reply.status_code == 400, reply.text
+    _serves(site)
+
+
+def test_error_replies_name_no_server_path(site: Site, tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    data_dir = str(site.stores.layout.root.resolve())
+    upload = zip_bytes(study_files(tmp_path, seed=81))
+    # Given a store that cannot create a session folder (a file where the project folder goes)
+    (site.stores.layout.prearchive / "demo").write_text("in the way")
+    reply = site.as_user("member").post("/data/services/import?project=demo", content=upload)
+    assert reply.status_code == 500 and reply.text and data_dir not in reply.text, reply.text
+    (site.stores.layout.prearchive / "demo").unlink()
+    _serves(site)
+    # and a daemon whose disk is below the free-space floor
+    (tmp_path / "full").mkdir()
+    live = start_live(tmp_path / "full", make_daemon, top=f"min_free_bytes = {2**62}")
+    reply = requests.post(live.url + "/data/services/import?project=demo", data=upload, auth=("admin", PASSWORD),
+                          timeout=30)
+    assert reply.status_code == 507 and str(live.daemon.config.data_dir) not in reply.text, reply.text
+    assert "/" not in reply.text.replace("data_dir", "")
+    live.serves()
+
+
+def _counts(page: str) -> int:
+    return sum(int(n) for n in re.findall(r"<tr><td>\w+</td><td>\w+</td><td>(\d+)</td></tr>", page))
+
+
+def test_the_front_page_counts_only_readable_projects(site: Site) -> None:
+    stage(site, project="demo", seed=82)
+    stage(site, project="other", seed=83)
+    assert _counts(site.as_user("admin").get("/").text) == 2
+    assert _counts(site.as_user("collab").get("/").text) == 1  # demo only
+    assert _counts(site.as_user("outsider").get("/").text) == 0  # owner of auto, which is empty
+    _serves(site)
+
+
+def test_source_hides_user_names_and_addresses_from_non_admins(site: Site, tmp_path: Path) -> None:
+    upload = zip_bytes(study_files(tmp_path, seed=84))
+    assert site.as_user("member").post("/data/services/import?project=demo&session=viahttp",
+                                       content=upload).status_code == 200
+    path = study_files(tmp_path, seed=85, name="dicom")[0]
+    site.stores.ingest.stage(path, Source(kind="DICOM", ae_title="CT1", address="10.9.9.9",
+                                          explicit=Explicit(project="demo", session="viadicom")))
+
+    def sources(user: str) -> dict[str, str]:
+        rows = site.as_user(user).get("/data/prearchive/projects/demo?format=json").json()["ResultSet"]["Result"]
+        return {r["name"]: r["SOURCE"] for r in rows}
+
+    assert sources("admin") == {"viahttp": "HTTP:member@testclient", "viadicom": "DICOM:CT1@10.9.9.9"}
+    assert sources("collab") == {"viahttp": "HTTP", "viadicom": "DICOM:CT1"}
+    assert sources("member") == {"viahttp": "HTTP", "viadicom": "DICOM:CT1"}
+    _serves(site)
+
+
+def test_a_wrong_basic_auth_beside_a_good_cookie_is_a_401(site: Site) -> None:
+    session_id = site.as_user("member").get("/data/JSESSION").text
+    both = TestClient(site.client.app, cookies={"JSESSIONID": session_id})
+    both.auth = ("member", "not-the-password")
+    assert both.get("/data/auth").status_code == 401
+    assert TestClient(site.client.app, cookies={"JSESSIONID": session_id}).get("/data/auth").status_code == 200
+    _serves(site)
+
+
+def _session_rows(site: Site) -> int:
+    return int(site.stores.catalog.reader().execute("SELECT COUNT(*) FROM login_sessions").fetchone()[0])
+
+
+def test_basic_auth_requests_open_no_session_rows(site: Site) -> None:
+    before = _session_rows(site)
+    client = site.as_user("collab")
+    for _ in range(5):
+        assert client.get("/").status_code == 200
+        assert client.get("/data/auth").status_code == 200
+    assert _session_rows(site) == before
+    client.get("/data/JSESSION")  # asked for: one
+    assert _session_rows(site) == before + 1
+    _serves(site)
+
+
+def test_security_headers_on_every_response(site: Site) -> None:
+    anonymous = TestClient(site.client.app)
+    replies = [anonymous.get("/health"), anonymous.get("/data/projects"),  # 200, 401
+               site.as_user("collab").get("/data/no-such-thing"),  # 404
+               anonymous.put("/data/services/auth", content=b"x" * 20000,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})]  # 413
+    assert [r.status_code for r in replies] == [200, 401, 404, 413]
+    for reply in replies:
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert reply.headers["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in reply.headers
+    https = TestClient(site.client.app, base_url="https://testserver")
+    assert https.get("/health").headers["strict-transport-security"].startswith("max-age=")
+    _serves(site)
+
+
+def test_the_api_docs_load_nothing_from_other_sites(site: Site) -> None:
+    client = site.as_user("collab")
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200
+        assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html.text)
+        assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+        assert "cdn" not in html.text and "fonts.googleapis" not in html.text
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+    _serves(site)
+
+
+def test_a_wrong_called_ae_title_is_rejected(live: Live) -> None:
+    # Given a peer calling another AE title than the receiver's
+    reply = _associate_raw(live.port, b"SCANNER", called=b"NOTDICOMD")
+    # Then it gets an A-ASSOCIATE-RJ: rejected-permanent by the service user, called AE title not recognised
+    assert reply[:1] == b"\x03" and tuple(reply[7:10]) == (1, 1, 7), reply
+    assert _associate_raw(live.port, b"SCANNER")[:1] == b"\x02"  # the right title is accepted
+    live.serves()
+    live.restart()

@@ -206,8 +206,8 @@ class _Spool:
             self.fh.write(block)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(f"disk full while receiving an upload: {exc}") from None
-            raise StorageFailure(f"cannot write the upload: {exc}") from None
+                raise StorageFull(f"disk full while receiving an upload: {exc.strerror}") from None
+            raise StorageFailure(f"cannot write the upload: {exc.strerror or type(exc).__name__}") from None
         self.written += len(block)
         limit = self.stores.config.http.max_upload_bytes
         if limit and self.written > limit:

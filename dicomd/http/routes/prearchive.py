@@ -16,6 +16,7 @@ from dicomd.http import browse, operations, targets
 from dicomd.http.app import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.http.security import shown_to
 from dicomd.prearchive import xnat_row
 
 router = APIRouter()
@@ -26,7 +27,11 @@ COLUMNS = ("project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_tim
 
 
 def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dict[str, Any]]:
-    return [xnat_row(s, stores.config) for s in sessions if user.can(READ, s.project)]
+    return [_row(stores, user, s) for s in sessions if user.can(READ, s.project)]
+
+
+def _row(stores: Stores, user: User, session: SessionRow) -> dict[str, Any]:
+    return shown_to(user, xnat_row(session, stores.config))
 
 
 def _listing(request: Request, projects: list[str] | None, fmt: str | None) -> Response:
@@ -62,7 +67,7 @@ def session_get(request: Request, project: str, timestamp: str, label: str, rest
     base = "/data" + session.url
     return browse.respond(
         stores.catalog, stores.layout, session, base, rest.split("/"), fmt,
-        lambda: result_set([xnat_row(session, stores.config)], "json" if fmt == "zip" else fmt, columns=COLUMNS),
+        lambda: result_set([_row(stores, user, session)], "json" if fmt == "zip" else fmt, columns=COLUMNS),
     )
 
 
@@ -72,7 +77,7 @@ def session_delete(request: Request, project: str, timestamp: str, label: str) -
     (session,) = operations.prearchive_sessions(stores, user, [f"/prearchive/projects/{project}/{timestamp}/{label}"],
                                                 MANAGE)
     operations.delete(stores, user, session)
-    return result_set([{**xnat_row(session, stores.config), "status": "DELETED"}], "json", columns=COLUMNS)
+    return result_set([{**_row(stores, user, session), "status": "DELETED"}], "json", columns=COLUMNS)
 
 
 @router.post("/data/prearchive/projects/{project}/{timestamp}/{label}",
@@ -87,7 +92,7 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
         (session,) = operations.prearchive_sessions(stores, user, [src], READ)
         if action in ("build", "rebuild"):
             outcome = (operations.build if action == "build" else operations.rebuild)(stores, user, session)
-            return result_set([xnat_row(stores.catalog.session(session.id), stores.config)],
+            return result_set([_row(stores, user, stores.catalog.session(session.id))],
                               pick_format(given.get("format")), columns=COLUMNS)
         if action in ("commit", "archive"):
             outcome = operations.archive(stores, user, session,
@@ -99,7 +104,7 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
             return uri_list([outcome.uri], request.headers.get("accept", ""))
         if action == "set-status":
             outcome = operations.set_status(stores, user, session, given.get("status").upper())
-            return result_set([xnat_row(stores.catalog.session(session.id), stores.config)],
+            return result_set([_row(stores, user, stores.catalog.session(session.id))],
                               pick_format(given.get("format")), columns=COLUMNS)
         raise InvalidInput(f"unsupported action {action!r} (build, rebuild, commit, move, set-status)")
 
@@ -126,17 +131,17 @@ async def service(request: Request, operation: str) -> Response:
             sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
             user.require("upload", target)
             outcomes = [operations.move(stores, user, s, new_project) for s in sessions]
-            rows = [xnat_row(stores.catalog.session(o.before.id), stores.config) for o in outcomes]
+            rows = [_row(stores, user, stores.catalog.session(o.before.id)) for o in outcomes]
         elif operation == "delete":
             sessions = operations.prearchive_sessions(stores, user, srcs, MANAGE)
             for session in sessions:
                 operations.delete(stores, user, session)
-            rows = [{**xnat_row(s, stores.config), "status": "DELETED"} for s in sessions]
+            rows = [{**_row(stores, user, s), "status": "DELETED"} for s in sessions]
         elif operation == "rebuild":
             sessions = operations.prearchive_sessions(stores, user, srcs, "upload")
             for session in sessions:
                 operations.rebuild(stores, user, session)
-            rows = [xnat_row(stores.catalog.session(s.id), stores.config) for s in sessions]
+            rows = [_row(stores, user, stores.catalog.session(s.id)) for s in sessions]
         else:
             raise InvalidInput(f"unknown prearchive operation {operation!r} (move, delete, rebuild)")
         return result_set(rows, fmt, columns=COLUMNS, title=operation)
