@@ -28,6 +28,7 @@ from sqlite_utils.migrations import Migrations
 
 from dicomd.catalog import Catalog
 from dicomd.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dicomd.logsafe import escape
 from dicomd.routing import UNASSIGNED
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ def _m001(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations(name="002_sessions_opened_by_token")
+def _m002(db: sqlite_utils.Database) -> None:
+    db.execute("ALTER TABLE login_sessions ADD COLUMN via_token INTEGER NOT NULL DEFAULT 0")
 
 
 # ---------------------------------------------------------------- values
@@ -194,11 +200,19 @@ class Auth:
         logger.info("user %s added%s", name, " (site admin)" if admin else "")
 
     def set_password(self, name: str, password: str) -> None:
+        """Set a new password; the user's login sessions and alias tokens end with the old one."""
         if len(password) < 8:
             raise InvalidInput("a password needs at least 8 characters")
         stored = hash_password(password)
         self._require_user(name)
-        self.catalog.write(lambda c: c.execute("UPDATE users SET password_hash=? WHERE name=?", (stored, name)))
+
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE users SET password_hash=? WHERE name=?", (stored, name))
+            conn.execute("DELETE FROM login_sessions WHERE user = ?", (name,))
+            conn.execute("DELETE FROM alias_tokens WHERE user = ?", (name,))
+
+        self.catalog.write(txn)
+        logger.info("password of user %s changed: its login sessions and alias tokens are revoked", name)
 
     def set_role(self, name: str, project: str, role: str) -> None:
         if role not in ROLES:
@@ -238,6 +252,9 @@ class Auth:
         names = [r[0] for r in self.catalog.reader().execute("SELECT name FROM users ORDER BY name").fetchall()]
         return [self.user(n) for n in names]
 
+    def has_user(self, name: str) -> bool:
+        return self.catalog.reader().execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+
     def _require_user(self, name: str) -> None:
         if not self.catalog.reader().execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
             raise NotFound(f"no user {name!r}")
@@ -263,7 +280,7 @@ class Auth:
         if cached is not None and cached[0] > now and cached[1] == stored:
             return self.user(name)
         if not verify_password(password, stored):
-            logger.warning("failed login for user %s", name)
+            logger.warning("failed login for user %s", escape(name))
             return None
         with self._lock:
             if len(self._verified) > 1000:
@@ -282,16 +299,17 @@ class Auth:
 
     # ------------------------------------------------------------ login sessions
 
-    def open_session(self, user: User) -> str:
-        """A new JSESSIONID for ``user`` (32 hex digits, like Tomcat's)."""
+    def open_session(self, user: User, *, via_token: bool = False) -> str:
+        """A new JSESSIONID for ``user`` (32 hex digits, like Tomcat's); ``via_token`` marks a
+        session opened with an alias token's credentials (it may not issue tokens either)."""
         session_id = secrets.token_hex(16).upper()
         now = time.time()
 
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM login_sessions WHERE expires_at < ?", (now,))
             conn.execute(
-                "INSERT INTO login_sessions(id_hash, user, created_at, expires_at) VALUES (?,?,?,?)",
-                (_sha(session_id), user.name, now, now + self.session_idle),
+                "INSERT INTO login_sessions(id_hash, user, created_at, expires_at, via_token) VALUES (?,?,?,?,?)",
+                (_sha(session_id), user.name, now, now + self.session_idle, int(via_token)),
             )
 
         self.catalog.write(txn)
@@ -316,6 +334,12 @@ class Auth:
             return self.user(row[0])
         except NotFound:
             return None
+
+    def session_via_token(self, session_id: str) -> bool:
+        row = self.catalog.reader().execute(
+            "SELECT via_token FROM login_sessions WHERE id_hash = ?", (_sha(session_id),)
+        ).fetchone()
+        return bool(row and row[0])
 
     def close_session(self, session_id: str) -> None:
         key = _sha(session_id)

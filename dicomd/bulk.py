@@ -43,6 +43,7 @@ from dicomd.errors import HostileArchive, InvalidInput, Rejected, StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.ingest import Source, Staged, quarantine
 from dicomd.layout import safe_name
+from dicomd.logsafe import escape
 
 if TYPE_CHECKING:
     from dicomd.stores import Stores
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+ROOM_CHECK_BYTES = 8 * 1024 * 1024  # free space is checked again after this many extracted bytes
 STAGE_THREADS = 4
 STALE_SECONDS = 24 * 3600  # a batch folder untouched this long belongs to a crashed process
 TEMP_PREFIX = "batch-"
@@ -67,8 +69,8 @@ class Limits:
     """What an archive may hold before it is refused as hostile."""
 
     max_members: int = 100_000
-    max_uncompressed_bytes: int = 64 * 2**30
-    max_member_bytes: int = 8 * 2**30
+    max_uncompressed_bytes: int = 16 * 2**30
+    max_member_bytes: int = 4 * 2**30
 
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
@@ -152,11 +154,12 @@ def stage_batch(
     """
     path = Path(path)
     if not path.exists():
-        raise InvalidInput(f"{path} does not exist")
+        raise InvalidInput(f"{path.name} does not exist")
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     clean_stale(stores.layout.tmp)
     with _temp_folder(stores) as temp:
-        members = list(expand(path, temp, limits or Limits.from_config(stores.config), consume=consume))
+        members = list(expand(path, temp, limits or Limits.from_config(stores.config), consume=consume,
+                              min_free=stores.config.min_free_bytes))
         if not members:
             raise InvalidInput(f"{path.name}: no files to import")
         members, skipped = split_strays(members)
@@ -181,15 +184,16 @@ def stage_batch(
                                quarantined=result.quarantined + len(kept))
 
 
-def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False) -> Iterator[Member]:
-    """The members of ``path``: extracted into ``temp`` for archives, found in place otherwise."""
+def expand(path: Path, temp: Path, limits: Limits, *, consume: bool = False, min_free: int = 0) -> Iterator[Member]:
+    """The members of ``path``: extracted into ``temp`` for archives, found in place otherwise.
+    Extraction keeps ``min_free`` bytes free on the disk of ``temp`` (StorageFull otherwise)."""
     kind = detect(path)
     if kind == FOLDER:
         yield from _walk(path)
     elif kind == ZIP:
-        yield from _extract_zip(path, temp, _Budget(limits))
+        yield from _extract_zip(path, temp, _Budget(limits, temp, min_free))
     elif kind == TAR:
-        yield from _extract_tar(path, temp, _Budget(limits))
+        yield from _extract_tar(path, temp, _Budget(limits, temp, min_free))
     else:
         yield Member(path.name, path, consume)
 
@@ -279,12 +283,20 @@ def member_name_ok(name: str) -> str | None:
 
 
 class _Budget:
-    """Counts members and bytes actually written; refuses what goes over the limits."""
+    """Counts members and bytes actually written; refuses what goes over the limits, and stops
+    (StorageFull) before the disk of ``folder`` goes below the ``min_free`` floor: each member is
+    checked against its declared size before it is written, and the floor again every few MiB."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, folder: Path | None = None, min_free: int = 0) -> None:
         self.limits = limits
+        self.folder = folder
+        self.min_free = min_free
         self.members = 0
         self.bytes = 0
+
+    def check_room(self, needed: int = 0) -> None:
+        if self.folder is not None:
+            storage.check_free(self.folder, self.min_free, needed)
 
     def count_member(self, name: str) -> None:
         self.members += 1
@@ -294,9 +306,11 @@ class _Budget:
     def check_claim(self, name: str, claimed: int) -> None:
         if claimed > self.limits.max_member_bytes:
             raise HostileArchive(f"member {name!r} claims {claimed} bytes, over {self.limits.max_member_bytes}")
+        self.check_room(claimed)
 
     def copy(self, src: IO[bytes], dst: Path, name: str) -> None:
         written = 0
+        next_check = ROOM_CHECK_BYTES
         try:
             fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
@@ -311,6 +325,9 @@ class _Budget:
                         raise HostileArchive(
                             f"archive expands past {self.limits.max_uncompressed_bytes} bytes (at {name!r})"
                         )
+                    if written >= next_check:
+                        next_check += ROOM_CHECK_BYTES
+                        self.check_room()
                     out.write(chunk)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -468,7 +485,7 @@ def _walk(folder: Path) -> Iterator[Member]:
                 continue
             path = Path(root, name)
             if path.is_symlink() or not path.is_file():
-                logger.warning("not importing %s: not a regular file (links are not followed)", path)
+                logger.warning("not importing %s: not a regular file (links are not followed)", escape(path))
                 continue
             yield Member(str(path.relative_to(folder)), path, False)
 

@@ -85,6 +85,22 @@ class HttpConfig:
     max_upload_bytes: int = field(
         default=0, metadata=_help("refuse upload bodies larger than this many bytes with 413 (0 = no limit)", min=0)
     )
+    max_request_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_help("refuse other request bodies (forms, JSON) larger than this many bytes with 413", min=1024),
+    )
+    max_header_bytes: int = field(
+        default=16 * 1024, metadata=_help("largest request line plus headers accepted, bytes", min=1024)
+    )
+    header_timeout: float = field(
+        default=15.0, metadata=_help("seconds a client has to send a request's headers before it is dropped", min=0.1)
+    )
+    keep_alive_timeout: float = field(
+        default=30.0, metadata=_help("seconds an idle kept-alive connection stays open", min=0.1)
+    )
+    max_connections: int = field(
+        default=512, metadata=_help("concurrent connections; past it requests get 503", min=1)
+    )
     tls_cert: str = field(default="", metadata=_help("PEM certificate: serve HTTPS (with tls_key)"))
     tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
 
@@ -107,10 +123,10 @@ class ArchiveLimitsConfig:
 
     max_members: int = field(default=100_000, metadata=_help("most entries one archive may hold", min=1))
     max_uncompressed_bytes: int = field(
-        default=64 * 2**30, metadata=_help("most bytes one archive may expand to", min=1)
+        default=16 * 2**30, metadata=_help("most bytes one archive may expand to", min=1)
     )
     max_member_bytes: int = field(
-        default=8 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
+        default=4 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
     )
 
 
@@ -218,11 +234,15 @@ class Config:
 
     def resolve_project(self, name: str) -> str | None:
         """Project ID for an ID or alias (case-insensitive), or None."""
+        matches = self.matching_projects(name)
+        return matches[0] if matches else None
+
+    def matching_projects(self, name: str) -> list[str]:
+        """IDs of the projects that ``name`` (an ID or alias, case-insensitive) names; a loaded
+        config has at most one."""
         wanted = name.strip().lower()
-        for pid, project in self.projects.items():
-            if pid.lower() == wanted or wanted in (a.lower() for a in project.aliases):
-                return pid
-        return None
+        return [pid for pid, project in self.projects.items()
+                if pid.lower() == wanted or wanted in (a.strip().lower() for a in project.aliases)]
 
     def project_ids(self) -> list[str]:
         return sorted(self.projects)
@@ -295,6 +315,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
             projects[pid] = dataclasses.replace(
                 projects[pid], anonymize=dataclasses.replace(project.anonymize, script=str(script))
             )
+    _check_project_names(projects, source)
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
     for i, receiver in enumerate(config.receivers):
@@ -334,6 +355,26 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def _check_project_names(projects: Mapping[str, ProjectConfig], source: str) -> None:
+    """Every ID and alias names one project (compared as routing does: case-insensitively)."""
+    ids: dict[str, str] = {}
+    for pid in projects:
+        if pid.lower() in ids:
+            raise ConfigError(f"{source}: projects.{pid}: the same ID as projects.{ids[pid.lower()]} "
+                              "(project names are matched case-insensitively)")
+        ids[pid.lower()] = pid
+    aliases: dict[str, str] = {}
+    for pid, project in projects.items():
+        for alias in project.aliases:
+            name = alias.strip().lower()
+            if ids.get(name, pid) != pid:
+                raise ConfigError(f"{source}: projects.{pid}.aliases: {alias!r} is the ID of project {ids[name]!r}")
+            if aliases.get(name, pid) != pid:
+                raise ConfigError(f"{source}: projects.{pid}.aliases: {alias!r} is also an alias of project "
+                                  f"{aliases[name]!r}")
+            aliases[name] = pid
 
 
 def _tls_paths(section: Any, base: Path, where: str) -> Any:

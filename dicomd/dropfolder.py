@@ -33,6 +33,7 @@ from dicomd.bulk import FILE, FOLDER, BatchResult, detect, stage_batch
 from dicomd.config import Config, DropFolderConfig
 from dicomd.errors import DicomdError, InvalidInput
 from dicomd.ingest import Source, quarantine
+from dicomd.logsafe import escape
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
@@ -278,10 +279,10 @@ class DropFolders:
             logger.info("drop folder: stopping; a batch was rolled back and stays for the next start")
             return False
         except (DicomdError, OSError) as exc:
-            logger.error("drop folder: an entry was left in place, retried in %.0fs: %s", RETRY_SECONDS, exc)
-            logger.debug("drop folder: the entry left in place is %s", entry.name)
+            logger.error("drop folder: an entry was left in place, retried in %.0fs: %s", RETRY_SECONDS, escape(exc))
+            logger.debug("drop folder: the entry left in place is %s", escape(entry.name))
         except Exception:  # a bug, not the data: keep the entry, say so, try again later
-            logger.exception("drop folder: %s left in place after an unexpected error", entry.name)
+            logger.exception("drop folder: %s left in place after an unexpected error", escape(entry.name))
         self._retry_at[entry] = time.monotonic() + RETRY_SECONDS
         return False
 
@@ -365,7 +366,7 @@ def _remove_empty_tree(folder: Path) -> None:
 
 def _log(entry: Path, result: BatchResult) -> None:
     # file names can carry patient names: only at DEBUG
-    logger.debug("drop folder: %s read", entry.name)
+    logger.debug("drop folder: %s read", escape(entry.name))
     logger.info(
         "drop folder: %d staged, %d duplicate(s), %d quarantined (%d of them skipped non-DICOM files), %d session(s)",
         result.staged, result.duplicates, result.quarantined, len(result.skipped), len(result.sessions),

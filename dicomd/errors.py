@@ -61,5 +61,13 @@ class Forbidden(DicomdError):
     """The caller may not do this. HTTP 403."""
 
 
+class RateLimited(DicomdError):
+    """Too many failed attempts: refused until ``retry_after`` seconds have passed. HTTP 429."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ScriptError(DicomdError):
     """An anonymization script does not parse or cannot run; the message has line and column."""

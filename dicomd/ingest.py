@@ -25,6 +25,7 @@ from dicomd.errors import DicomdError, InvalidInput
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.crashpoints import crashpoint
+from dicomd.logsafe import escape
 from dicomd.routing import Explicit, Route, RoutingTable, route
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class Source:
     auto_archive: bool | None = None
 
     def describe(self) -> str:
+        """Who sent it, as one line of text (peer-supplied parts escaped: it is logged)."""
         if self.kind == "DICOM":
-            return f"DICOM:{self.ae_title}@{self.address}"
-        return self.kind if not self.address else f"{self.kind}:{self.address}"
+            return f"DICOM:{escape(self.ae_title)}@{escape(self.address)}"
+        return self.kind if not self.address else f"{self.kind}:{escape(self.address)}"
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,6 @@ def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, rea
     storage.write_bytes_durably(folder / "reason.json", json.dumps(detail, indent=2).encode())
     storage.write_bytes_durably(folder / "reason.txt", (reason + "\n").encode())
     entry = catalog.add_quarantine(source=source.describe(), reason=reason, path=layout.relative(target), size=size)
-    logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), reason, entry)
-    logger.debug("quarantine entry %d was %s", entry, path.name)
+    logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), escape(reason), entry)
+    logger.debug("quarantine entry %d was %s", entry, escape(path.name))
     return entry

@@ -3,6 +3,7 @@ that builds store paths and session names (folders, urls)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -11,12 +12,33 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def safe_name(value: str, fallback: str = "unknown") -> str:
     """A file or folder name from an untrusted value: no separators, no dot-dot, not empty."""
     cleaned = _UNSAFE.sub("_", value.strip())[:128].strip(".")
     return cleaned or fallback
+
+
+def uid_name(value: str, fallback: str = "unknown") -> str:
+    """A file or folder name for a UID, different for every different value.
+
+    A valid UID (digits and dots, at most 64 characters) is its own name. Anything else gets a
+    cleaned prefix plus the first 16 hex digits of the SHA-256 of the exact value, so ``1.2.3.``
+    and ``1.2.3``, ``1.2/3`` and ``1.2_3``, or two long UIDs with one start never share a name (a
+    hashed name holds a ``_``, so it never equals a valid UID or a number either).
+    """
+    return value if _plain_uid(value) else _hashed_name(value, fallback)
+
+
+def _plain_uid(value: str) -> bool:
+    return len(value) <= 64 and _UID.match(value) is not None
+
+
+def _hashed_name(value: str, fallback: str) -> str:
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{safe_name(value, fallback)[:64]}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -77,14 +99,16 @@ class Layout:
 
     @staticmethod
     def instance_name(sop_instance_uid: str) -> str:
-        return safe_name(sop_instance_uid) + ".dcm"
+        return uid_name(sop_instance_uid) + ".dcm"
 
     @staticmethod
     def scan_id(series_number: str, series_uid: str) -> str:
         number = series_number.strip()
         if number and re.fullmatch(r"-?\d+", number):
             return str(int(number))
-        return safe_name(series_uid or number, "1")
+        uid = series_uid or number
+        # a UID without a dot would look like a series number: it is hashed like any odd value
+        return uid if "." in uid and _plain_uid(uid) else _hashed_name(uid, "1")
 
     @classmethod
     def instance_relpath(cls, scan_id: str, sop_instance_uid: str) -> str:

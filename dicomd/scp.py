@@ -29,6 +29,7 @@ from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.errors import ConfigError, DicomdError, InvalidInput
 from dicomd.ingest import Ingest, Source, quarantine
+from dicomd.logsafe import escape, escape_loggers
 from dicomd.spool import discard_partial_spool, sweep_spool
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ TRANSFER_SYNTAXES = [
 
 
 def configure_pynetdicom(tmp_dir: Path) -> None:
-    """Process-wide pynetdicom settings: stream received datasets to files in ``tmp_dir``.
+    """Process-wide pynetdicom settings: stream received datasets to files in ``tmp_dir``, and
+    escape what pynetdicom and pydicom log (see dicomd.logsafe).
 
     pynetdicom writes each incoming dataset to a NamedTemporaryFile; pointing the temp folder at
     the data directory keeps it on the same file system, so staging is a rename, not a copy.
@@ -78,6 +80,7 @@ def configure_pynetdicom(tmp_dir: Path) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_HANDLER_LEVEL = "none"
     tempfile.tempdir = str(tmp_dir)
+    escape_loggers("pynetdicom", "pydicom")  # they log peer strings (AE titles, UIDs) as they are
 
 
 class SharedPortServer(ThreadedAssociationServer):
@@ -112,6 +115,7 @@ class Receiver:
     def start(self, *, port: int | None = None, shared: bool = False) -> Listening:
         """Listen on the configured port (or ``port``); ``shared`` lets other processes bind it too."""
         ae = AE(ae_title=self.config.ae_title)
+        ae.require_called_aet = True  # another called AE title: A-ASSOCIATE-RJ "called AE title not recognised"
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = self.config.max_pdu_size
         ae.network_timeout = self.config.network_timeout
@@ -170,7 +174,7 @@ class Receiver:
         if not self.allowlist.allows(calling, address):
             logger.warning(
                 "refused association from %s@%s to %s: not in this receiver's allowlist",
-                calling, address, self.config.ae_title,
+                escape(calling), escape(address), self.config.ae_title,
             )
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
 
@@ -219,7 +223,7 @@ class Receiver:
             self._quarantine(path, source, str(exc), event)
             return CANNOT_UNDERSTAND
         except DicomdError as exc:
-            logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), exc)
+            logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), escape(exc))
             return OUT_OF_RESOURCES
         except Exception:
             logger.exception("C-STORE from %s failed unexpectedly", source.describe())

@@ -29,7 +29,7 @@ def ensure_dir(path: Path) -> Path:
                 except FileExistsError:
                     pass
         except OSError as exc:
-            raise _translate(exc, f"cannot create folder {path}") from exc
+            raise _translate(exc, f"cannot create folder {path.name!r}") from exc
     return path
 
 
@@ -55,16 +55,21 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
-def check_free(path: Path, floor: int) -> None:
-    """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free."""
+def check_free(path: Path, floor: int, needed: int = 0) -> None:
+    """Raise StorageFull when the file system holding ``path`` has less than ``floor`` bytes free,
+    or would have once ``needed`` more bytes are written. A floor of 0 turns the check off.
+    The message names no path (it may reach an HTTP client)."""
     if floor <= 0:
         return
     try:
         free = shutil.disk_usage(path).free
     except OSError as exc:
-        raise StorageFailure(f"cannot read free space of {path}: {exc}") from exc
-    if free < floor:
-        raise StorageFull(f"only {free} bytes free under {path}, below the floor of {floor}")
+        raise StorageFailure(f"cannot read free space of the data disk: {exc.strerror or exc}") from exc
+    if free - needed < floor:
+        if needed:
+            raise StorageFull(f"{needed} more bytes would leave less than the free-space floor of {floor} bytes"
+                              f" ({free} free)")
+        raise StorageFull(f"only {free} bytes free on the data disk, below the floor of {floor}")
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -148,7 +153,7 @@ def write_bytes_durably(dst: Path, data: bytes) -> None:
         os.replace(tmp, dst)
         fsync_dir(dst.parent)
     except OSError as exc:
-        raise _translate(exc, f"cannot write {dst}") from exc
+        raise _translate(exc, f"cannot write {dst.name}") from exc
 
 
 def remove_empty_dirs(start: Path, stop: Path) -> None:
@@ -165,4 +170,4 @@ def remove_empty_dirs(start: Path, stop: Path) -> None:
 def _translate(exc: OSError, what: str) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"{what}: disk full")
-    return StorageFailure(f"{what}: {exc.strerror or exc}")
+    return StorageFailure(f"{what}: {exc.strerror or type(exc).__name__}")  # str(exc) may name a path

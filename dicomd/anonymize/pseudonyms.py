@@ -77,7 +77,7 @@ class PseudonymStore:
             os.chmod(self.path, 0o600)
             self._conn().executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StorageFailure(f"pseudonym store {self.path}: {exc}") from exc
+            raise StorageFailure(f"pseudonym store {self.path.name}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

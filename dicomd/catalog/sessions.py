@@ -156,9 +156,11 @@ class Sessions(Engine):
         )
         return every(SessionRow, cur)
 
-    def status_counts(self) -> dict[str, dict[str, int]]:
-        """stage -> status -> how many sessions."""
-        cur = self.reader().execute("SELECT stage, status, COUNT(*) FROM sessions GROUP BY stage, status")
+    def status_counts(self, projects: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """stage -> status -> how many sessions, of ``projects`` only when given."""
+        where = f" WHERE project IN ({','.join('?' * len(projects))})" if projects is not None else ""
+        cur = self.reader().execute(
+            f"SELECT stage, status, COUNT(*) FROM sessions{where} GROUP BY stage, status", tuple(projects or ()))
         counts: dict[str, dict[str, int]] = {}
         for stage, status, n in cur.fetchall():
             counts.setdefault(stage, {})[status] = n

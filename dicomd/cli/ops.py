@@ -29,7 +29,8 @@ from dicomd.errors import ConfigError, InvalidInput, NotFound
 from dicomd.lifecycle import NEEDS_ATTENTION, QuarantineStatus, Stage
 
 PROBLEM_STATES = NEEDS_ATTENTION
-PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced")
+PROBLEM_EVENTS = ("quarantined", "mapping_warning", "instance_replaced", "login_locked")
+MAX_VALUE = 100
 
 
 # --------------------------------------------------------------------------- status

@@ -11,7 +11,7 @@ from dicomd.auth import ROLES, Auth
 from dicomd.catalog import Catalog
 from dicomd.cli.common import json_option, print_json, print_table, store_options
 from dicomd.config import Config
-from dicomd.errors import InvalidInput, NotFound
+from dicomd.errors import Ambiguous, InvalidInput, NotFound
 from dicomd.layout import Layout
 from dicomd.routing import UNASSIGNED
 
@@ -36,10 +36,12 @@ def _read_password(from_stdin: bool) -> str:
 def _check_project(config: Config, project: str) -> str:
     if project == UNASSIGNED:
         raise InvalidInput("Unassigned is for site admins only; use --admin")
-    found = config.resolve_project(project)
-    if found is None:
+    found = config.matching_projects(project)
+    if not found:
         raise NotFound(f"no project {project!r} in {config.source}")
-    return found
+    if len(found) > 1:
+        raise Ambiguous(f"{project!r} names projects {', '.join(found)} in {config.source}: use a project ID")
+    return found[0]
 
 
 @click.group()
@@ -109,7 +111,7 @@ def set_role(config: Config, name: str, project: str, role: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @store_options
 def password(config: Config, name: str, password_stdin: bool) -> None:
-    """Set a user's password.
+    """Set a user's password; the user's login sessions and alias tokens are revoked.
 
     Example:
 

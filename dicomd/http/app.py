@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth, User
 from dicomd.config import Config
+from dicomd.http.docs import add_local_docs
+from dicomd.http.limits import BodyLimit
 from dicomd.stores import Stores
 from dicomd.errors import (
     Ambiguous,
@@ -24,16 +26,20 @@ from dicomd.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RateLimited,
     StorageFull,
     TooLarge,
 )
+from dicomd.logsafe import escape
+from dicomd.http.context import COOKIE, VERSION
+from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, xapi
 from dicomd.mappings import MappingStore
+from dicomd.http.security import SecurityHeaders, check_password, cross_site_refusal, without_paths
+from dicomd.ratelimit import LoginThrottle
 
 logger = logging.getLogger(__name__)
 
-VERSION = "1.8.10"  # the XNAT release whose API dicomd follows (clients branch on it)
 PUBLIC_PATHS = frozenset({"/health", "/data/services/auth"})
-COOKIE = "JSESSIONID"
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -43,6 +49,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
     (NotFound, 404),
     (Forbidden, 403),
+    (RateLimited, 429),
     (TooLarge, 413),
     (InvalidInput, 400),
     (Ambiguous, 400),
@@ -59,25 +66,28 @@ def status_for(exc: DicomdError) -> int:
 
 
 def create_app(config: Config, stores: Stores) -> FastAPI:
-    from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, xapi
 
     app = FastAPI(
         title="dicomd",
         version=VERSION,
         description="XNAT-shaped API of dicomd: import, prearchive, archive, DICOM dump, mappings.",
+        docs_url=None,  # served by dicomd.http.docs from local files, not a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.stores = stores
     app.state.auth = Auth(stores.catalog)
     app.state.mappings = MappingStore(stores.catalog)
+    app.state.throttle = LoginThrottle(audit=stores.catalog.event)
     app.state.started = time.time()
 
     @app.exception_handler(DicomdError)
     async def _domain_error(_request: Request, exc: DicomdError) -> PlainTextResponse:
         status = status_for(exc)
         if status >= 500:
-            logger.error("request failed: %s: %s", type(exc).__name__, exc)
-        return PlainTextResponse(str(exc), status_code=status)
+            logger.error("request failed: %s: %s", type(exc).__name__, escape(exc))
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return PlainTextResponse(without_paths(str(exc), config.data_dir), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> PlainTextResponse:
@@ -86,8 +96,11 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
 
     for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
-    app.add_middleware(LoginGate, auth=app.state.auth)
+    add_local_docs(app)
+    app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, http=config.http)  # bounds bodies before anything reads them
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, refusals included
     return app
 
 
@@ -122,9 +135,10 @@ class LoginGate:
     Streaming bodies pass through untouched (uploads are never buffered here).
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], auth: Auth) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], auth: Auth, throttle: LoginThrottle | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/REST/"):  # XNAT's old alias of /data
@@ -133,7 +147,13 @@ class LoginGate:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        found = await run_in_threadpool(identify, self.auth, headers)
+        address = (scope.get("client") or ("", 0))[0]
+        try:
+            found = await run_in_threadpool(identify, self.auth, headers, self.throttle, address)
+        except RateLimited as exc:
+            await PlainTextResponse(str(exc), status_code=429, headers={"Retry-After": str(exc.retry_after)})(
+                scope, receive, send)
+            return
         if found is None:
             response = PlainTextResponse(
                 "Login required: use HTTP basic auth or a JSESSIONID from /data/JSESSION.",
@@ -143,24 +163,33 @@ class LoginGate:
             await response(scope, receive, send)
             return
         user, login = found
+        refusal = cross_site_refusal(scope["method"], headers, login["via"])
+        if refusal is not None:
+            await PlainTextResponse(refusal, status_code=403)(scope, receive, send)
+            return
         state = scope.setdefault("state", {})
         state["user"] = user
         state["login"] = login
         await self.app(scope, receive, send)
 
 
-def identify(auth: Auth, headers: dict[str, str]) -> tuple[User, dict[str, str]] | None:
-    """(user, {"via": "session"|"basic", "session": id}) from the cookie or basic auth, else None."""
+def identify(auth: Auth, headers: dict[str, str], throttle: LoginThrottle | None = None,
+             address: str = "") -> tuple[User, dict[str, Any]] | None:
+    """(user, {"via": "session"|"basic", "session": id, "token": bool}) from the cookie or basic
+    auth, else None; "token" says the basic-auth credentials were an alias token's."""
     session_id = cookie_value(headers.get("cookie", ""), COOKIE)
+    credentials = basic_credentials(headers.get("authorization", ""))
+    basic = None
+    if credentials is not None:  # checked even beside a cookie: wrong credentials are a 401
+        basic = check_password(auth, throttle, *credentials, address, "basic")
+        if basic is None:
+            return None
     if session_id:
         user = auth.session_user(session_id)
-        if user is not None:
+        if user is not None and (basic is None or basic.name == user.name):
             return user, {"via": "session", "session": session_id}
-    credentials = basic_credentials(headers.get("authorization", ""))
-    if credentials is not None:
-        user = auth.authenticate(*credentials)
-        if user is not None:
-            return user, {"via": "basic", "session": ""}
+    if basic is not None and credentials is not None:
+        return basic, {"via": "basic", "session": "", "token": not auth.has_user(credentials[0])}
     return None
 
 
@@ -186,15 +215,3 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     name, sep, password = decoded.partition(":")
     return (name, password) if sep else None
-
-
-def current_user(request: Request) -> User:
-    """The logged-in user (set by LoginGate)."""
-    user = getattr(request.state, "user", None)
-    if user is None:  # only reachable on a public path by mistake
-        raise Forbidden("login required")
-    return user
-
-
-def stores_of(request: Request) -> Stores:
-    return request.app.state.stores

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
+import re
 from typing import Any, Iterable, Sequence
 
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -22,6 +21,23 @@ def pick_format(value: str | None, default: str = "json") -> str:
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
     return fmt
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run: text starting a formula gets a leading quote."""
+    text = _text(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_line(values: Iterable[Any]) -> str:
+    """One CSV row ending in \\n. A cell holding a comma, a quote, a CR or a LF is quoted (the csv
+    module leaves a CR unquoted when the line ends in LF, which would split the row in a reader)."""
+    cells = (csv_cell(v) for v in values)
+    return ",".join('"' + c.replace('"', '""') + '"' if _NEEDS_QUOTES.search(c) else c for c in cells) + "\n"
 
 
 def _text(value: Any) -> str:
@@ -48,12 +64,8 @@ def result_set(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Iterable[st
                title: str = "") -> Response:
     cols = columns_of(rows, columns)
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
-        for row in rows:
-            writer.writerow([_text(row.get(c)) for c in cols])
-        return PlainTextResponse(buf.getvalue(), media_type="text/csv")
+        lines = [csv_line(cols), *(csv_line([row.get(c) for c in cols]) for row in rows)]
+        return PlainTextResponse("".join(lines), media_type="text/csv")
     if fmt == "html":
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
         body = "".join(

@@ -16,6 +16,7 @@ import uvicorn
 from dicomd.config import Config
 from dicomd.stores import Stores
 from dicomd.errors import DicomdError
+from dicomd.http import limits
 from dicomd.http.app import create_app
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class HttpServer:
         self._socket = sock
         self.port = sock.getsockname()[1]
         uv_config = uvicorn.Config(
-            self.app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30,
+            self.app, lifespan="off", log_level="warning", access_log=False,
             timeout_graceful_shutdown=10,
+            **limits.server_options(self.config.http),
             **self._tls(),
         )
         self._server = uvicorn.Server(uv_config)

@@ -15,7 +15,7 @@ from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, NotFound
 from dicomd.http import browse, targets
-from dicomd.http.app import current_user, stores_of
+from dicomd.http.context import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
 from dicomd.layout import SessionRef

@@ -11,14 +11,20 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from dicomd.auth import Auth
-from dicomd.errors import Forbidden
-from dicomd.http.app import COOKIE, current_user
+from dicomd.errors import Forbidden, TooLarge
+from dicomd.http.context import COOKIE, current_user
+from dicomd.http.limits import LOGIN_FORM_BYTES
+from dicomd.http.security import check_password
 
 router = APIRouter()
 
 
 def _auth(request: Request) -> Auth:
     return request.app.state.auth
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 def _set_cookie(request: Request, response: Response, session_id: str) -> None:
@@ -31,7 +37,7 @@ def session_for(request: Request) -> tuple[str, bool]:
     login = getattr(request.state, "login", {}) or {}
     if login.get("via") == "session":
         return str(login["session"]), False
-    return _auth(request).open_session(current_user(request)), True
+    return _auth(request).open_session(current_user(request), via_token=bool(login.get("token"))), True
 
 
 def ensure_session(request: Request, response: Response) -> str:
@@ -67,10 +73,11 @@ async def form_login(request: Request) -> Response:
     fields = await _form_fields(request)
     name, password = fields.get("username", ""), fields.get("password", "")
     auth = _auth(request)
-    user = await run_in_threadpool(auth.authenticate, name, password)
+    user = await run_in_threadpool(check_password, auth, request.app.state.throttle, name, password,
+                                   _address(request), "form")
     if user is None:
         return PlainTextResponse("Authentication failed.", status_code=401)
-    session_id = await run_in_threadpool(auth.open_session, user)
+    session_id = await run_in_threadpool(lambda: auth.open_session(user, via_token=not auth.has_user(name)))
     response = PlainTextResponse(session_id)
     _set_cookie(request, response, session_id)
     return response
@@ -84,9 +91,11 @@ async def _form_fields(request: Request) -> dict[str, str]:
         form = await request.form(max_files=0, max_fields=10)
         fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         return fields
-    body = await request.body()
-    if len(body) > 16384:
-        raise Forbidden("login form too large")
+    body = b""
+    async for chunk in request.stream():  # counted as it arrives (BodyLimit bounds it before that)
+        body += chunk
+        if len(body) > LOGIN_FORM_BYTES:
+            raise TooLarge("login form too large")
     for key, values in parse_qs(body.decode("utf-8", "replace")).items():
         fields[key] = values[0]
     return fields
@@ -99,6 +108,9 @@ def whoami(request: Request) -> str:
 
 @router.get("/data/services/tokens/issue", summary="An alias token usable as basic-auth credentials")
 def issue_token(request: Request) -> JSONResponse:
+    login = getattr(request.state, "login", {}) or {}
+    if login.get("token") or (login.get("via") == "session" and _auth(request).session_via_token(login["session"])):
+        raise Forbidden("a login with an alias token cannot issue tokens: log in with the password")
     token = _auth(request).issue_token(current_user(request))
     body: dict[str, Any] = {
         "alias": token.alias,
@@ -115,7 +127,7 @@ def issue_token(request: Request) -> JSONResponse:
 @router.get("/data/services/tokens/invalidate/{alias}/{secret}", summary="Revoke an alias token")
 def invalidate_token(request: Request, alias: str, secret: str) -> PlainTextResponse:
     auth = _auth(request)
-    user = auth.authenticate(alias, secret)
+    user = check_password(auth, request.app.state.throttle, alias, secret, _address(request), "token")
     me = current_user(request)
     if user is None or (user.name != me.name and not me.admin):
         raise Forbidden("not your token")

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from dicomd import dicomtags, operations
 from dicomd.errors import InvalidInput
 from dicomd.http import targets
-from dicomd.http.app import current_user, stores_of
+from dicomd.http.context import current_user, stores_of
 from dicomd.http.results import pick_format, result_set
 
 router = APIRouter()

@@ -24,7 +24,7 @@ from dicomd.auth import User
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput, StorageFailure, StorageFull, TooLarge
 from dicomd.http import targets
-from dicomd.http.app import current_user, stores_of
+from dicomd.http.context import current_user, stores_of
 from dicomd.http.params import Params
 from dicomd.http.results import uri_list
 from dicomd.operations import ImportPlan
@@ -168,8 +168,8 @@ class _Spool:
             self.fh.write(block)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(f"disk full while receiving an upload: {exc}") from None
-            raise StorageFailure(f"cannot write the upload: {exc}") from None
+                raise StorageFull(f"disk full while receiving an upload: {exc.strerror}") from None
+            raise StorageFailure(f"cannot write the upload: {exc.strerror or type(exc).__name__}") from None
         self.written += len(block)
         limit = self.stores.config.http.max_upload_bytes
         if limit and self.written > limit:

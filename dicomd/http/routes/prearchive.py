@@ -14,9 +14,10 @@ from dicomd.catalog import SessionRow
 from dicomd.stores import Stores
 from dicomd.errors import InvalidInput
 from dicomd.http import browse, targets
-from dicomd.http.app import current_user, stores_of
+from dicomd.http.context import current_user, stores_of
 from dicomd.http.params import params
 from dicomd.http.results import pick_format, result_set, uri_list
+from dicomd.http.security import shown_to
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import Stage
 from dicomd.views import xnat_row
@@ -29,7 +30,11 @@ COLUMNS = ("project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_tim
 
 
 def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dict[str, Any]]:
-    return [xnat_row(s, stores.config) for s in sessions if user.can(READ, s.project)]
+    return [_row(stores, user, s) for s in sessions if user.can(READ, s.project)]
+
+
+def _row(stores: Stores, user: User, session: SessionRow) -> dict[str, Any]:
+    return shown_to(user, xnat_row(session, stores.config))
 
 
 def _listing(request: Request, projects: list[str] | None, fmt: str | None) -> Response:
@@ -63,7 +68,7 @@ def session_get(request: Request, project: str, timestamp: str, label: str, rest
     base = SessionRef.of(session).uri
     return browse.respond(
         stores.catalog, stores.layout, session, base, rest.split("/"), fmt,
-        lambda: result_set([xnat_row(session, stores.config)], "json" if fmt == "zip" else fmt, columns=COLUMNS),
+        lambda: result_set([_row(stores, user, session)], "json" if fmt == "zip" else fmt, columns=COLUMNS),
     )
 
 
@@ -73,7 +78,7 @@ def session_delete(request: Request, project: str, timestamp: str, label: str) -
     src = targets.parse(SessionRef.prearchive(project, timestamp, label).url)
     (session,) = operations.prearchive_sessions(stores, user, [src], MANAGE)
     operations.delete(stores, user, session)
-    return result_set([{**xnat_row(session, stores.config), "status": "DELETED"}], "json", columns=COLUMNS)
+    return result_set([{**_row(stores, user, session), "status": "DELETED"}], "json", columns=COLUMNS)
 
 
 @router.post("/data/prearchive/projects/{project}/{timestamp}/{label}",
@@ -88,7 +93,7 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
         (session,) = operations.prearchive_sessions(stores, user, [targets.parse(src)], READ)
         if action in ("build", "rebuild"):
             outcome = (operations.build if action == "build" else operations.rebuild)(stores, user, session)
-            return result_set([xnat_row(outcome.current, stores.config)],
+            return result_set([_row(stores, user, outcome.current)],
                               pick_format(given.get("format")), columns=COLUMNS)
         if action in ("commit", "archive"):
             outcome = operations.archive(stores, user, session,
@@ -100,7 +105,7 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
             return uri_list([outcome.uri], request.headers.get("accept", ""))
         if action == "set-status":
             outcome = operations.set_status(stores, user, session, given.get("status").upper())
-            return result_set([xnat_row(outcome.current, stores.config)],
+            return result_set([_row(stores, user, outcome.current)],
                               pick_format(given.get("format")), columns=COLUMNS)
         raise InvalidInput(f"unsupported action {action!r} (build, rebuild, commit, move, set-status)")
 
@@ -124,15 +129,15 @@ async def service(request: Request, operation: str) -> Response:
         if operation == "move":
             new_project = _new_project(given.get("newProject"))
             outcomes = operations.move_all(stores, user, targets.parse_sources(srcs), new_project)
-            rows = [xnat_row(o.current, stores.config) for o in outcomes]
+            rows = [_row(stores, user, o.current) for o in outcomes]
         elif operation == "delete":
             sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), MANAGE)
             outcomes = [operations.delete(stores, user, s) for s in sessions]
-            rows = [{**xnat_row(o.before, stores.config), "status": "DELETED"} for o in outcomes]
+            rows = [{**_row(stores, user, o.before), "status": "DELETED"} for o in outcomes]
         elif operation == "rebuild":
             sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), UPLOAD)
             outcomes = [operations.rebuild(stores, user, s) for s in sessions]
-            rows = [xnat_row(o.current, stores.config) for o in outcomes]
+            rows = [_row(stores, user, o.current) for o in outcomes]
         else:
             raise InvalidInput(f"unknown prearchive operation {operation!r} (move, delete, rebuild)")
         return result_set(rows, fmt, columns=COLUMNS, title=operation)

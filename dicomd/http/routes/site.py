@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from dicomd.http.app import VERSION, current_user, stores_of
+from dicomd.http.context import VERSION, current_user, stores_of
 from dicomd.http.routes.auth_routes import ensure_session
 
 router = APIRouter()
@@ -27,7 +27,8 @@ def _dicomd_version() -> str:
 @router.get("/", response_class=HTMLResponse, summary="A small page: who is logged in, what is staged")
 def index(request: Request) -> Response:
     user = current_user(request)
-    counts = stores_of(request).catalog.status_counts()
+    catalog = stores_of(request).catalog
+    counts = catalog.status_counts(None if user.admin else user.readable(request.app.state.config.project_ids()))
     rows = "".join(
         f"<tr><td>{html.escape(stage)}</td><td>{html.escape(status)}</td><td>{n}</td></tr>"
         for stage, by_status in sorted(counts.items())
@@ -42,8 +43,9 @@ def index(request: Request) -> Response:
         f"<table><tr><th>stage</th><th>status</th><th>sessions</th></tr>{rows}</table></body></html>"
     )
     response = HTMLResponse(page)
-    ensure_session(request, response)
-    return response
+    if (getattr(request.state, "login", None) or {}).get("token"):
+        ensure_session(request, response)  # xnatpy's token login reads its JSESSIONID from here
+    return response  # other basic-auth callers get no session row per request: /data/JSESSION makes one
 
 
 @router.get("/health", summary="Liveness and catalog check; needs no login")

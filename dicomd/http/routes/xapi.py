@@ -9,10 +9,23 @@ from fastapi.responses import JSONResponse, Response
 
 from dicomd.auth import MANAGE, READ, User
 from dicomd.errors import Forbidden, InvalidInput
-from dicomd.http.app import current_user
+from dicomd.http.context import current_user
 from dicomd.mappings import DicomMapping, MappingStore, validate
 
 router = APIRouter()
+
+
+def mapping_id(value: Any) -> int:
+    """A mapping id from a request body: a positive integer (or its digits), else InvalidInput."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise InvalidInput(f"id must be a positive integer, not {value!r}"[:120])
+    if not 1 <= number <= 2**63 - 1:
+        raise InvalidInput("id must be a positive integer (at most 2**63 - 1)")
+    return number
 
 
 def _store(request: Request) -> MappingStore:
@@ -64,8 +77,9 @@ def update_mappings(request: Request, body: Any = Body(...)) -> Response:
             items[index] = item = {**item, "scopeObjectId": project}
             values["scope_object_id"] = project
         _may_edit(user, values["scope"], values["scope_object_id"])
-        if item.get("id"):
-            old = store.get(int(item["id"]))
+        if item.get("id") not in (None, "", 0):
+            items[index] = item = {**item, "id": mapping_id(item["id"])}
+            old = store.get(item["id"])
             _may_edit(user, old.scope, old.scope_object_id)
     saved = [store.upsert(item).xnat() for item in items]
     return JSONResponse(saved if isinstance(body, list) else saved[0])
