@@ -178,8 +178,9 @@ def prearchive_sessions(stores: Stores, actor: Actor, refs: Iterable[SessionRef]
 
 
 def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str | None,
-            new_project: str = "", force_review: bool = False) -> Outcome:
-    """Archive one prearchive session (optionally moving it to ``new_project`` first)."""
+            new_project: str = "", force_review: bool = False, label: str = "") -> Outcome:
+    """Archive one prearchive session (optionally moving it to ``new_project`` first, optionally
+    under a new session ``label``)."""
     actor.require(MANAGE, session.project)
     if new_project:
         actor.require(MANAGE, project_id(stores, new_project))  # archiving writes into the target project
@@ -187,7 +188,7 @@ def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str
     if new_project and project_id(stores, new_project) != session.project:
         session = stores.catalog.session(move(stores, actor, session, new_project).before.id)
     result = stores.archiver.archive(session.id, overwrite=overwrite, actor=actor.history_name,
-                                     force_review=force_review)
+                                     force_review=force_review, label=label)
     return Outcome(before, stores.catalog.session(result.session_id), result.instances)
 
 

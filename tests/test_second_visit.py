@@ -88,3 +88,31 @@ def test_two_visits_archive_side_by_side_under_every_policy(tmp_path: Path, make
     archived = wait_for(lambda: (rows := daemon.stores.catalog.sessions(ARCHIVE)) and len(rows) == 2 and rows,
                         timeout=30)
     assert len({s.subject for s in archived}) == 1 and len({s.label for s in archived}) == 2
+
+
+def test_a_real_conflict_says_what_to_do_and_a_new_label_resolves_it(
+        tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    from click.testing import CliRunner
+
+    from dicomd.cli import main
+
+    # Given XNAT's plain labels, where a second study of a patient lands on the first one's label
+    config = write_config(tmp_path, projects='[projects.plain]\nauto_archive = 4\n')
+    config.write_text('session_label = "patient_id"\n' + config.read_text())
+    daemon = make_daemon(config)
+    catalog = daemon.stores.catalog
+    patient = make_patient(57)
+    for seed in (57, 58):
+        study = generate_study(seed, patient=patient, series=1, instances_per_series=1, study_description="plain")
+        assert send(daemon.dicom_port(), study) == [0]
+    held = wait_for(lambda: catalog.sessions(PREARCHIVE, status="CONFLICT"), timeout=30)[0]
+    # Then the reason names the archived session and the ways out
+    assert "already exists in the archive" in held.reason
+    for choice in ("overwrite append", "delete", "prearchive move", "--label"):
+        assert choice in held.reason
+    # and archiving under a new label resolves it
+    name = f"{held.project}/{held.timestamp}/{held.label}"
+    result = CliRunner().invoke(main, ["prearchive", "archive", name, "--label", "VISIT2", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    labels = sorted(s.label for s in catalog.sessions(ARCHIVE))
+    assert labels == sorted([patient.patient_id, "VISIT2"])

@@ -166,20 +166,25 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool, action: Actio
 @click.option("--overwrite", type=click.Choice(["none", "append", "delete"]),
               help="Overwrite policy when the archive has the session (default: the project's).")
 @click.option("--force", is_flag=True, help="Archive even when the session is held for review (burned-in data).")
+@click.option("--label", default="", help="Archive the (one) session under this session label instead.")
 @yes_option
 @json_option
-def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, yes: bool,
-                     as_json: bool) -> None:
+def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, label: str,
+                     yes: bool, as_json: bool) -> None:
     """Archive prearchive sessions. --overwrite delete asks for confirmation.
 
-    Two operators archiving the same session get one success and one refusal (exit 1).
+    Two operators archiving the same session get one success and one refusal (exit 1). --label
+    gives one session a new label (a way out of "session already exists in the archive").
 
     Example:
 
         dicomd prearchive archive demo/20240619_091425123/S1 --overwrite append
     """
+    if label and len(sessions) != 1:
+        raise click.UsageError("--label names one session's new label: give exactly one session")
+
     def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
-        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force)
+        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force, label=label)
         return {"session": row.url, "archived": done.url, "instances": done.instances,
                 "_text": f"{row.url} -> {done.url} ({done.instances} instances)"}
 

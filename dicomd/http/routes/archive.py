@@ -34,39 +34,44 @@ async def archive_service(request: Request) -> Response:
     given = await params(request)
     srcs = given.all("src")
     overwrite = operations.overwrite_policy(given.get("overwrite"))
-    dest_project = _dest_project(given.get("dest")) or given.get("project")
-    _refuse_rename(given.get("subject"), given.get("session"), srcs)
+    dest_project, dest_label = _dest(given.get("dest"))
+    dest_project = dest_project or given.get("project")
+    label = _new_label(given.get("subject"), dest_label or given.get("session"), srcs)
 
     def run() -> Response:
         sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), MANAGE)
-        uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project).uri
+        uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project, label=label).uri
                 for s in sessions]
         return uri_list(uris, request.headers.get("accept", ""))
 
     return await run_in_threadpool(run)
 
 
-def _dest_project(dest: str) -> str:
+def _dest(dest: str) -> tuple[str, str]:
+    """(project, new session label) from `/archive/projects/P[/subjects/S/experiments/E]`."""
     if not dest:
-        return ""
+        return "", ""
     parts = targets.segments(dest)
     if parts[:1] == ["archive"]:
         parts = parts[1:]
     if parts[:1] != ["projects"] or len(parts) < 2:
         raise InvalidInput("dest must look like /archive/projects/P")
-    if len(parts) > 2:
-        raise InvalidInput("dest may name only a project (/archive/projects/P): dicomd keeps the session's labels")
-    return parts[1]
+    if len(parts) == 2:
+        return parts[1], ""
+    if len(parts) == 6 and parts[2] == "subjects" and parts[4] == "experiments":
+        return parts[1], parts[5]
+    raise InvalidInput("dest must look like /archive/projects/P or /archive/projects/P/subjects/S/experiments/E")
 
 
-def _refuse_rename(subject: str, session: str, srcs: list[str]) -> None:
-    if not (subject or session):
-        return
-    for src in srcs:
-        target = targets.parse(src)
-        if (session and session != target.label) or subject:
-            raise InvalidInput("renaming the subject or session at archive time is not supported; "
-                               "set subject/session when importing")
+def _new_label(subject: str, session: str, srcs: list[str]) -> str:
+    """A new session label for one session; the subject is never renamed at archive time."""
+    if subject:
+        raise InvalidInput("renaming the subject at archive time is not supported; set subject when importing")
+    if not session:
+        return ""
+    if len(srcs) != 1:
+        raise InvalidInput("a new session label (session= or dest=.../experiments/E) names one src")
+    return "" if session == targets.parse(srcs[0]).label else session
 
 
 # ---------------------------------------------------------------- listings
