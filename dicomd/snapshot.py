@@ -22,8 +22,9 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from dicomd.catalog import Catalog
+from dicomd.errors import NotFound
 from dicomd.layout import Layout
-from dicomd.views import scan_summaries
+from dicomd.views import ScanSummary, scan_summaries
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def _label(scan_id: str, modality: str, description: str, count: int) -> str:
 def _middle(paths: Sequence[Path]) -> Path:
     if len(paths) <= 2:
         return paths[0]
+    return _in_order(paths)[len(paths) // 2]
+
+
+def _in_order(paths: Sequence[Path]) -> list[Path]:
+    """Paths in instance-number order (then by name)."""
 
     def order(path: Path) -> tuple[float, str]:
         try:
@@ -78,7 +84,34 @@ def _middle(paths: Sequence[Path]) -> Path:
             number = 0.0
         return number, path.name
 
-    return sorted(paths, key=order)[len(paths) // 2]
+    return sorted(paths, key=order)
+
+
+def _scan(catalog: Catalog, session_id: int, scan_id: str) -> ScanSummary:
+    for scan in scan_summaries(catalog.instances(session_id, scan_id)):
+        if scan.scan_id == scan_id:
+            return scan
+    raise NotFound(f"no scan {scan_id!r} in this session")
+
+
+def scan_tile(catalog: Catalog, layout: Layout, session_id: int, scan_id: str, size: int = TILE) -> Tile:
+    """One scan's representative image (its middle instance), as on the contact sheet; NotFound
+    when the session has no such scan."""
+    scan = _scan(catalog, session_id, scan_id)
+    label = _label(scan.scan_id, scan.first.modality, scan.first.series_description, scan.instances)
+    return render_tile(_middle([layout.resolve(i.path) for i in scan.members]), label, size)
+
+
+def scan_montage(catalog: Catalog, layout: Layout, session_id: int, scan_id: str, *, columns: int, rows: int,
+                 size: int = TILE) -> Image.Image:
+    """A grid of ``columns`` x ``rows`` images of one scan, evenly spaced through it in instance-number
+    order (XNAT's `snapshot/grid/4X4`); a scan with fewer instances shows each once."""
+    scan = _scan(catalog, session_id, scan_id)
+    paths = _in_order([layout.resolve(i.path) for i in scan.members])
+    wanted = min(len(paths), columns * rows)
+    picks = [paths[(i * len(paths)) // wanted] for i in range(wanted)]
+    tiles = [render_tile(path, f"{scan_id} #{n + 1}", size) for n, path in enumerate(picks)]
+    return contact_sheet(tiles, size=size, columns=columns)
 
 
 def render_tile(path: Path | None, label: str, size: int = TILE) -> Tile:
@@ -155,10 +188,11 @@ def _wrap(text: str, width: int) -> list[str]:
     return [text[i:i + width] for i in range(0, len(text), width)] or [""]
 
 
-def contact_sheet(tiles: Sequence[Tile], *, title: str = "", size: int = TILE) -> Image.Image:
-    """Tiles on a grid, each with its label underneath, and a title line on top."""
+def contact_sheet(tiles: Sequence[Tile], *, title: str = "", size: int = TILE,
+                  columns: int = MAX_COLUMNS) -> Image.Image:
+    """Tiles on a grid (at most ``columns`` wide), each with its label underneath, and a title line on top."""
     count = max(len(tiles), 1)
-    columns = min(count, MAX_COLUMNS)
+    columns = max(1, min(count, columns))
     rows = math.ceil(count / columns)
     top = 22 if title else 0
     sheet = Image.new("RGB", (columns * size, top + rows * (size + LABEL_HEIGHT)), BACKGROUND)

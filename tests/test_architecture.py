@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers")),
-    ("operations", ("dicomd.operations",)),
+    ("operations", ("dicomd.operations", "dicomd.snapshots")),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
 # Within the faces, who may import whom (the daemon serves the HTTP face; the CLI starts the daemon).

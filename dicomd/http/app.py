@@ -32,7 +32,7 @@ from dicomd.errors import (
 )
 from dicomd.logsafe import escape
 from dicomd.http.context import COOKIE, VERSION
-from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, xapi
+from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, snapshots, xapi
 from dicomd.mappings import MappingStore
 from dicomd.http.security import SecurityHeaders, check_password, cross_site_refusal, without_paths
 from dicomd.ratelimit import LoginThrottle
@@ -94,7 +94,8 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return PlainTextResponse(f"invalid request: {problems}", status_code=400)
 
-    for module in (site, auth_routes, imports, prearchive, archive, dicomdump, xapi):
+    # snapshots before prearchive and archive: their catch-all session paths would take its paths
+    for module in (site, auth_routes, imports, snapshots, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
     add_local_docs(app)
     app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)
