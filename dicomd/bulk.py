@@ -44,6 +44,7 @@ from dicomd.header import HeaderInfo, read_header
 from dicomd.ingest import Source, Staged, quarantine
 from dicomd.layout import safe_name
 from dicomd.logsafe import escape
+from dicomd.progress import CHECKING, EXTRACTING, STAGING, BatchProgress
 
 if TYPE_CHECKING:
     from dicomd.stores import Stores
@@ -142,6 +143,7 @@ def stage_batch(
     progress: Progress | None = None,
     consume: bool = False,
     keep_skipped: bool = False,
+    tracker: BatchProgress | None = None,
 ) -> BatchResult:
     """Stage everything in ``path`` as one all-or-nothing batch (see the module docstring).
 
@@ -150,25 +152,35 @@ def stage_batch(
     quarantine. A folder's files are always copied (a roll-back must not lose originals) and left
     where they are; archives are extracted, so ``path`` itself is left in place. With
     ``keep_skipped`` (the drop folder, which removes what it read) skipped files are kept in the
-    quarantine with their reason instead of being left out silently.
+    quarantine with their reason instead of being left out silently. ``tracker`` is kept up to date
+    with the counts (files found, skipped, refused, staged, duplicates) as the batch goes.
     """
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"{path.name} does not exist")
     storage.check_free(stores.layout.root, stores.config.min_free_bytes)
     clean_stale(stores.layout.tmp)
+    tracker = tracker or BatchProgress()
     with _temp_folder(stores) as temp:
-        members = list(expand(path, temp, limits or Limits.from_config(stores.config), consume=consume,
-                              min_free=stores.config.min_free_bytes))
+        tracker.set_phase(EXTRACTING)
+        members = []
+        for member in expand(path, temp, limits or Limits.from_config(stores.config), consume=consume,
+                             min_free=stores.config.min_free_bytes):
+            members.append(member)
+            tracker.add(files=1)
         if not members:
             raise InvalidInput(f"{path.name}: no files to import")
         members, skipped = split_strays(members)
+        tracker.set(skipped=len(skipped))
         if not members and not keep_skipped:
             raise InvalidInput(f"{path.name}: no DICOM files to import ({_skipped_reasons(skipped)})")
+        tracker.set_phase(CHECKING)
         good, bad = check_members(members)
+        tracker.set(refused=len(bad), to_stage=len(good))
         if bad and not ignore_unparsable:
             raise InvalidInput(_describe_bad(path.name, bad))
-        staged, rejected = _stage_all(stores, good, source, progress)
+        tracker.set_phase(STAGING)
+        staged, rejected = _stage_all(stores, good, source, progress, tracker)
         bad += rejected
         kept = [(m, f"skipped: {why}") for m, why in skipped] if keep_skipped else []
         for member, reason in bad + kept:
@@ -498,6 +510,7 @@ def _stage_all(
     good: list[tuple[Member, HeaderInfo]],
     source: Source,
     progress: Progress | None,
+    tracker: BatchProgress,
 ) -> tuple[list[Staged], list[tuple[Member, str]]]:
     """Stage the members with a few threads (fsync and catalog commits overlap and group); on any
     failure, wait for the ones in flight and roll back everything the batch staged."""
@@ -529,8 +542,10 @@ def _stage_all(
                 outcome = future.result()
                 if isinstance(outcome, str):
                     rejected.append((batch[future], outcome))
+                    tracker.add(refused=1)
                 else:
                     staged.append(outcome)
+                    tracker.add(**{"duplicates" if outcome.outcome == "duplicate" else "staged": 1})
                 done += 1
                 if progress is not None:
                     progress(done, len(good))

@@ -103,6 +103,14 @@ class HttpConfig:
     )
     tls_cert: str = field(default="", metadata=_help("PEM certificate: serve HTTPS (with tls_key)"))
     tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
+    max_async_imports: int = field(
+        default=2, metadata=_help("imports with async=true staged at once; more get 429 until one ends", min=1, max=64)
+    )
+    max_import_statuses: int = field(
+        default=100,
+        metadata=_help("upload statuses kept for GET /data/status/ID (in memory, forgotten on restart); the oldest"
+                       " finished go first", min=1, max=100_000),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, No
 from dicomd.ingest import Source, Staged
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
+from dicomd.progress import ARCHIVING, BatchProgress
 from dicomd.routing import UNASSIGNED, Explicit
 from dicomd.stores import Stores
 
@@ -267,14 +268,17 @@ def import_project(stores: Stores, actor: Actor, project: str, *, archive: bool)
     return project
 
 
-def import_upload(stores: Stores, actor: Actor, upload: Path, plan: ImportPlan, *, address: str) -> list[Outcome]:
+def import_upload(stores: Stores, actor: Actor, upload: Path, plan: ImportPlan, *, address: str,
+                  tracker: BatchProgress | None = None) -> list[Outcome]:
     """Stage an upload (zip, tar, tar.gz or one file) as one all-or-nothing batch; with
-    ``plan.archive``, build and archive every session it made. ``address``: where it came from."""
+    ``plan.archive``, build and archive every session it made. ``address``: where it came from;
+    ``tracker`` follows the batch's counts and phase (an upload status reads it)."""
     from dicomd.bulk import stage_batch
 
     source = Source(kind=actor.via, address=address, explicit=plan.explicit, prevent_anon=plan.prevent_anon,
                     auto_archive=plan.auto_archive)
-    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True)
+    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True,
+                         tracker=tracker)
     sessions = list({s.id: s for s in result.sessions}.values())
     if not sessions:
         raise InvalidInput("nothing in the upload could be staged")
@@ -282,6 +286,8 @@ def import_upload(stores: Stores, actor: Actor, upload: Path, plan: ImportPlan, 
                 result.duplicates, len(sessions))
     if not plan.archive:
         return [Outcome(s, s) for s in sessions]
+    if tracker is not None:
+        tracker.set_phase(ARCHIVING)
     outcomes = []
     for session in sessions:
         stores.prearchive.build(session.id, actor=actor.history_name)

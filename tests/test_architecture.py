@@ -16,13 +16,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomd"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("dicomd.errors", "dicomd.lifecycle", "dicomd.layout", "dicomd.storage", "dicomd.routing",
               "dicomd.allowlist", "dicomd.dicomtags", "dicomd.crashpoints", "dicomd.header", "dicomd.mappings",
-              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit")),
+              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers")),
-    ("operations", ("dicomd.operations", "dicomd.snapshots")),
+    ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs")),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
 # Within the faces, who may import whom (the daemon serves the HTTP face; the CLI starts the daemon).

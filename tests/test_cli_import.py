@@ -128,3 +128,31 @@ def test_unknown_project_is_a_usage_error(tmp_path: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(main, ["import", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_the_progress_bar_shows_the_counts_an_upload_status_shows(tmp_path: Path) -> None:
+    # Given a folder with three instances and a stray text file
+    from dicomd.bulk import stage_batch
+    from dicomd.cli.importing import _Meter
+    from dicomd.ingest import Source
+
+    config = write_config(tmp_path)
+    folder = study(tmp_path, 9)[0].parent
+    (folder / "notes.txt").write_text("not dicom")
+    updates: list[str] = []
+
+    class Bar:
+        def update(self, _steps: int, current_item=None) -> None:
+            updates.append(current_item.text())
+
+    # When it is staged with the CLI's meter
+    meter = _Meter(Bar())
+    stores = Stores.open(load(config))
+    try:
+        tracker = meter.begin(1000)
+        stage_batch(stores, folder, Source("CLI"), progress=meter, tracker=tracker)
+    finally:
+        stores.close()
+    # Then the bar's text counts the files as the batch goes (the HTTP status reads the same tracker)
+    assert updates[-1].startswith("3 files (4 files: 3 staged, 1 skipped)")
+    assert tracker.snapshot()["phase"] == "staging" and tracker.staged == 3

@@ -16,6 +16,7 @@ from dicomd.cli.common import human_bytes, json_option, open_stores, print_json,
 from dicomd.config import Config
 from dicomd.errors import DicomdError
 from dicomd.ingest import Source
+from dicomd.progress import BatchProgress
 from dicomd.routing import Explicit
 
 
@@ -66,9 +67,13 @@ class _Meter:
         self._path_files = 0
         self._path_bytes = 0
         self._path_base = 0.0
+        self.tracker: BatchProgress | None = None
 
-    def begin(self, size: int) -> None:
+    def begin(self, size: int) -> BatchProgress:
+        """Start a new PATH; its counts (the same an HTTP upload status shows) go into the tracker."""
         self._path_base, self._path_bytes, self._path_files = self.bytes, size, 0
+        self.tracker = BatchProgress()
+        return self.tracker
 
     def __call__(self, done: int, total: int) -> None:
         self.files += done - self._path_files
@@ -84,7 +89,8 @@ class _Meter:
 
     def text(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        return f"{self.files} files, {human_bytes(self.bytes)}, {human_bytes(self.bytes / elapsed)}/s"
+        counts = f" ({self.tracker.text()})" if self.tracker is not None else ""
+        return f"{self.files} files{counts}, {human_bytes(self.bytes)}, {human_bytes(self.bytes / elapsed)}/s"
 
 
 def _input_size(path: Path) -> int:
@@ -138,10 +144,10 @@ def import_command(
         with bar:
             meter = _Meter(bar)
             for path, size in zip(paths, sizes):
-                meter.begin(size)
+                tracker = meter.begin(size)
                 try:
                     tally.add(path, stage_batch(stores, path, source, ignore_unparsable=ignore_unparsable,
-                                                progress=meter))
+                                                progress=meter, tracker=tracker))
                 except DicomdError as exc:
                     tally.failed.append((str(path), str(exc)))
                 meter.end()

@@ -32,7 +32,8 @@ from dicomd.errors import (
 )
 from dicomd.logsafe import escape
 from dicomd.http.context import COOKIE, VERSION
-from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, snapshots, xapi
+from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, snapshots, status, xapi
+from dicomd.importjobs import ImportJobs
 from dicomd.mappings import MappingStore
 from dicomd.http.security import SecurityHeaders, check_password, cross_site_refusal, without_paths
 from dicomd.ratelimit import LoginThrottle
@@ -80,6 +81,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
     app.state.mappings = MappingStore(stores.catalog)
     app.state.throttle = LoginThrottle(audit=stores.catalog.event)
     app.state.started = time.time()
+    app.state.import_jobs = ImportJobs(config.http.max_async_imports, config.http.max_import_statuses)
 
     @app.exception_handler(DicomdError)
     async def _domain_error(_request: Request, exc: DicomdError) -> PlainTextResponse:
@@ -95,7 +97,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         return PlainTextResponse(f"invalid request: {problems}", status_code=400)
 
     # snapshots before prearchive and archive: their catch-all session paths would take its paths
-    for module in (site, auth_routes, imports, snapshots, prearchive, archive, dicomdump, xapi):
+    for module in (site, auth_routes, imports, status, snapshots, prearchive, archive, dicomdump, xapi):
         app.include_router(module.router)
     add_local_docs(app)
     app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)

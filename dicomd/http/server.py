@@ -84,6 +84,7 @@ class HttpServer:
         if self._thread is not None:
             self._thread.join(timeout=15)
             self._thread = None
+        self.app.state.import_jobs.close()  # background imports end before the stores close
         if self._socket is not None:
             self._socket.close()
             self._socket = None

@@ -27,7 +27,9 @@ from dicomd.http import targets
 from dicomd.http.context import current_user, stores_of
 from dicomd.http.params import Params
 from dicomd.http.results import uri_list
+from dicomd.importjobs import ImportJob, ImportJobs
 from dicomd.operations import ImportPlan
+from dicomd.progress import BatchProgress
 from dicomd.routing import Explicit
 
 router = APIRouter()
@@ -40,7 +42,8 @@ _MAX_FIELD = 64 * 1024
     "/data/services/import",
     summary="Import DICOM (zip, tar, tar.gz or one file; raw body or multipart)",
     description="Parameters: project|PROJECT_ID, subject|SUBJECT_ID, session|EXPT_LABEL, dest, overwrite, "
-    "import-handler (DICOM-zip, gradual-DICOM), auto-archive, Ignore-Unparsable, prevent_anon. "
+    "import-handler (DICOM-zip, gradual-DICOM), auto-archive, Ignore-Unparsable, prevent_anon; async=true "
+    "returns at once with the status URI (/data/status/ID), http-session-listener=ID names a status to poll. "
     "Reply: text/uri-list of /data/prearchive/... or /data/archive/... URIs.",
 )
 async def import_(request: Request) -> Response:
@@ -53,13 +56,44 @@ async def import_(request: Request) -> Response:
     multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
     # Parameters in the query are checked before a byte is received; form fields after the body.
     plan = None if multipart else _plan(stores, user, Params(query))
+    job = _open_job(request, user, Params(query))  # async=true or http-session-listener=ID: a status to poll
+    accept = request.headers.get("accept", "")
     try:
-        fields = await _receive(request, upload)
+        fields = await _receive(request, upload, job.tracker if job else None)
         plan = plan or _plan(stores, user, Params(query + tuple(fields)))
-        uris = await run_in_threadpool(_stage, stores, user, upload, plan, _client(request))
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if job is not None:
+            job_list(request).fail(job, exc)
+        raise
+    client = _client(request)
+    if job is not None and job.background:  # staged on a pool thread; the reply names the status
+        job_list(request).submit(job, lambda: _stage(stores, user, upload, plan, client, job.tracker),
+                                 cleanup=lambda: shutil.rmtree(folder, ignore_errors=True))
+        response = uri_list([job.uri], accept)
+        response.headers["Location"] = job.uri
+        return response
+    try:
+        if job is not None:
+            uris = await run_in_threadpool(job_list(request).run, job,
+                                           lambda: _stage(stores, user, upload, plan, client, job.tracker))
+        else:
+            uris = await run_in_threadpool(_stage, stores, user, upload, plan, client)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return uri_list(uris, request.headers.get("accept", ""))
+    return uri_list(uris, accept)
+
+
+def job_list(request: Request) -> ImportJobs:
+    return request.app.state.import_jobs
+
+
+def _open_job(request: Request, user: User, given: Params) -> ImportJob | None:
+    background = bool(given.flag("async", default=False))
+    listener = given.get("http-session-listener")
+    if not background and not listener:
+        return None
+    return job_list(request).open(user.name, listener, background=background)
 
 
 # ---------------------------------------------------------------- what to do
@@ -117,10 +151,11 @@ def _client(request: Request) -> str:
 # ---------------------------------------------------------------- staging
 
 
-def _stage(stores: Stores, user: User, upload: Path, plan: ImportPlan, client: str) -> list[str]:
+def _stage(stores: Stores, user: User, upload: Path, plan: ImportPlan, client: str,
+           tracker: BatchProgress | None = None) -> list[str]:
     if not upload.exists() or upload.stat().st_size == 0:
         raise InvalidInput("the request has no data (send the file as the body or a multipart file field)")
-    return [o.uri for o in operations.import_upload(stores, user, upload, plan, address=client)]
+    return [o.uri for o in operations.import_upload(stores, user, upload, plan, address=client, tracker=tracker)]
 
 
 def _check_room(stores: Stores, length: str | None) -> None:
@@ -144,9 +179,10 @@ class _Spool:
     BLOCK = 1024 * 1024
     CHECK_EVERY = 64 * 1024 * 1024
 
-    def __init__(self, stores: Stores, fh: Any) -> None:
+    def __init__(self, stores: Stores, fh: Any, tracker: BatchProgress | None = None) -> None:
         self.stores = stores
         self.fh = fh
+        self.tracker = tracker
         self.buffer = bytearray()
         self.written = 0
         self._next_check = self.CHECK_EVERY
@@ -171,6 +207,8 @@ class _Spool:
                 raise StorageFull(f"disk full while receiving an upload: {exc.strerror}") from None
             raise StorageFailure(f"cannot write the upload: {exc.strerror or type(exc).__name__}") from None
         self.written += len(block)
+        if self.tracker is not None:
+            self.tracker.set(received_bytes=self.written)
         limit = self.stores.config.http.max_upload_bytes
         if limit and self.written > limit:
             raise TooLarge(f"the upload is larger than max_upload_bytes ({limit} bytes)")
@@ -179,14 +217,14 @@ class _Spool:
             storage.check_free(self.stores.layout.root, self.stores.config.min_free_bytes)
 
 
-async def _receive(request: Request, dest: Path) -> list[tuple[str, str]]:
+async def _receive(request: Request, dest: Path, tracker: BatchProgress | None = None) -> list[tuple[str, str]]:
     """Write the body (or the multipart file part) to ``dest``; returns multipart text fields."""
     stores = stores_of(request)
     content_type = request.headers.get("content-type", "")
     storage.ensure_dir(dest.parent)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        spool = _Spool(stores, out)
+        spool = _Spool(stores, out, tracker)
         if content_type.lower().startswith("multipart/form-data"):
             fields = await _receive_multipart(request, content_type, spool)
         else:
