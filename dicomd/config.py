@@ -327,14 +327,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
     for i, receiver in enumerate(config.receivers):
-        key = f"receivers[{i}]"
-        if not _AE_RE.match(receiver.ae_title) or not receiver.ae_title.strip():
-            raise ConfigError(f"{source}: {key}.ae_title: 1 to 16 printable ASCII characters")
-        if receiver.project and receiver.project not in projects:
-            raise ConfigError(f"{source}: {key}.project: no project {receiver.project!r} is declared")
-        for entry in receiver.allowed:
-            _check_allow_entry(entry, f"{source}: {key}.allowed")
-        _check_rules(receiver.routing, f"{source}: {key}.routing")
+        check_receiver(receiver, projects, f"{source}: receivers[{i}]")
     _check_rules(config.routing, f"{source}: routing")
     for i, folder in enumerate(config.drop_folders):
         if not folder.path:
@@ -363,6 +356,18 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def check_receiver(receiver: ReceiverConfig, projects: Mapping[str, Any], where: str) -> None:
+    """A receiver's settings as the config file checks them (also for receivers added over the API);
+    ConfigError names ``where`` and the key."""
+    if not _AE_RE.match(receiver.ae_title) or not receiver.ae_title.strip():
+        raise ConfigError(f"{where}.ae_title: 1 to 16 printable ASCII characters")
+    if receiver.project and receiver.project not in projects:
+        raise ConfigError(f"{where}.project: no project {receiver.project!r} is declared")
+    for entry in receiver.allowed:
+        _check_allow_entry(entry, f"{where}.allowed")
+    _check_rules(receiver.routing, f"{where}.routing")
 
 
 def _check_project_names(projects: Mapping[str, ProjectConfig], source: str) -> None:

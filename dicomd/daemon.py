@@ -16,6 +16,7 @@ from dicomd.config import Config
 from dicomd.dropfolder import DropFolders
 from dicomd.http.server import HttpServer
 from dicomd.pipeline import SessionWatcher
+from dicomd.receiverset import ReceiverSet
 from dicomd.scp import Listening, Receiver, configure_pynetdicom
 from dicomd.stores import Role, Stores
 from dicomd.workers import ReceiverProcesses
@@ -41,6 +42,7 @@ class Daemon:
     watcher: SessionWatcher | None = None
     recovered: list[str] = field(default_factory=list)
     workers: ReceiverProcesses | None = None
+    receiver_set: ReceiverSet | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> "Daemon":
@@ -56,6 +58,9 @@ class Daemon:
         if shared and self.receivers:
             self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
             self.workers.start(self.config.receiver_processes - 1)
+        # receivers added over /xapi/dicomscp (stored in the catalog): this process only
+        self.receiver_set = ReceiverSet(stores.ingest, list(zip(self.receivers, self.listening)))
+        self.receiver_set.start(stores.catalog.receivers())
         self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
         self.watcher.start()
         for service in self._optional_services(stores):
@@ -72,7 +77,7 @@ class Daemon:
         if self.config.drop_folders:
             services.append(DropFolders(self.config, stores))
         if self.config.http.enabled:
-            services.append(HttpServer(self.config, stores))
+            services.append(HttpServer(self.config, stores, self.receiver_set))
         return services
 
     def stop(self) -> None:
@@ -85,6 +90,9 @@ class Daemon:
         if self.workers is not None:
             self.workers.stop()
             self.workers = None
+        if self.receiver_set is not None:
+            self.receiver_set.stop()
+            self.receiver_set = None
         for receiver in self.receivers:
             receiver.stop()
         self.receivers.clear()

@@ -99,11 +99,20 @@ class Listening:
     port: int
 
 
+@dataclass(frozen=True)
+class Association:
+    """The last association a receiver accepted: when, from which AE title and address."""
+
+    at: float
+    calling_ae_title: str
+    address: str
+
+
 class Receiver:
     """One (AE title, port, bind address) receiver."""
 
-    def __init__(self, index: int, config: ReceiverConfig, ingest: Ingest) -> None:
-        self.index = index
+    def __init__(self, index: int | None, config: ReceiverConfig, ingest: Ingest) -> None:
+        self.index = index  # into config.receivers (its routing rules); None for a receiver added over the API
         self.config = config
         self.ingest = ingest
         self.allowlist = Allowlist.parse(config.allowed)
@@ -111,6 +120,8 @@ class Receiver:
         self._active = 0
         self._lock = threading.Lock()
         self._handling: set[str] = set()  # spool files whose C-STORE handler is running
+        self.received = 0  # instances stored since start (this process)
+        self.last_association: Association | None = None
 
     def start(self, *, port: int | None = None, shared: bool = False) -> Listening:
         """Listen on the configured port (or ``port``); ``shared`` lets other processes bind it too."""
@@ -177,6 +188,9 @@ class Receiver:
                 escape(calling), escape(address), self.config.ae_title,
             )
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            return
+        with self._lock:
+            self.last_association = Association(time.time(), calling, address)
 
     def _on_closed(self, event: Any) -> None:
         name = discard_partial_spool(event.assoc)
@@ -218,6 +232,8 @@ class Receiver:
                 path.unlink(missing_ok=True)
                 return OUT_OF_RESOURCES
             self.ingest.stage(path, source, move=True)
+            with self._lock:
+                self.received += 1
             return SUCCESS
         except InvalidInput as exc:
             self._quarantine(path, source, str(exc), event)

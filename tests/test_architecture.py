@@ -21,8 +21,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views")),
     ("composition", ("dicomd.stores",)),
-    ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers")),
-    ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs")),
+    ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers", "dicomd.receiverset")),
+    ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs", "dicomd.dicomscp")),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
 # Within the faces, who may import whom (the daemon serves the HTTP face; the CLI starts the daemon).

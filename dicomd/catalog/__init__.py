@@ -13,6 +13,7 @@ file, its readers and the group-commit writer):
   quarantine.py  quarantined files
   events.py      status history and the event log
   projects.py    the configured projects
+  receivers.py   DICOM receivers added over the API
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
 """
@@ -28,12 +29,13 @@ from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.quarantine import Quarantine
+from dicomd.catalog.receivers import ReceiverRow, Receivers
 from dicomd.catalog.rows import ArchiveJob, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
 from dicomd.catalog.sessions import Sessions
 from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
-class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Projects, Engine):
+class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Projects, Receivers, Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, path: Path, *, batch_max: int = 256) -> None:
@@ -50,5 +52,5 @@ ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIV
 __all__ = [
     "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
     "ERROR", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
-    "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "SessionRow",
+    "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
 ]

@@ -146,3 +146,25 @@ def _m002(db: sqlite_utils.Database) -> None:
         ALTER TABLE archive_jobs ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
         """
     )
+
+
+@migrations(name="003_receivers")
+def _m003(db: sqlite_utils.Database) -> None:
+    """DICOM receivers added over the API (/xapi/dicomscp); the config file's are not stored here."""
+    db.executescript(
+        """
+        CREATE TABLE receivers (
+            id INTEGER PRIMARY KEY,
+            ae_title TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            bind TEXT NOT NULL,
+            allowed TEXT NOT NULL DEFAULT '[]',
+            project TEXT NOT NULL DEFAULT '',
+            prevent_anon INTEGER NOT NULL DEFAULT 0,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL DEFAULT ''
+        );
+        """
+    )

@@ -32,8 +32,11 @@ from dicomd.errors import (
 )
 from dicomd.logsafe import escape
 from dicomd.http.context import COOKIE, VERSION
-from dicomd.http.routes import archive, auth_routes, dicomdump, imports, prearchive, site, snapshots, status, xapi
+from dicomd.http.routes import (
+    archive, auth_routes, dicomdump, dicomscp, imports, prearchive, site, snapshots, status, xapi,
+)
 from dicomd.importjobs import ImportJobs
+from dicomd.receiverset import ReceiverSet
 from dicomd.mappings import MappingStore
 from dicomd.http.security import SecurityHeaders, check_password, cross_site_refusal, without_paths
 from dicomd.ratelimit import LoginThrottle
@@ -66,7 +69,8 @@ def status_for(exc: DicomdError) -> int:
     return 500
 
 
-def create_app(config: Config, stores: Stores) -> FastAPI:
+def create_app(config: Config, stores: Stores, receivers: ReceiverSet | None = None) -> FastAPI:
+    """``receivers``: the daemon's DICOM receivers, changed over /xapi/dicomscp (None without a daemon)."""
 
     app = FastAPI(
         title="dicomd",
@@ -81,6 +85,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
     app.state.mappings = MappingStore(stores.catalog)
     app.state.throttle = LoginThrottle(audit=stores.catalog.event)
     app.state.started = time.time()
+    app.state.receivers = receivers
     app.state.import_jobs = ImportJobs(config.http.max_async_imports, config.http.max_import_statuses)
 
     @app.exception_handler(DicomdError)
@@ -97,7 +102,7 @@ def create_app(config: Config, stores: Stores) -> FastAPI:
         return PlainTextResponse(f"invalid request: {problems}", status_code=400)
 
     # snapshots before prearchive and archive: their catch-all session paths would take its paths
-    for module in (site, auth_routes, imports, status, snapshots, prearchive, archive, dicomdump, xapi):
+    for module in (site, auth_routes, imports, status, snapshots, prearchive, archive, dicomdump, xapi, dicomscp):
         app.include_router(module.router)
     add_local_docs(app)
     app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)

@@ -18,15 +18,16 @@ from dicomd.stores import Stores
 from dicomd.errors import DicomdError
 from dicomd.http import limits
 from dicomd.http.app import create_app
+from dicomd.receiverset import ReceiverSet
 
 logger = logging.getLogger(__name__)
 
 
 class HttpServer:
-    def __init__(self, config: Config, stores: Stores) -> None:
+    def __init__(self, config: Config, stores: Stores, receivers: ReceiverSet | None = None) -> None:
         self.config = config
         self.stores = stores
-        self.app = create_app(config, stores)
+        self.app = create_app(config, stores, receivers)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
