@@ -21,7 +21,7 @@ from dicomd.auth import MANAGE, READ, UPLOAD
 from dicomd.catalog import Catalog, QuarantineRow, SessionRow
 from dicomd.config import OVERWRITE_POLICIES
 from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, NotFound
-from dicomd.ingest import Source, Staged
+from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
 from dicomd.routing import UNASSIGNED, Explicit
@@ -274,7 +274,11 @@ def import_upload(stores: Stores, actor: Actor, upload: Path, plan: ImportPlan, 
 
     source = Source(kind=actor.via, address=address, explicit=plan.explicit, prevent_anon=plan.prevent_anon,
                     auto_archive=plan.auto_archive)
-    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True)
+    try:
+        result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True)
+    except DicomdError as exc:
+        note_refused(stores.catalog, source, type(exc).__name__)
+        raise
     sessions = list({s.id: s for s in result.sessions}.values())
     if not sessions:
         raise InvalidInput("nothing in the upload could be staged")

@@ -12,6 +12,7 @@ file, its readers and the group-commit writer):
   jobs.py        archive jobs
   quarantine.py  quarantined files
   events.py      status history and the event log
+  arrivals.py    what arrived through each way in (for `dicomd status`)
   projects.py    the configured projects
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dicomd.catalog import schema
+from dicomd.catalog.arrivals import Arrivals
 from dicomd.catalog.engine import Engine
 from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
@@ -33,7 +35,7 @@ from dicomd.catalog.sessions import Sessions
 from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
-class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Projects, Engine):
+class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, path: Path, *, batch_max: int = 256) -> None:
