@@ -157,10 +157,31 @@ def session_for(catalog: Catalog, ref: SessionRef) -> SessionRow:
     return row
 
 
+def prearchive_read(stores: Stores, project: str) -> str:
+    """The right it takes to see a project's prearchive. Where the project is de-identified at
+    archive, its prearchive holds identified data: owners and members only (as in XNAT,
+    collaborators read the archive); elsewhere whoever reads the project."""
+    settings = stores.config.project(project)
+    return UPLOAD if settings is not None and settings.anonymize.enabled else READ
+
+
+def may_see_prearchive(stores: Stores, actor: Actor, project: str) -> bool:
+    return actor.can(prearchive_read(stores, project), project)
+
+
 def readable_session(stores: Stores, actor: Actor, ref: SessionRef) -> SessionRow:
-    """The session ``ref`` names, for an actor who may read its project (checked first)."""
-    actor.require(READ, ref.project)
+    """The session ``ref`` names, for an actor who may read it (checked first: a prearchive
+    session of a de-identified project needs a member's rights)."""
+    actor.require(prearchive_read(stores, ref.project) if ref.stage == Stage.PREARCHIVE else READ, ref.project)
     return session_for(stores.catalog, ref)
+
+
+def readable_prearchive_projects(stores: Stores, actor: Actor, names: Sequence[str]) -> list[str]:
+    """Project IDs for names given by the caller; 403 for any whose prearchive they may not see."""
+    ids = [project_id(stores, n) for n in names]
+    for pid in ids:
+        actor.require(prearchive_read(stores, pid), pid)
+    return ids
 
 
 def prearchive_sessions(stores: Stores, actor: Actor, refs: Iterable[SessionRef], action: str) -> list[SessionRow]:
