@@ -139,6 +139,12 @@ class PlanItem:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def dropped(self) -> bool:
+        """An instance the project's script rejected: kept in the quarantine, not archived; only
+        its prearchive file is removed when the job is done."""
+        return not self.final
+
     def archived_instance(self) -> NewInstance:
         """The instance row it gets in the archive."""
         fields = {k: getattr(self, k) for k in NEW_INSTANCE_FIELDS if k != "path"}
