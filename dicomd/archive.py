@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from dicomd import storage
-from dicomd.catalog import ArchiveJob, Catalog, InstanceRow, PlanItem, SessionRow
+from dicomd.catalog import ArchiveJob, Catalog, InstanceFields, InstanceRow, PlanItem, SessionRow
 from dicomd.config import Config
 from dicomd.crashpoints import crashpoint
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
@@ -31,23 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Written:
+class Written(InstanceFields):
     """One instance as written into the work folder."""
 
     relpath: str  # inside the session folder: SCANS/{scan}/DICOM/{name}
-    scan_id: str
-    sop_instance_uid: str
-    sop_class_uid: str
     study_instance_uid: str
-    series_instance_uid: str
-    series_number: str
-    series_description: str
-    modality: str
-    study_date: str
-    study_time: str
-    transfer_syntax: str
-    size: int
-    sha256: str
 
 
 class SessionWriter(Protocol):
@@ -199,10 +187,7 @@ class Archiver:
                     prearchive=inst.path,
                     received_at=inst.received_at,
                     source=inst.source,
-                    **{k: getattr(written, k) for k in (
-                        "scan_id", "sop_instance_uid", "sop_class_uid", "series_instance_uid", "series_number",
-                        "series_description", "modality", "study_date", "study_time", "transfer_syntax", "size",
-                        "sha256")},
+                    **written.instance_fields(),
                 )
             )
         if all(item.dropped for item in plan):
@@ -221,11 +206,8 @@ class Archiver:
         quarantine(self.layout, self.catalog, src, Source(kind="ARCHIVE"), f"rejected by the project script: {exc}",
                    move=False)
         logger.warning("an instance of session #%d was rejected by the project script (quarantined)", session.id)
-        fields = {k: getattr(inst, k) for k in (
-            "scan_id", "sop_instance_uid", "sop_class_uid", "series_instance_uid", "series_number",
-            "series_description", "modality", "study_date", "study_time", "transfer_syntax", "size", "sha256")}
         return PlanItem(work="", final="", prearchive=inst.path, received_at=inst.received_at, source=inst.source,
-                        **fields)
+                        **inst.instance_fields())
 
     def _check_conflicts(self, project: str, label: str, study_uid: str, plan: Sequence[PlanItem], policy: str) -> None:
         existing = self.catalog.find_session(Stage.ARCHIVE, project, "", label)

@@ -30,7 +30,7 @@ from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.quarantine import Quarantine
-from dicomd.catalog.rows import ArchiveJob, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
+from dicomd.catalog.rows import ArchiveJob, InstanceFields, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
 from dicomd.catalog.sessions import Sessions
 from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
@@ -51,6 +51,6 @@ ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIV
 
 __all__ = [
     "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
-    "ERROR", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
+    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
     "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "SessionRow",
 ]
