@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Iterable
 
+from pydicom import config
 from pydicom.dataelem import DataElement
-from pydicom.datadict import dictionary_has_tag
+from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -556,6 +557,8 @@ _ID_KEYWORDS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "MedicalRecor
                 "LocalNamespaceEntityID", "UniversalEntityID", "PatientBirthName", "PatientMotherBirthName",
                 "OtherPatientNames", "PatientBirthDate", "ClinicalTrialSubjectID")
 _NAME_SPLIT = re.compile(r"[\^=,\s]+")
+_ID_TAGS = frozenset(int(tag_for_keyword(k)) for k in _ID_KEYWORDS + (  # type: ignore[arg-type]
+    "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle"))
 
 
 def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
@@ -569,25 +572,25 @@ def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
     if meta is not None:
         elements += list(meta)
     for elem in elements:
-        keyword = elem.keyword or ""
-        if elem.VR == "PN" or keyword in ("OtherPatientNames", "PatientBirthName", "PatientMotherBirthName"):
+        if elem.VR == "PN":
             for value in _values(elem):
                 text = str(value)
-                groups = text.split("=")
-                for group in groups:
-                    parts = group.split("^")
-                    for part in parts[:3]:  # family, given, middle (prefix / suffix are titles)
+                for group in text.split("="):
+                    for part in group.split("^")[:3]:  # family, given, middle (prefix / suffix are titles)
                         tokens.update(p for p in _NAME_SPLIT.split(part) if len(p) >= 2)
                 if text.strip("^= "):
                     tokens.add(text.strip())
-        elif keyword in _ID_KEYWORDS or keyword in ("SourceApplicationEntityTitle",
-                                                    "SendingApplicationEntityTitle",
-                                                    "ReceivingApplicationEntityTitle"):
+        elif int(elem.tag) in _ID_TAGS:
             for value in _values(elem):
                 value_text = str(value).strip()
                 if len(value_text) >= 2:
                     tokens.add(value_text)
     return tuple(sorted(tokens, key=len, reverse=True))
+
+
+def _known(tag: int, vr: str, value: object) -> DataElement:
+    """An element whose value is one of ours, known to be valid for its VR (no validation cost)."""
+    return DataElement(tag, vr, value, validation_mode=config.IGNORE)
 
 
 def _values(elem: DataElement | None) -> list[object]:
@@ -602,20 +605,20 @@ def _values(elem: DataElement | None) -> list[object]:
 def set_deidentification(ds: Dataset, rules: ProfileRules, script_hash: str | None) -> None:
     """PatientIdentityRemoved, DeidentificationMethod (text, with the table's edition) and its Code
     Sequence (CID 7050)."""
-    ds.PatientIdentityRemoved = "YES"
+    ds.add(_known(0x00120062, "CS", "YES"))  # Patient Identity Removed
     method = [f"PS3.15 {table.EDITION} {table.BASIC_NAME}"[:64]]
     method += [table.OPTIONS[o][1][:64] for o in rules.options]
     if script_hash:
         method.append(f"DicomEdit script sha256:{script_hash[:40]}")
-    ds.DeidentificationMethod = method if len(method) > 1 else method[0]
+    ds.add(_known(0x00120063, "LO", method if len(method) > 1 else method[0]))  # De-identification Method
     items = []
     for code, meaning in rules.codes:
         item = Dataset()
-        item.CodeValue = code
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item.add(_known(0x00080100, "SH", code))
+        item.add(_known(0x00080102, "SH", "DCM"))
+        item.add(_known(0x00080104, "LO", meaning))
         items.append(item)
-    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    ds.add(_known(0x00120064, "SQ", Sequence(items)))  # De-identification Method Code Sequence
     if rules.modified_dates:
         ds.LongitudinalTemporalInformationModified = "MODIFIED"
     elif "retain_long_full_dates" in rules.options:

@@ -285,6 +285,8 @@ class Pseudonymizer:
         self._names = PNAnonymizer(name_rng)
         self._recorded: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._blank = Dataset()  # read-only context for dicognito's generators
+        self._memo: dict[tuple[str, str], str] = {}  # the instances of a study share their patient
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -301,14 +303,26 @@ class Pseudonymizer:
 
     def new_id(self, original: str) -> str:
         """12 characters A-Z0-9; safe as an archive label."""
-        elem = DataElement(0x00100020, "LO", str(original))
-        self._ids(Dataset(), elem)
-        return str(elem.value)
+        found = self._memo.get(("id", original))
+        if found is None:
+            elem = DataElement(0x00100020, "LO", str(original))
+            self._ids(self._blank, elem)
+            found = self._remember_value(("id", original), str(elem.value))
+        return found
 
     def new_name(self, original: str) -> str:
-        elem = DataElement(0x00100010, "PN", str(original) or " ")
-        self._names(Dataset(), elem)
-        return str(elem.value)
+        found = self._memo.get(("name", original))
+        if found is None:
+            elem = DataElement(0x00100010, "PN", str(original) or " ")
+            self._names(self._blank, elem)
+            found = self._remember_value(("name", original), str(elem.value))
+        return found
+
+    def _remember_value(self, key: tuple[str, str], value: str) -> str:
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
 
     def new_uid(self, original: str) -> str:
         """A UUID-derived UID (PS3.5 B.2, "2.25." root) from the keyed number for `original`.
