@@ -175,10 +175,10 @@ class ProfileRun:
     allowlist: tuple[PrivateTagSpec, ...]
     patient: PatientContext
     tally: Tally = field(default_factory=Tally)
-    _families: tuple[str, ...] = ("any",)
-    _tokens: re.Pattern[str] | None = None
-    _parent: int = 0  # the sequence holding the dataset being walked (0 at the top)
-    _top: Dataset | None = None
+    _families: tuple[str, ...] = field(default=("any",), init=False, repr=False)  # the IOD's type rules
+    _tokens: re.Pattern[str] | None = field(default=None, init=False, repr=False)
+    _parent: int = field(default=0, init=False, repr=False)  # the sequence holding the walked dataset
+    _top: Dataset | None = field(default=None, init=False, repr=False)
 
     # -- entry -----------------------------------------------------------------------------------
 
