@@ -29,7 +29,7 @@ from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.errors import ConfigError, DicomdError, InvalidInput
 from dicomd.ingest import Ingest, Source, note_refused, quarantine
-from dicomd.logsafe import escape, escape_loggers
+from dicomd.logsafe import demote_loggers, escape, escape_loggers
 from dicomd.spool import discard_partial_spool, sweep_spool
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def configure_pynetdicom(tmp_dir: Path) -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     tempfile.tempdir = str(tmp_dir)
     escape_loggers("pynetdicom", "pydicom")  # they log peer strings (AE titles, UIDs) as they are
+    demote_loggers("pydicom")  # its warnings quote data values: DEBUG only
 
 
 class SharedPortServer(ThreadedAssociationServer):

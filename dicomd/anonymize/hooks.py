@@ -122,7 +122,10 @@ class AnonymizingWriter:
         self.anonymizer.apply(ds, self._labels)
         sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
         fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
-        rel = Layout.instance_relpath(inst.scan_id, sop_uid)
+        # the scan folder: the Series Number, else the new Series UID (never the original's, which
+        # the prearchive folder is named from when there is no number: SR, KO, PR, ECG ...)
+        scan_id = Layout.scan_id(str(ds.get("SeriesNumber", "") or ""), str(ds.get("SeriesInstanceUID", "") or ""))
+        rel = Layout.instance_relpath(scan_id, sop_uid)
         dst = work_dir / rel
         storage.ensure_dir(dst.parent)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -131,7 +134,7 @@ class AnonymizingWriter:
         digest, size = storage.sha256_file(dst)
         return Written(
             relpath=rel,
-            scan_id=inst.scan_id,
+            scan_id=scan_id,
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.get("SOPClassUID", inst.sop_class_uid)),
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
