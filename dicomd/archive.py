@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from dicomd import storage
-from dicomd.catalog import ArchiveJob, Catalog, InstanceRow, PlanItem, SessionRow
+from dicomd.catalog import ArchiveJob, Catalog, InstanceFields, InstanceRow, PlanItem, SessionRow
 from dicomd.config import Config
 from dicomd.crashpoints import crashpoint
 from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
+from dicomd.ingest import Source, quarantine
 from dicomd.layout import Layout
 from dicomd.lifecycle import JobState, Stage, Status
 from dicomd.routing import UNASSIGNED, check_label, clean_label
@@ -30,23 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Written:
+class Written(InstanceFields):
     """One instance as written into the work folder."""
 
     relpath: str  # inside the session folder: SCANS/{scan}/DICOM/{name}
-    scan_id: str
-    sop_instance_uid: str
-    sop_class_uid: str
     study_instance_uid: str
-    series_instance_uid: str
-    series_number: str
-    series_description: str
-    modality: str
-    study_date: str
-    study_time: str
-    transfer_syntax: str
-    size: int
-    sha256: str
 
 
 class SessionWriter(Protocol):
@@ -163,8 +152,9 @@ class Archiver:
         except Exception as exc:  # noqa: BLE001 - a job that cannot finish must not stay half-done
             raise StorageFailure(self._give_up(job, exc, actor)) from exc
         target = self.catalog.session(target_id)
-        logger.info("archived session #%d into %s (%d instances)", session_id, target.ref, len(plan))
-        return ArchiveResult(target_id, target.url, len(plan))
+        archived = sum(not item.dropped for item in plan)
+        logger.info("archived session #%d into %s (%d instances)", session_id, target.ref, archived)
+        return ArchiveResult(target_id, target.url, archived)
 
     def _stage(
         self, session: SessionRow, policy: str, work_dir: Path, force_review: bool, new_label: str = ""
@@ -183,8 +173,7 @@ class Archiver:
             try:
                 written = writer.write(src, inst, work_dir)
             except Rejected as exc:
-                logger.warning("an instance of session #%d was dropped at archive by the project script", session.id)
-                logger.debug("dropped by the project script: %s", exc)
+                plan.append(self._drop(session, inst, src, exc))
                 continue
             if written is None:
                 continue
@@ -198,12 +187,11 @@ class Archiver:
                     prearchive=inst.path,
                     received_at=inst.received_at,
                     source=inst.source,
-                    **{k: getattr(written, k) for k in (
-                        "scan_id", "sop_instance_uid", "sop_class_uid", "series_instance_uid", "series_number",
-                        "series_description", "modality", "study_date", "study_time", "transfer_syntax", "size",
-                        "sha256")},
+                    **written.instance_fields(),
                 )
             )
+        if all(item.dropped for item in plan):
+            raise DicomdError("the project's script rejected every instance (they are in the quarantine)")
         storage.flush_everything()  # every work file and folder durable before the plan is recorded
         reason = None if force_review else writer.review_reason()
         if reason:
@@ -211,6 +199,15 @@ class Archiver:
         study_uid = sorted(study_uids)[0] if study_uids else session.study_instance_uid
         self._check_conflicts(session.project, label, study_uid, plan, policy)
         return plan, subject, label, study_uid, writer.fingerprint
+
+    def _drop(self, session: SessionRow, inst: InstanceRow, src: Path, exc: Rejected) -> PlanItem:
+        """A rejected instance: a copy goes to the quarantine with the reason now; its prearchive
+        file goes with the job's clean-up (never left behind for recovery to adopt again)."""
+        quarantine(self.layout, self.catalog, src, Source(kind="ARCHIVE"), f"rejected by the project script: {exc}",
+                   move=False)
+        logger.warning("an instance of session #%d was rejected by the project script (quarantined)", session.id)
+        return PlanItem(work="", final="", prearchive=inst.path, received_at=inst.received_at, source=inst.source,
+                        **inst.instance_fields())
 
     def _check_conflicts(self, project: str, label: str, study_uid: str, plan: Sequence[PlanItem], policy: str) -> None:
         existing = self.catalog.find_session(Stage.ARCHIVE, project, "", label)
@@ -227,7 +224,8 @@ class Archiver:
         if policy == "delete":
             return
         archived = {i.sop_instance_uid: i.sha256 for i in self.catalog.instances(existing.id)}
-        clashes = [p.sop_instance_uid for p in plan if archived.get(p.sop_instance_uid, p.sha256) != p.sha256]
+        clashes = [p.sop_instance_uid for p in plan
+                   if not p.dropped and archived.get(p.sop_instance_uid, p.sha256) != p.sha256]
         if clashes:
             raise Conflict(
                 f"{len(clashes)} instance(s) differ from archived objects with the same SOP Instance UID "
@@ -254,6 +252,8 @@ class Archiver:
                 old_files = [self.layout.resolve(i.path) for i in self.catalog.instances(existing.id) if i.path not in keep]
         touched: set[Path] = set()
         for item in plan:
+            if item.dropped:
+                continue
             work, final = Path(item.work), self.layout.root / item.final
             storage.ensure_dir(final.parent)
             if work.exists():
@@ -291,6 +291,8 @@ class Archiver:
         end it, and leave its session in ERROR with the reason. Returns the reason."""
         reason = f"archive could not finish: {_describe(exc)}; the data is still in the prearchive"
         for item in job.plan:
+            if item.dropped:
+                continue
             final = self.layout.root / item.final
             claimed = any(row.path == item.final for row in self.catalog.instance_by_uid(item.sop_instance_uid))
             try:

@@ -30,7 +30,10 @@ PROFILE_OPTIONS = (
     "retain_uids",
     "retain_safe_private",
     "clean_descriptors",
+    "clean_structured_content",
+    "clean_graphics",
 )
+_KEY_GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OVERWRITE_POLICIES = ("none", "append", "delete")
 SESSION_LABELS = ("study", "patient_id")
 AUTO_ARCHIVE_CODES = (0, 4, 5)
@@ -153,6 +156,10 @@ class AnonymizeConfig:
     )
     allow_burned_in: bool = field(
         default=False, metadata=_help("let instances with burned-in annotation archive automatically")
+    )
+    key_group: str = field(
+        default="",
+        metadata=_help("share one pseudonym key with the projects naming the same group ('' = the project's own key)"),
     )
 
 
@@ -315,6 +322,12 @@ def _finish(config: Config, base: Path, source: str) -> Config:
                     f"{source}: projects.{pid}.anonymize.options: unknown option {opt!r} "
                     f"(known: {', '.join(PROFILE_OPTIONS)})"
                 )
+        if "retain_long_full_dates" in project.anonymize.options and \
+                "retain_long_modified_dates" in project.anonymize.options:
+            raise ConfigError(f"{source}: projects.{pid}.anonymize.options: choose one of retain_long_full_dates"
+                              " and retain_long_modified_dates, not both")
+        if project.anonymize.key_group and not _KEY_GROUP_RE.match(project.anonymize.key_group):
+            raise ConfigError(f"{source}: projects.{pid}.anonymize.key_group: 1 to 64 characters A-Z a-z 0-9 _ -")
         if project.anonymize.profile not in ("basic", "none"):
             raise ConfigError(f"{source}: projects.{pid}.anonymize.profile: must be 'basic' or 'none'")
         if project.anonymize.script:

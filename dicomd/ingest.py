@@ -248,3 +248,12 @@ def quarantine(layout: Layout, catalog: Catalog, path: Path, source: Source, rea
     logger.warning("quarantined an object from %s: %s (quarantine entry %d)", source.describe(), escape(reason), entry)
     logger.debug("quarantine entry %d was %s", entry, escape(path.name))
     return entry
+
+
+def note_refused(catalog: Catalog, source: Source, why: str) -> None:
+    """Count a refused object for `dicomd status` (an event naming the way in, never the sender).
+    Best effort: a refusal often happens because the disk or the catalog is failing."""
+    try:
+        catalog.event("refused", {"source": source.kind, "why": why})
+    except DicomdError:
+        logger.debug("could not record a refusal from %s", source.kind)

@@ -70,3 +70,22 @@ def escape_loggers(*prefixes: str) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, EscapingFilter) for f in logger.filters):
             logger.addFilter(EscapingFilter())
+
+
+class DemotingFilter(logging.Filter):
+    """Turns a library's warnings into DEBUG lines: pydicom's warnings quote the values they are
+    about ("Invalid value for VR UI: '1.2.3...'"), which are patient data. Errors stay errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def demote_loggers(*prefixes: str) -> None:
+    """Put a `DemotingFilter` on each logger named ``prefix`` or ``prefix.*`` that exists now."""
+    names = [n for n in logging.root.manager.loggerDict if any(n == p or n.startswith(p + ".") for p in prefixes)]
+    for name in {*prefixes, *names}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DemotingFilter) for f in logger.filters):
+            logger.addFilter(DemotingFilter())

@@ -21,7 +21,7 @@ from dicomd.auth import MANAGE, READ, UPLOAD
 from dicomd.catalog import Catalog, QuarantineRow, SessionRow
 from dicomd.config import OVERWRITE_POLICIES
 from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, NotFound
-from dicomd.ingest import Source, Staged
+from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
 from dicomd.progress import ARCHIVING, BatchProgress
@@ -158,10 +158,31 @@ def session_for(catalog: Catalog, ref: SessionRef) -> SessionRow:
     return row
 
 
+def prearchive_read(stores: Stores, project: str) -> str:
+    """The right it takes to see a project's prearchive. Where the project is de-identified at
+    archive, its prearchive holds identified data: owners and members only (as in XNAT,
+    collaborators read the archive); elsewhere whoever reads the project."""
+    settings = stores.config.project(project)
+    return UPLOAD if settings is not None and settings.anonymize.enabled else READ
+
+
+def may_see_prearchive(stores: Stores, actor: Actor, project: str) -> bool:
+    return actor.can(prearchive_read(stores, project), project)
+
+
 def readable_session(stores: Stores, actor: Actor, ref: SessionRef) -> SessionRow:
-    """The session ``ref`` names, for an actor who may read its project (checked first)."""
-    actor.require(READ, ref.project)
+    """The session ``ref`` names, for an actor who may read it (checked first: a prearchive
+    session of a de-identified project needs a member's rights)."""
+    actor.require(prearchive_read(stores, ref.project) if ref.stage == Stage.PREARCHIVE else READ, ref.project)
     return session_for(stores.catalog, ref)
+
+
+def readable_prearchive_projects(stores: Stores, actor: Actor, names: Sequence[str]) -> list[str]:
+    """Project IDs for names given by the caller; 403 for any whose prearchive they may not see."""
+    ids = [project_id(stores, n) for n in names]
+    for pid in ids:
+        actor.require(prearchive_read(stores, pid), pid)
+    return ids
 
 
 def prearchive_sessions(stores: Stores, actor: Actor, refs: Iterable[SessionRef], action: str) -> list[SessionRow]:
@@ -277,8 +298,12 @@ def import_upload(stores: Stores, actor: Actor, upload: Path, plan: ImportPlan, 
 
     source = Source(kind=actor.via, address=address, explicit=plan.explicit, prevent_anon=plan.prevent_anon,
                     auto_archive=plan.auto_archive)
-    result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True,
-                         tracker=tracker)
+    try:
+        result = stage_batch(stores, upload, source, ignore_unparsable=plan.ignore_unparsable, consume=True,
+                             tracker=tracker)
+    except DicomdError as exc:
+        note_refused(stores.catalog, source, type(exc).__name__)
+        raise
     sessions = list({s.id: s for s in result.sessions}.values())
     if not sessions:
         raise InvalidInput("nothing in the upload could be staged")

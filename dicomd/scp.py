@@ -28,8 +28,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.errors import ConfigError, DicomdError, InvalidInput
-from dicomd.ingest import Ingest, Source, quarantine
-from dicomd.logsafe import escape, escape_loggers
+from dicomd.ingest import Ingest, Source, note_refused, quarantine
+from dicomd.logsafe import demote_loggers, escape, escape_loggers
 from dicomd.spool import discard_partial_spool, sweep_spool
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def configure_pynetdicom(tmp_dir: Path) -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     tempfile.tempdir = str(tmp_dir)
     escape_loggers("pynetdicom", "pydicom")  # they log peer strings (AE titles, UIDs) as they are
+    demote_loggers("pydicom")  # its warnings quote data values: DEBUG only
 
 
 class SharedPortServer(ThreadedAssociationServer):
@@ -230,6 +231,7 @@ class Receiver:
                 logger.warning("C-STORE from %s refused: %d bytes is over max_instance_bytes (%d)",
                                source.describe(), path.stat().st_size, limit)
                 path.unlink(missing_ok=True)
+                note_refused(self.ingest.catalog, source, "over max_instance_bytes")
                 return OUT_OF_RESOURCES
             self.ingest.stage(path, source, move=True)
             with self._lock:
@@ -240,6 +242,7 @@ class Receiver:
             return CANNOT_UNDERSTAND
         except DicomdError as exc:
             logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), escape(exc))
+            note_refused(self.ingest.catalog, source, type(exc).__name__)
             return OUT_OF_RESOURCES
         except Exception:
             logger.exception("C-STORE from %s failed unexpectedly", source.describe())

@@ -153,3 +153,21 @@ def test_site_script_runs_at_ingest(make_daemon, tmp_path):
     inst = daemon.stores.catalog.instances(row.id)[0]
     ds = pydicom.dcmread(daemon.stores.layout.root / inst.path)
     assert (str(ds.PatientName), ds.PatientID, ds.StudyDescription) == ("SUBJ1", "SESS1", "study")
+
+
+def test_after_archive_no_catalog_table_holds_the_originals(anon_daemon):
+    """sessions, scans, instances, archive jobs and their plans, history, events: no original UID,
+    no planted identifier, no sender AE title or address; keys/ stays the only crosswalk."""
+    daemon = anon_daemon
+    study = generate_study(43, series=2, instances_per_series=2, study_description="study")
+    planted = study_phi_values(study)
+    originals = {ds.SOPInstanceUID for ds in study} | {ds.SeriesInstanceUID for ds in study}
+    originals |= {study[0].StudyInstanceUID}
+    assert send(daemon.dicom_port(), study, ae_title="CTSCANNER7") == [0] * 4
+    wait_for(lambda: archived_sessions(daemon) and not daemon.stores.catalog.sessions(PREARCHIVE))
+    wait_for(lambda: not daemon.stores.catalog.archive_jobs(["staging", "moving", "done"]))
+    conn = sqlite3.connect(daemon.stores.layout.catalog)
+    dump = "\n".join(line for line in conn.iterdump() if "INSERT INTO" in line)
+    conn.close()
+    for value in planted | originals | {"CTSCANNER7", "127.0.0.1"}:
+        assert value not in dump, f"{value!r} is still in the catalog"

@@ -76,7 +76,7 @@ def test_crash_while_moving_rolls_forward(stores, tmp_path):
     for inst in stores.catalog.instances(archived[0].id):
         assert (stores.layout.root / inst.path).exists()
     assert not any(stores.layout.prearchive.rglob("*.dcm"))
-    assert stores.catalog.job(job).plan == tuple(plan)
+    assert stores.catalog.job(job).plan == ()  # purged once clean: the paths named identified prearchive files
     stores.close()
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from pydicom.dataset import Dataset
 
+from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.privatetags import PrivateTagSpec, parse_private_tag
 from dicomd.anonymize.profile import (
     PatientContext, ProfileRun, build_rules, identifying_tokens, set_deidentification,
@@ -102,8 +104,8 @@ class Anonymizer:
         except ValueError as exc:
             raise ConfigError(f"projects.{project}.anonymize.private_allowlist: {exc}") from None
         self._loaded = load_script(settings.script) if settings.script else None
-        key = store.project_key(project)
-        self._pseudo = Pseudonymizer(project, key, store)
+        key, version = store.key_and_version(key_owner(project, settings))
+        self._pseudo = Pseudonymizer(project, key, store, version)
         self._interpreter = (
             Interpreter(self._loaded.script, self._loaded.path, self._loaded.lookup_table, key)
             if self._loaded else None
@@ -129,20 +131,41 @@ class Anonymizer:
     # -- labels ----------------------------------------------------------------------------------
 
     def _patient(self, ds: Dataset) -> tuple[str, str, int]:
-        return self._pseudo.patient(str(ds.get("PatientID", "") or ""), str(ds.get("PatientName", "") or ""))
+        return self._pseudo.patient(str(ds.get("PatientID", "") or ""), str(ds.get("PatientName", "") or ""),
+                                    str(ds.get("IssuerOfPatientID", "") or ""))
 
     def archive_labels(self, ds_original: Dataset, labels: Labels) -> tuple[str, str]:
-        """(subject, session) for the archive: pseudonyms when they came from Patient Name / ID."""
+        """(subject, session) for the archive. Labels derived from Patient Name / ID become
+        pseudonyms; labels from routing rules, comments or explicit parameters are kept only when
+        they hold no identifying token of the dataset (names, IDs, accession...), else they are
+        pseudonymized the same way."""
         subject, session = labels.subject, labels.session
-        if labels.subject_from == "patient_name":
-            new_id = self._patient(ds_original)[0] if ds_original.get("PatientID") else self._pseudo.new_id(subject)
+        tokens: tuple[str, ...] | None = None
+        if labels.subject_from in _GIVEN and subject:
+            tokens = identifying_tokens(ds_original)
+            leaks = label_leaks(subject, tokens)
+        else:
+            leaks = False
+        if labels.subject_from == "patient_name" or leaks:
+            new_id = self._subject_pseudonym(ds_original, subject)
             self._pseudo.remember("subject_label", subject, new_id)
             subject = new_id
-        if labels.session_from == "patient_id":
+        if labels.session_from in _GIVEN and session:
+            tokens = identifying_tokens(ds_original) if tokens is None else tokens
+            leaks = label_leaks(session, tokens)
+        else:
+            leaks = False
+        if labels.session_from == "patient_id" or leaks:
             new_session = self._pseudo.new_id(session)
             self._pseudo.remember("session_label", session, new_session)
             session = new_session
         return subject, session
+
+    def _subject_pseudonym(self, ds: Dataset, subject: str) -> str:
+        """The subject label is the archived Patient ID (version 1 keys: only when there is one)."""
+        if self._pseudo.version == 1 and not ds.get("PatientID"):
+            return self._pseudo.new_id(subject)
+        return self._patient(ds)[0]
 
     # -- the work --------------------------------------------------------------------------------
 
@@ -152,7 +175,7 @@ class Anonymizer:
         changes = removed = 0
         if self._rules is not None:
             new_id, new_name, days = self._patient(ds)
-            tokens = identifying_tokens(ds) if "clean_descriptors" in self._rules.options else ()
+            tokens = identifying_tokens(ds)
             run = ProfileRun(self._rules, self._pseudo, self._allowlist, PatientContext(new_id, new_name, days, tokens))
             run.apply(ds)
             set_deidentification(ds, self._rules, self.script_hash)
@@ -163,6 +186,7 @@ class Anonymizer:
             counts = self._interpreter.run(ds, {"project": self.project, "subject": subject, "session": session})
             changes += counts.changes
             removed += counts.removed
+        fresh_file_meta(ds)
         return AnonResult(changes, removed, self.script_hash, self.options)
 
     def burned_in_reason(self, ds: Dataset) -> str | None:
@@ -170,6 +194,33 @@ class Anonymizer:
         if self.settings.allow_burned_in:
             return None
         return burned_in_reason(ds)
+
+
+_GIVEN = frozenset({"explicit", "rule", "comment"})
+
+
+def key_owner(project: str, settings: AnonymizeConfig) -> str:
+    """Whose key a project uses: its own, or its key group's (shared by the projects naming it)."""
+    return f"group:{settings.key_group}" if settings.key_group else project
+
+
+def label_leaks(label: str, tokens: tuple[str, ...]) -> bool:
+    """Whether an archive label holds an identifying token: a token's words all among the label's
+    words, or (tokens of 4+ characters) its letters and digits anywhere in the label's."""
+    low = label.lower()
+    words = {w for w in re.split(r"[^0-9a-z]+", low) if w}
+    squashed = re.sub(r"[^0-9a-z]", "", low)
+    for token in tokens:
+        token_low = token.lower()
+        parts = [p for p in re.split(r"[^0-9a-z]+", token_low) if p]
+        if not parts:
+            continue
+        if all(p in words for p in parts):
+            return True
+        token_squashed = "".join(parts)
+        if len(token_squashed) >= 4 and token_squashed in squashed:
+            return True
+    return False
 
 
 def burned_in_reason(ds: Dataset) -> str | None:
@@ -197,3 +248,4 @@ class SiteScript:
 
     def apply(self, ds: Dataset, labels: Labels) -> None:
         self._interpreter.run(ds, {"project": labels.project, "subject": labels.subject, "session": labels.session})
+        fresh_file_meta(ds)

@@ -20,7 +20,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from dicomd import storage
-from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript
+from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript, key_owner
+from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.archive import CopyWriter, SessionWriter, Written
 from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
@@ -72,7 +73,9 @@ class Anonymizers:
     def _check_key(self, project: str) -> None:
         """A project whose de-identified data is archived must keep its key: a new one would give
         its patients new pseudonyms silently (a lost or unreadable keys file stops archiving)."""
-        if self._pseudonyms().has_key(project):
+        settings = self.config.project(project)
+        owner = key_owner(project, settings.anonymize) if settings else project
+        if self._pseudonyms().has_key(owner):
             return
         archived = [s for s in self.catalog.sessions(ARCHIVE, projects=[project]) if s.anonymization]
         if archived:
@@ -118,9 +121,11 @@ class AnonymizingWriter:
             self._review = self.anonymizer.burned_in_reason(ds)
         self.anonymizer.apply(ds, self._labels)
         sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
-        if hasattr(ds, "file_meta"):
-            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        rel = Layout.instance_relpath(inst.scan_id, sop_uid)
+        fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
+        # the scan folder: the Series Number, else the new Series UID (never the original's, which
+        # the prearchive folder is named from when there is no number: SR, KO, PR, ECG ...)
+        scan_id = Layout.scan_id(str(ds.get("SeriesNumber", "") or ""), str(ds.get("SeriesInstanceUID", "") or ""))
+        rel = Layout.instance_relpath(scan_id, sop_uid)
         dst = work_dir / rel
         storage.ensure_dir(dst.parent)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -129,7 +134,7 @@ class AnonymizingWriter:
         digest, size = storage.sha256_file(dst)
         return Written(
             relpath=rel,
-            scan_id=inst.scan_id,
+            scan_id=scan_id,
             sop_instance_uid=sop_uid,
             sop_class_uid=str(ds.get("SOPClassUID", inst.sop_class_uid)),
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
@@ -171,6 +176,7 @@ class SiteTransform:
         ds = _read(path)
         self.script.apply(ds, Labels(route.project, route.subject, route.session, route.subject_from,
                                      route.session_from))
+        fresh_file_meta(ds)
         tmp = path.with_name(path.name + ".site")
         ds.save_as(tmp, enforce_file_format=False)
         os.replace(tmp, path)

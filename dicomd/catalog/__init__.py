@@ -12,6 +12,7 @@ file, its readers and the group-commit writer):
   jobs.py        archive jobs
   quarantine.py  quarantined files
   events.py      status history and the event log
+  arrivals.py    what arrived through each way in (for `dicomd status`)
   projects.py    the configured projects
   receivers.py   DICOM receivers added over the API
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dicomd.catalog import schema
+from dicomd.catalog.arrivals import Arrivals
 from dicomd.catalog.engine import Engine
 from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
@@ -30,12 +32,12 @@ from dicomd.catalog.jobs import ArchiveJobs
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.quarantine import Quarantine
 from dicomd.catalog.receivers import ReceiverRow, Receivers
-from dicomd.catalog.rows import ArchiveJob, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
+from dicomd.catalog.rows import ArchiveJob, InstanceFields, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
 from dicomd.catalog.sessions import Sessions
 from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
-class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Projects, Receivers, Engine):
+class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, path: Path, *, batch_max: int = 256) -> None:
@@ -51,6 +53,6 @@ ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIV
 
 __all__ = [
     "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
-    "ERROR", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
+    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
     "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
 ]

@@ -7,6 +7,7 @@ prearchive session to the archive session), finish (cleaned up).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -46,13 +47,40 @@ def _archive_session(conn: sqlite3.Connection, job: ArchiveJob, study_uid: str, 
     return int(cur.lastrowid or 0)
 
 
-def _put_instances(conn: sqlite3.Connection, target_id: int, plan: Sequence[PlanItem]) -> None:
-    """The plan's instance rows into the archive session; each replaces the row with its SOP Instance UID."""
+def _put_instances(conn: sqlite3.Connection, target_id: int, plan: Sequence[PlanItem], *, deidentified: bool) -> None:
+    """The plan's instance rows into the archive session; each replaces the row with its SOP Instance UID.
+    De-identified rows keep only the way in as their source (not the sender's AE title or address)."""
     for item in plan:
+        if item.dropped:
+            continue
         conn.execute(
             "DELETE FROM instances WHERE session_id=? AND sop_instance_uid=?", (target_id, item.sop_instance_uid)
         )
-        insert_instance(conn, target_id, item.archived_instance(), item.received_at)
+        row = item.archived_instance()
+        if deidentified:
+            row = dataclasses.replace(row, source=way_in(row.source))
+        insert_instance(conn, target_id, row, item.received_at)
+
+
+def way_in(source: str) -> str:
+    """`DICOM:AE@10.0.0.5` -> `DICOM`."""
+    return (source or "").split(":", 1)[0]
+
+
+# Events about the data as archived (mapping values are read from the de-identified data): they
+# follow the session into the archive. Every other event of a prearchive session may hold originals.
+_ARCHIVED_DATA_EVENTS = ("mapping_warning",)
+
+
+def _forget_identified(conn: sqlite3.Connection, pre_id: int, target_id: int) -> None:
+    """What the catalog said about a prearchive session that is now de-identified in the archive:
+    its history (reasons may quote identified labels and paths) and its events (original UIDs).
+    The archive session's own history and `archived` event remain; the pseudonym map in keys/ is
+    the only crosswalk."""
+    conn.execute("DELETE FROM history WHERE session_id = ?", (pre_id,))
+    conn.execute(f"UPDATE events SET session_id = ? WHERE session_id = ? AND kind IN "
+                 f"({','.join('?' * len(_ARCHIVED_DATA_EVENTS))})", (target_id, pre_id, *_ARCHIVED_DATA_EVENTS))
+    conn.execute("DELETE FROM events WHERE session_id = ?", (pre_id,))
 
 
 def _carry_custom_fields(conn: sqlite3.Connection, pre_id: int, pre: SessionRow | None, target_id: int) -> str:
@@ -142,16 +170,20 @@ class ArchiveJobs(Engine):
                 return int(state[1])
             now = time.time()
             pre = fetch_session(conn, job.session_id)
-            target_id = _archive_session(conn, job, study_uid, pre.source if pre else "",
+            deidentified = bool(session_fields.get("anonymization"))
+            source = pre.source if pre else ""
+            target_id = _archive_session(conn, job, study_uid, way_in(source) if deidentified else source,
                                          session_fields.get("anonymization", ""), now)
-            _put_instances(conn, target_id, job.plan)
+            _put_instances(conn, target_id, job.plan, deidentified=deidentified)
             refresh_counts(conn, target_id)
             custom = _carry_custom_fields(conn, job.session_id, pre, target_id)
             update_session(conn, target_id, {**session_fields, "custom": custom, "updated_at": now,
                                              "archived_at": now, "subject": job.subject})
             record_history(conn, target_id, Status.ARCHIVED, f"from {pre.ref if pre else '?'}", actor)
+            if deidentified:
+                _forget_identified(conn, job.session_id, target_id)
             record_event(
-                conn, "archived", {"job": job.id, "instances": len(job.plan), "overwrite": job.overwrite}, target_id
+                conn, "archived", {"job": job.id, "instances": sum(not i.dropped for i in job.plan), "overwrite": job.overwrite}, target_id
             )
             delete_session(conn, job.session_id)
             _set_job(conn, job.id, {"state": JobState.DONE, "target_session_id": target_id, "finished_at": now})
@@ -160,4 +192,6 @@ class ArchiveJobs(Engine):
         return self.write(txn)
 
     def finish_job(self, job_id: int) -> None:
-        self.write(lambda conn: _set_job(conn, job_id, {"state": JobState.CLEAN}))
+        """The job's files are all in place: its plan (paths of the identified prearchive copies,
+        work files) is no longer needed and is purged."""
+        self.write(lambda conn: _set_job(conn, job_id, {"state": JobState.CLEAN, "plan": "[]"}))

@@ -66,8 +66,9 @@ class SessionRow:
 
 
 @dataclass(frozen=True)
-class NewInstance:
-    """What ingest hands the catalog for one durable file."""
+class InstanceFields:
+    """What the catalog records of one instance's header and bytes: shared by what ingest stages,
+    what an archive job plans and what a writer wrote."""
 
     scan_id: str
     sop_instance_uid: str
@@ -81,6 +82,15 @@ class NewInstance:
     transfer_syntax: str
     size: int
     sha256: str
+
+    def instance_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(InstanceFields)}
+
+
+@dataclass(frozen=True)
+class NewInstance(InstanceFields):
+    """What ingest hands the catalog for one durable file."""
+
     path: str
     source: str
 
@@ -110,7 +120,7 @@ class QuarantineRow:
 
 
 @dataclass(frozen=True)
-class PlanItem:
+class PlanItem(InstanceFields):
     """One file an archive job puts into the archive: where it is staged, where it goes, and the
     instance row it gets there. Stored in the job's ``plan`` column as a JSON object with these keys."""
 
@@ -119,30 +129,25 @@ class PlanItem:
     prearchive: str  # the prearchive file it came from (removed once the job is done)
     received_at: float
     source: str
-    scan_id: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_instance_uid: str
-    series_number: str
-    series_description: str
-    modality: str
-    study_date: str
-    study_time: str
-    transfer_syntax: str
-    size: int
-    sha256: str
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> PlanItem:
         return cls(**{f.name: item[f.name] for f in dataclasses.fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Where the file is first, then its instance fields (the key order of every release)."""
+        where = {k: getattr(self, k) for k in ("work", "final", "prearchive", "received_at", "source")}
+        return {**where, **self.instance_fields()}
+
+    @property
+    def dropped(self) -> bool:
+        """An instance the project's script rejected: kept in the quarantine, not archived; only
+        its prearchive file is removed when the job is done."""
+        return not self.final
 
     def archived_instance(self) -> NewInstance:
         """The instance row it gets in the archive."""
-        fields = {k: getattr(self, k) for k in NEW_INSTANCE_FIELDS if k != "path"}
-        return NewInstance(**fields, path=self.final)
+        return NewInstance(**self.instance_fields(), path=self.final, source=self.source)
 
 
 def plan_to_json(plan: Sequence[PlanItem]) -> str:

@@ -30,7 +30,9 @@ def update_session(conn: sqlite3.Connection, session_id: int, sets: dict[str, An
 
 
 def delete_session(conn: sqlite3.Connection, session_id: int) -> None:
-    """Remove a session's row with its instance and scan rows (its history stays)."""
+    """Remove a session's row with its instance, scan and history rows (session ids are reused by
+    SQLite, so a history left behind would become the next session's). Its events stay."""
+    conn.execute("DELETE FROM history WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM instances WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM scans WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))

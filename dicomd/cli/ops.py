@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import socket
 import warnings
 from pathlib import Path
@@ -40,7 +41,8 @@ MAX_VALUE = 100
 @store_options
 @json_option
 def status(config: Config, as_json: bool) -> None:
-    """Receivers and ports, sessions per state, disk free and the last errors (works while the daemon runs).
+    """Receivers and ports, what arrived in the last hour through each way in, sessions per state,
+    disk free and the last errors (works while the daemon runs).
 
     Example:
 
@@ -48,6 +50,7 @@ def status(config: Config, as_json: bool) -> None:
     """
     with open_stores(config) as stores:
         counts = stores.catalog.status_counts()
+        arrivals = stores.catalog.arrivals(time.time() - 3600)
         held = len(stores.catalog.quarantine())
         problems = [
             {"session": r.url, "status": r.status, "reason": r.reason, "when": stamp(r.updated_at)}
@@ -70,6 +73,7 @@ def status(config: Config, as_json: bool) -> None:
         "http": {"enabled": config.http.enabled, "host": config.http.host, "port": config.http.port,
                  "listening": _listening(config.http.host, config.http.port) if config.http.enabled else None},
         "drop_folders": [f.path for f in config.drop_folders],
+        "last_hour": arrivals,
         "prearchive": counts.get(Stage.PREARCHIVE, {}),
         "archive": counts.get(Stage.ARCHIVE, {}),
         "quarantine_held": held,
@@ -98,6 +102,9 @@ def _print_status(data: dict[str, Any]) -> None:
     print_table(rows, ("ae_title", "bind", "port", "project", "listening"))
     for folder in data["drop_folders"]:
         click.echo(f"drop folder  {folder}")
+    click.echo(colour("\nlast hour", bold=True))
+    print_table([{"way in": way, **n} for way, n in data["last_hour"].items()],
+                ("way in", "instances", "sessions", "refused", "quarantined"))
     click.echo(colour("\nsessions", bold=True))
     counts = [{"stage": "prearchive", "status": s, "sessions": n} for s, n in sorted(data["prearchive"].items())]
     counts += [{"stage": "archive", "status": s, "sessions": n} for s, n in sorted(data["archive"].items())]

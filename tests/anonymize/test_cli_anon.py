@@ -50,7 +50,8 @@ def test_preview_then_map(tmp_path: Path):
     mapped = runner.invoke(main, ["anon", "map", "--config", str(config), "demo", "--json"])
     assert mapped.exit_code == 0, mapped.output
     rows = json.loads(mapped.output)
-    assert {"kind": "patient_id", "original": study[0].PatientID} == {
+    shown_id = f"{study[0].PatientID} [{study[0].IssuerOfPatientID}]"  # a new key: the ID with its issuer
+    assert {"kind": "patient_id", "original": shown_id} == {
         k: v for k, v in next(r for r in rows if r["kind"] == "patient_id").items() if k in ("kind", "original")}
     unknown = runner.invoke(main, ["anon", "preview", "--config", str(config), "--project", "nope", str(path)])
     assert unknown.exit_code == 1 and "no project" in unknown.output

@@ -196,13 +196,19 @@ def test_allowlist_entry_must_be_private_creator_form(store):
         make_anonymizer(store, private_allowlist=("(0019,100C)",))
 
 
-def test_retain_safe_private_keeps_numbers_only(store, phi_study):
+def test_retain_safe_private_keeps_only_the_standards_safe_attributes(store, phi_study):
+    # Retain Safe Private keeps exactly PS3.15 Table E.3.10-1 (here SIEMENS MR HEADER B_value),
+    # not every number of every vendor
     study, _ = phi_study
-    _, out = _anonymized(store, study, options=("retain_safe_private",))
-    ds = out[0]
-    block = ds.private_block(0x0033, "ACME UIDS")
-    assert ds[block.get_tag(0x02)].value == 3.5
-    assert block.get_tag(0x01) not in ds and block.get_tag(0x03) not in ds
+    ds = copy.deepcopy(study[0])
+    siemens = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+    siemens.add_new(0x0C, "IS", 1000)  # B_value: in the table
+    siemens.add_new(0x08, "CS", "IMAGE NUM 4")  # not in the table
+    make_anonymizer(store, options=("retain_safe_private",)).apply(ds, labels())
+    kept = ds.private_block(0x0019, "SIEMENS MR HEADER")
+    assert ds[kept.get_tag(0x0C)].value == 1000
+    assert kept.get_tag(0x08) not in ds
+    assert not any(elem.tag.group == 0x0033 for elem in ds)  # ACME's numbers are not in the table
 
 
 def test_profile_none_runs_nothing(store, phi_study):

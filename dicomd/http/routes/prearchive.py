@@ -30,7 +30,7 @@ COLUMNS = ("project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_tim
 
 
 def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dict[str, Any]]:
-    return [_row(stores, user, s) for s in sessions if user.can(READ, s.project)]
+    return [_row(stores, user, s) for s in sessions if operations.may_see_prearchive(stores, user, s.project)]
 
 
 def _row(stores: Stores, user: User, session: SessionRow) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def list_all(request: Request, format: str | None = None) -> Response:
 @router.get("/data/prearchive/projects/{projects}", summary="Prearchive sessions of one project or a comma list")
 def list_projects(request: Request, projects: str, format: str | None = None) -> Response:
     names = [p for p in projects.split(",") if p]
-    ids = operations.readable_projects(stores_of(request), current_user(request), names)
+    ids = operations.readable_prearchive_projects(stores_of(request), current_user(request), names)
     return _listing(request, ids, format)
 
 
