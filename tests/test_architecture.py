@@ -19,10 +19,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
-                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views")),
+                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers", "dicomd.receiverset")),
-    ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs", "dicomd.dicomscp")),
+    ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs", "dicomd.dicomscp",
+                    "dicomd.processing")),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
 # Within the faces, who may import whom (the daemon serves the HTTP face; the CLI starts the daemon).

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from pydicom.dataset import Dataset
 from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript, key_owner
 from dicomd.anonymize.filemeta import fresh_file_meta
+from dicomd.anonymize.ordered import ScriptFirst
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.archive import CopyWriter, SessionWriter, Written
 from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
@@ -30,6 +32,7 @@ from dicomd.errors import StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.mappings import MappingStore, convert
+from dicomd.processors import PROFILE, SCRIPT, archive_order, mappings_enabled
 from dicomd.routing import Route
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class Anonymizers:
         self.catalog = catalog
         self._store: PseudonymStore | None = None  # opened on first use: opening stores writes nothing
         self._by_project: dict[str, Anonymizer | None] = {}
+        self._script_first: dict[str, ScriptFirst] = {}
         self._lock = threading.Lock()
 
     def for_project(self, project: str) -> Anonymizer | None:
@@ -69,6 +73,21 @@ class Anonymizers:
                     Anonymizer(project, settings.anonymize, self._pseudonyms()) if wanted and settings else None
                 )
             return self._by_project[project]
+
+    def in_order(self, project: str) -> Anonymizer | ScriptFirst | None:
+        """The project's de-identification in the order its processors run (dicomd.processors)."""
+        anonymizer = self.for_project(project)
+        settings = self.config.project(project)
+        if anonymizer is None or settings is None or archive_order(self.config, self.catalog, project) != (
+                SCRIPT, PROFILE):
+            return anonymizer
+        with self._lock:
+            if project not in self._script_first:
+                store, anonymize = self._pseudonyms(), settings.anonymize
+                self._script_first[project] = ScriptFirst(
+                    anonymizer, Anonymizer(project, dataclasses.replace(anonymize, profile="none"), store),
+                    Anonymizer(project, dataclasses.replace(anonymize, script=""), store))
+            return self._script_first[project]
 
     def _check_key(self, project: str) -> None:
         """A project whose de-identified data is archived must keep its key: a new one would give
@@ -96,12 +115,13 @@ class Anonymizers:
                 self._store.close()
                 self._store = None
             self._by_project.clear()
+            self._script_first.clear()
 
 
 class AnonymizingWriter:
     """Writes each prearchive instance, de-identified, into the archive job's work folder."""
 
-    def __init__(self, session: SessionRow, anonymizer: Anonymizer, first: Path) -> None:
+    def __init__(self, session: SessionRow, anonymizer: Anonymizer | ScriptFirst, first: Path) -> None:
         self.session = session
         self.anonymizer = anonymizer
         self.fingerprint = anonymizer.fingerprint
@@ -157,7 +177,7 @@ class WriterFactory:
         self.layout = layout
 
     def __call__(self, session: SessionRow) -> SessionWriter:
-        anonymizer = self.anonymizers.for_project(session.project)  # prevent_anon skips only the site script
+        anonymizer = self.anonymizers.in_order(session.project)  # prevent_anon skips only the site script
         if anonymizer is None:
             return CopyWriter(session)
         instances = self.catalog.instances(session.id)
@@ -196,9 +216,9 @@ class FieldExtractor:
         if self._mappings is None:
             self._mappings = MappingStore(self.catalog)
         mappings = self._mappings.list(session.project)
-        if not mappings:
+        if not mappings or not mappings_enabled(self.anonymizers.config, self.catalog, session.project):
             return {"session": {}, "scans": {}}
-        anonymizer = self.anonymizers.for_project(session.project)  # prevent_anon skips only the site script
+        anonymizer = self.anonymizers.in_order(session.project)  # prevent_anon skips only the site script
         first_by_scan: dict[str, InstanceRow] = {}
         for inst in self.catalog.instances(session.id):
             first_by_scan.setdefault(inst.scan_id, inst)

@@ -15,6 +15,7 @@ file, its readers and the group-commit writer):
   arrivals.py    what arrived through each way in (for `dicomd status`)
   projects.py    the configured projects
   receivers.py   DICOM receivers added over the API
+  processors.py  the order and enabled flags of the archive-time steps
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
 """
@@ -30,6 +31,7 @@ from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
 from dicomd.catalog.projects import Projects
+from dicomd.catalog.processors import ProcessorSettings
 from dicomd.catalog.quarantine import Quarantine
 from dicomd.catalog.receivers import ReceiverRow, Receivers
 from dicomd.catalog.rows import ArchiveJob, InstanceFields, InstanceRow, NewInstance, PlanItem, QuarantineRow, SessionRow
@@ -37,7 +39,8 @@ from dicomd.catalog.sessions import Sessions
 from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
-class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, Engine):
+class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, ProcessorSettings,
+              Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, path: Path, *, batch_max: int = 256) -> None:

@@ -168,3 +168,22 @@ def _m003(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations(name="004_processor_settings")
+def _m004(db: sqlite_utils.Database) -> None:
+    """The order and enabled flags of the archive-time steps (/xapi/processors), per project, with the
+    site's defaults under scope ''; a step without a row keeps what the config makes of it."""
+    db.executescript(
+        """
+        CREATE TABLE processor_settings (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            enabled INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (scope, name)
+        );
+        """
+    )

@@ -33,7 +33,7 @@ from dicomd.errors import (
 from dicomd.logsafe import escape
 from dicomd.http.context import COOKIE, VERSION
 from dicomd.http.routes import (
-    archive, auth_routes, dicomdump, dicomscp, imports, prearchive, site, snapshots, status, xapi,
+    archive, auth_routes, dicomdump, dicomscp, imports, prearchive, processors, site, snapshots, status, xapi,
 )
 from dicomd.importjobs import ImportJobs
 from dicomd.receiverset import ReceiverSet
@@ -102,7 +102,8 @@ def create_app(config: Config, stores: Stores, receivers: ReceiverSet | None = N
         return PlainTextResponse(f"invalid request: {problems}", status_code=400)
 
     # snapshots before prearchive and archive: their catch-all session paths would take its paths
-    for module in (site, auth_routes, imports, status, snapshots, prearchive, archive, dicomdump, xapi, dicomscp):
+    for module in (site, auth_routes, imports, status, snapshots, prearchive, archive, dicomdump, xapi, dicomscp,
+                   processors):
         app.include_router(module.router)
     add_local_docs(app)
     app.add_middleware(LoginGate, auth=app.state.auth, throttle=app.state.throttle)
