@@ -190,6 +190,6 @@ def _item(item: Any, known: Mapping[str, Processor]) -> tuple[str, bool | None]:
             raise InvalidInput(f"processor {name!r}: enabled is true or false")
     else:
         raise InvalidInput("each processor is {\"id\": NAME, \"enabled\": true|false} or a NAME")
-    if name not in known:
-        raise InvalidInput(f"unknown processor {name!r} (known: {', '.join(known)})")
+    if not isinstance(name, str) or name not in known:
+        raise InvalidInput(f"unknown processor {name!r} (known: {', '.join(known)})"[:200])
     return name, enabled
