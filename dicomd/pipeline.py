@@ -14,7 +14,7 @@ from dicomd.archive import Archiver
 from dicomd.catalog import Catalog, SessionRow
 from dicomd.config import Config
 from dicomd.errors import DicomdError
-from dicomd.lifecycle import Status
+from dicomd.lifecycle import Stage, Status
 from dicomd.prearchive import Prearchive
 from dicomd.routing import UNASSIGNED
 
@@ -47,7 +47,19 @@ class SessionWatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _resume(self) -> None:
+        """Sessions built before a restart but not yet auto-archived (a kill between the two):
+        decide for them again, as the tick after their build would have."""
+        for row in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.READY]):
+            if self._stop.is_set():
+                break
+            self._maybe_archive(row)
+
     def _run(self) -> None:
+        try:
+            self._resume()
+        except Exception:  # the watcher's one catch-all (see below)
+            logger.exception("session watcher: resuming auto-archive failed")
         while not self._stop.is_set():
             try:
                 self.tick()

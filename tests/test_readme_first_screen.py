@@ -21,17 +21,19 @@ from dicomd.testing.generator import generate_study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# a newcomer's shell: the venv is not on PATH (pynetdicom installs a `storescu` of its own there)
+SHELL_PATH = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != VENV_BIN)
 
 
 def _need(tool: str, package: str) -> None:
-    if shutil.which(tool):
+    if shutil.which(tool, path=SHELL_PATH):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True)
-        if not shutil.which(tool):
+        if not shutil.which(tool, path=SHELL_PATH):
             subprocess.run(["apt-get", "update", "-q"], capture_output=True)
             subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True)
-    if not shutil.which(tool):
+    if not shutil.which(tool, path=SHELL_PATH):
         if os.environ.get("CI"):
             pytest.fail(f"{tool} ({package}) could not be installed: the README's commands need it")
         pytest.skip(f"{tool} is not installed (Debian package {package})")
@@ -82,7 +84,8 @@ def test_the_first_screen_works_as_printed(tmp_path: Path) -> None:
             way = {"storescu": "dicom", "cp": "drop"}.get(command.split()[0], "http")
             line = (command.replace("11112", str(dicom_port)).replace("8080", str(http_port))
                     .replace("path/to/study/", f"{studies[way]}/").replace("path/to/study", str(studies[way])))
-            done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PATH": SHELL_PATH})
             assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
             if command.startswith("curl"):
                 assert "/data/prearchive/projects/demo/" in done.stdout, done.stdout

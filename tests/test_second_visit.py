@@ -28,17 +28,59 @@ enabled = true
 """
 
 
+def _three_ways_config(tmp_path: Path) -> Path:
+    drop = f'[[drop_folders]]\npath = "{tmp_path / "drop"}"\nstable_seconds = 0.2\n'
+    config = write_config(tmp_path, drop, projects=PROJECTS)
+    config.write_text(config.read_text().replace("[http]\nenabled = false\n", "[http]\nenabled = true\nport = 0\n"))
+    return config
+
+
+def _arrive(daemon: Daemon, way: str, study: list, tmp_path: Path) -> None:
+    """One study through one way in: C-STORE, the drop folder, or an HTTP zip upload."""
+    import io
+    import zipfile
+
+    import httpx
+
+    from dicomd.auth import Auth
+    from dicomd.testing.generator import write_study
+
+    if way == "dicom":
+        assert send(daemon.dicom_port(), study) == [0] * len(study)
+        return
+    files = write_study(study, tmp_path / f"{way}-{study[0].StudyInstanceUID[-6:]}")
+    if way == "drop":
+        staging = tmp_path / "drop-staging"
+        staging.mkdir(exist_ok=True)
+        for f in files:
+            (staging / f.name).write_bytes(f.read_bytes())
+            (staging / f.name).rename(tmp_path / "drop" / f.name)
+        return
+    auth = Auth(daemon.stores.catalog)
+    if not any(u.name == "alice" for u in auth.users()):
+        auth.add_user("alice", "a-long-password", admin=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in files:
+            zf.write(f, f.name)
+    http = next(s for s in daemon.services if type(s).__name__ == "HttpServer")
+    reply = httpx.post(f"{http.url}/data/services/import", content=buf.getvalue(), auth=("alice", "a-long-password"),
+                       headers={"Content-Type": "application/zip"}, timeout=60)
+    assert reply.status_code == 200, reply.text
+
+
 @pytest.mark.parametrize("project", ["plain", "anon"])
 def test_three_studies_of_one_patient_are_three_sessions_of_one_subject(
         tmp_path: Path, make_daemon: Callable[..., Daemon], project: str) -> None:
-    daemon = make_daemon(write_config(tmp_path, projects=PROJECTS))
+    (tmp_path / "drop").mkdir()
+    daemon = make_daemon(_three_ways_config(tmp_path))
     catalog = daemon.stores.catalog
     patient = make_patient(51)
     studies = [generate_study(seed, patient=patient, series=1, instances_per_series=2, study_description=project)
                for seed in (51, 52, 53)]
-    # Given three studies of one patient sent one after the other
-    for number, study in enumerate(studies, start=1):
-        assert send(daemon.dicom_port(), study) == [0, 0]
+    # Given three studies of one patient, one over C-STORE, one through the drop folder, one over HTTP
+    for number, (study, way) in enumerate(zip(studies, ("dicom", "drop", "http")), start=1):
+        _arrive(daemon, way, study, tmp_path)
         wait_for(lambda: len(catalog.sessions(ARCHIVE, projects=[project])) == number, timeout=30)
     archived = catalog.sessions(ARCHIVE, projects=[project])
     # Then they are three archived sessions of one subject, none in CONFLICT

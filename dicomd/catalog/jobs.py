@@ -145,11 +145,12 @@ class ArchiveJobs(Engine):
 
         def txn(conn: sqlite3.Connection) -> None:
             _set_job(conn, job_id, {"state": JobState.FAILED, "error": reason, "finished_at": time.time()})
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE sessions SET status=?, reason=?, updated_at=? WHERE id=? AND status=?",
                 (status, reason, time.time(), session_id, Status.ARCHIVING),
-            )
-            record_history(conn, session_id, status, reason, actor)
+            ).rowcount
+            if changed:  # a session already archived or gone gets no history row (its id may be reused)
+                record_history(conn, session_id, status, reason, actor)
 
         self.write(txn)
 
