@@ -3,13 +3,16 @@ C-STOREs to them, the config file's receiver read-only, and the stored ones back
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from dicomd.catalog import PREARCHIVE
+from dicomd.cli import main
 from dicomd.daemon import Daemon
 from dicomd.http.app import create_app
 from dicomd.testing.generator import generate_study
@@ -56,6 +59,10 @@ def test_a_receiver_added_over_the_api_receives_and_survives_a_restart(
     assert mine["instancesReceived"] == 3
     assert mine["lastAssociation"]["callingAeTitle"] == "SCANNER" and mine["lastAssociation"]["address"] == "127.0.0.1"
     assert admin.get(f"/xapi/dicomscp/title/NEWAE/{port}").json()["id"] == shown["id"]
+    status = CliRunner().invoke(main, ["status", "--config", str(config_path), "--json"])
+    assert status.exit_code == 0, status.output
+    assert [(r["ae_title"], r["source"]) for r in json.loads(status.stdout)["receivers"]] == [
+        ("DICOMD", "config"), ("NEWAE", f"api #{shown['id']}")]
     # disabled: it stops listening; changed: it restarts with the new settings
     off = admin.put(f"/xapi/dicomscp/{shown['id']}/enabled/false").json()
     assert off["state"] == "disabled" and off["enabled"] is False

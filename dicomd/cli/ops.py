@@ -52,6 +52,11 @@ def status(config: Config, as_json: bool) -> None:
         counts = stores.catalog.status_counts()
         arrivals = stores.catalog.arrivals(time.time() - 3600)
         held = len(stores.catalog.quarantine())
+        stored = [  # receivers added over /xapi/dicomscp (a port of 0 is chosen at each start)
+            {"ae_title": r.ae_title, "bind": r.bind, "port": r.port, "project": r.project,
+             "listening": _listening(r.bind, r.port) if r.enabled else False, "source": f"api #{r.id}"}
+            for r in stores.catalog.receivers()
+        ]
         problems = [
             {"session": r.url, "status": r.status, "reason": r.reason, "when": stamp(r.updated_at)}
             for r in stores.catalog.sessions_in(Stage.PREARCHIVE, PROBLEM_STATES)
@@ -67,9 +72,9 @@ def status(config: Config, as_json: bool) -> None:
         "data_dir": str(config.data_dir),
         "receivers": [
             {"ae_title": r.ae_title, "bind": r.bind, "port": r.port, "project": r.project,
-             "listening": _listening(r.bind, r.port)}
+             "listening": _listening(r.bind, r.port), "source": "config"}
             for r in config.receivers
-        ],
+        ] + stored,
         "http": {"enabled": config.http.enabled, "host": config.http.host, "port": config.http.port,
                  "listening": _listening(config.http.host, config.http.port) if config.http.enabled else None},
         "drop_folders": [f.path for f in config.drop_folders],
@@ -98,8 +103,8 @@ def _print_status(data: dict[str, Any]) -> None:
     http = data["http"]
     if http["enabled"]:
         rows.append({"ae_title": "(HTTP)", "bind": http["host"], "port": http["port"],
-                     "listening": _yes_no(http["listening"])})
-    print_table(rows, ("ae_title", "bind", "port", "project", "listening"))
+                     "listening": _yes_no(http["listening"]), "source": "config"})
+    print_table(rows, ("ae_title", "bind", "port", "project", "listening", "source"))
     for folder in data["drop_folders"]:
         click.echo(f"drop folder  {folder}")
     click.echo(colour("\nlast hour", bold=True))
