@@ -84,6 +84,7 @@ class ImportJobs:
         self._jobs: dict[str, ImportJob] = {}  # in creation order
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="dicomd-import")
+        self._pending: dict[str, Callable[[], None]] = {}  # queued job -> its clean-up
 
     # ------------------------------------------------------------ opening and reading
 
@@ -146,8 +147,12 @@ class ImportJobs:
     def submit(self, job: ImportJob, work: Callable[[], Sequence[str]], cleanup: Callable[[], None]) -> None:
         """Run ``work`` on a background thread, then ``cleanup`` whatever happened."""
         job.state = QUEUED
+        with self._lock:
+            self._pending[job.id] = cleanup
 
         def body() -> None:
+            with self._lock:
+                self._pending.pop(job.id, None)
             try:
                 self.run(job, work)
             except DicomdError:
@@ -160,6 +165,8 @@ class ImportJobs:
         try:
             self._pool.submit(body)
         except RuntimeError as exc:  # the pool is shut down: the server is stopping
+            with self._lock:
+                self._pending.pop(job.id, None)
             cleanup()
             self.fail(job, exc)
             raise Conflict("the server is stopping; the import was not started") from None
@@ -170,5 +177,14 @@ class ImportJobs:
         job.tracker.set_phase(FAILED)
 
     def close(self) -> None:
-        """Stop taking jobs; wait for the running ones (a batch cut short would roll back anyway)."""
+        """Stop taking jobs and wait for the running ones; queued ones never start (their uploads
+        are removed and their statuses say so)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            jobs = {job_id: self._jobs.get(job_id) for job_id in pending}
+        for job_id, cleanup in pending.items():
+            cleanup()
+            job = jobs[job_id]
+            if job is not None:
+                self.fail(job, Conflict("the server stopped before this import started; send it again"))

@@ -112,3 +112,33 @@ def test_jobs_are_bounded() -> None:
             jobs.get("alice", False, "mine")
     finally:
         jobs.close()
+
+
+def test_closing_ends_queued_imports_with_a_reason() -> None:
+    import threading
+
+    # Given one background import running and another queued behind it
+    jobs = ImportJobs(max_running=1, max_kept=1000)
+    gate, cleaned = threading.Event(), []
+    running = jobs.open("alice", background=True)
+    jobs.submit(running, lambda: ["/data/a"] if gate.wait(10) else [], cleanup=lambda: cleaned.append("running"))
+    queued = jobs.open("alice", background=False)
+    jobs.submit(queued, lambda: ["/data/b"], cleanup=lambda: cleaned.append("queued"))
+    # When the server stops while the first still runs
+    closer = threading.Thread(target=jobs.close)
+    closer.start()
+
+    def refused() -> bool:  # the pool takes nothing more once it is shutting down
+        try:
+            jobs.submit(jobs.open("bob", background=False), lambda: [], cleanup=lambda: None)
+        except Conflict:
+            return True
+        return False
+
+    wait_for(refused)
+    gate.set()
+    closer.join(10)
+    # Then the running one finishes, the queued one never starts and says why, and both are cleaned up
+    assert running.state == "done" and running.uris == ["/data/a"]
+    assert queued.state == "failed" and "stopped before this import started" in queued.error
+    assert sorted(cleaned) == ["queued", "running"]
