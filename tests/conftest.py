@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -14,9 +15,13 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicomd.config import Config, load
 from dicomd.daemon import Daemon
 
+ENGINE_ENV = "DICOMD_TEST_ENGINE"
 
-def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "") -> Path:
-    """A config file for tests: one receiver on port 0, HTTP off, short idle time."""
+
+def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "",
+                 engine: str = "") -> Path:
+    """A config file for tests: one receiver on port 0, HTTP off, short idle time, on ``engine``
+    (default: $DICOMD_TEST_ENGINE, set per test by the ``engine`` fixture, else asyncio)."""
     if projects is None:
         projects = """
 [projects.demo]
@@ -38,6 +43,7 @@ log_level = "DEBUG"
 ae_title = "DICOMD"
 port = 0
 bind = "127.0.0.1"
+engine = "{engine or os.environ.get(ENGINE_ENV, "asyncio")}"
 {receiver}
 
 [http]

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views")),
     ("composition", ("dicomd.stores",)),
-    ("receivers", ("dicomd.scp", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers")),
+    ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers")),
     ("operations", ("dicomd.operations",)),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
