@@ -56,6 +56,22 @@ enabled = false
     return path
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_engines`` run on the asyncio engine and again on pynetdicom (that copy
+    is marked slow: a quick run with -m "not slow" checks the default engine only)."""
+    if metafunc.definition.get_closest_marker("both_engines") and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", ["asyncio", pytest.param("pynetdicom", marks=pytest.mark.slow)],
+                             indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The receive engine this test's configs name (write_config reads $DICOMD_TEST_ENGINE)."""
+    name = getattr(request, "param", None) or os.environ.get(ENGINE_ENV) or "asyncio"
+    monkeypatch.setenv(ENGINE_ENV, name)
+    return str(name)
+
+
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     return write_config(tmp_path)

@@ -23,6 +23,8 @@ from dicomd.storecheck import check_store, tree_files
 from tests.conftest import send, write_config
 from tests.reliability.harness import SendResult, echo, send_tracking, wait_for
 
+pytestmark = pytest.mark.both_engines
+
 OUT_OF_RESOURCES = 0xA700
 
 
