@@ -250,3 +250,9 @@ def test_mutated_data_sets(made: tuple[bytes, str], flips: list[tuple[int, int]]
         raw = raw[: cut % (len(raw) + 1)]
     assume(raw)
     _agrees(bytes(raw), syntax, tmp_path, [len(raw) // 2])
+
+
+def test_read_header_accepts_a_deflated_instance() -> None:
+    """Offsets in a deflated data set are in the inflated stream: not a truncation (was refused)."""
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / "image_dfl.dcm"
+    assert read_header(path).transfer_syntax == "1.2.840.10008.1.2.1.99"
