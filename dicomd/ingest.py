@@ -8,6 +8,7 @@ into its own kind of answer (DIMSE status, HTTP status, quarantine entry).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Callable, Iterator, Protocol
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
 from dicomd.config import Config
-from dicomd.errors import DicomdError, InvalidInput
+from dicomd.errors import DicomdError, InvalidInput, StorageFailure, StorageFull
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.crashpoints import crashpoint
@@ -88,7 +89,9 @@ class Ingest:
         self._sessions: dict[tuple[str, str, str], SessionRow] = {}
         self._lock = threading.Lock()
         self._same_file = StripedLock(layout.locks)
-        self.datasync: Callable[[int], None] | None = None  # os.fdatasync; a receive engine may batch these
+        # A receive engine's batched durability (dicomd.engine.durable): makes a new file durable
+        # (data and folder entry) after its rename. None: each file is synced before its rename.
+        self.barrier: Callable[[Path], None] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -113,8 +116,10 @@ class Ingest:
                 # processes) at once: file and row must come from the same one.
                 with self._same_file.hold(str(dst)):
                     existed = dst.exists()
+                    deferred = self.barrier is not None and not existed and not prefix
                     sha256, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False,
-                                                        digest=None if prefix else digest, datasync=self.datasync)
+                                                        digest=None if prefix else digest,
+                                                        datasync=_after_rename if deferred else None)
                     crashpoint("ingest.installed")
                     record = NewInstance(
                         scan_id=scan_id,
@@ -133,7 +138,10 @@ class Ingest:
                         source=source.describe(),
                     )
                     try:
-                        outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
+                        if deferred:
+                            _durable(self.barrier, dst)  # type: ignore[arg-type]
+                        outcome = self.catalog.add_instance(session.id, record,
+                                                            sync_dir=None if deferred else dst.parent)
                     except DicomdError:
                         # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
                         # instance, so it must not stay on disk either. A moved source goes back.
@@ -237,6 +245,18 @@ class StripedLock:
                 yield
             finally:
                 os.close(fd)
+
+
+def _after_rename(_fd: int) -> None:
+    """install_file's datasync when the barrier makes the file durable after its rename."""
+
+
+def _durable(barrier: Callable[[Path], None], dst: Path) -> None:
+    try:
+        barrier(dst)
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise (StorageFull if full else StorageFailure)(f"cannot store {dst.name}: {exc.strerror or exc}") from exc
 
 
 def _undo_install(dst: Path, source: Path | None) -> None:

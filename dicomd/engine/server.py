@@ -124,7 +124,7 @@ class AsyncReceiver:
         self._active: set[Association] = set()
         self._in_flight: set[str] = set()  # spool files being received or committed
         self._lock = threading.Lock()
-        ingest.datasync = engine.group_sync
+        ingest.barrier = engine.group_sync
 
     # ------------------------------------------------------------------ start / stop
 
