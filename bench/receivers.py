@@ -163,7 +163,7 @@ def start_orthanc(work: Path, pdu: int) -> Running:
     config = work / "orthanc.json"
     config.write_text(json.dumps(orthanc_config(work, port, http_port, pdu), indent=2))
     (work / "storage").mkdir(exist_ok=True)
-    proc = _popen([tool, str(config)], log)
+    proc = _popen([tool, str(config)], log, {**os.environ, "TCP_NODELAY": "1"})  # as for storescp (dcmtk reads it)
     wait_for_port(port, proc, deadline_s=60)
     return Running("orthanc", proc, port, "ORTHANC", work / "storage", log, http_port)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import uuid
@@ -23,12 +24,14 @@ from dicomd.errors import DicomdError, StorageFailure, StorageFull
 
 logger = logging.getLogger(__name__)
 BUFFER = 1024 * 1024
+_NAMES = itertools.count()
+_PREFIX = uuid.uuid4().hex[:12]  # per process: receiver processes share data/tmp
 
 
 class Spool:
     def __init__(self, folder: Path, sop_class: str, sop_instance: str, transfer_syntax: str, *,
                  limit: int = 0, refusal: str = "") -> None:
-        self.path = folder / f"rx-{uuid.uuid4().hex}.dcm"
+        self.path = folder / f"rx-{_PREFIX}-{os.getpid()}-{next(_NAMES)}.dcm"
         self.scanner = HeaderScanner(transfer_syntax)
         self.limit = limit
         self.refusal = refusal  # why this instance is answered 0xA700 ('' = not refused)
