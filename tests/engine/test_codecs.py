@@ -5,12 +5,9 @@ streaming routing-header read (hypothesis, plus every pydicom test file)."""
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import pydicom
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset

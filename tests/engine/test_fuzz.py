@@ -148,7 +148,7 @@ def test_mutated_sessions(served: tuple[Daemon, list[int]], seed: int, flips: li
     assert set(kinds) <= ALLOWED, kinds
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=2000))
 def test_random_bytes(served: tuple[Daemon, list[int]], data: bytes) -> None:
     daemon, _statuses = served

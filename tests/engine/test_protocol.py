@@ -29,7 +29,7 @@ from dicomd.engine import dimse
 from dicomd.engine.association import IMPLEMENTATION_CLASS_UID
 from dicomd.testing.generator import generate_study, instance_bytes
 from tests.conftest import send, wait_for, write_config
-from tests.engine.rawpeer import CT, EXPLICIT, RELEASE_RQ, RawPeer, associate_rq, p_data, pdv, store_command
+from tests.engine.rawpeer import EXPLICIT, RELEASE_RQ, RawPeer, associate_rq, p_data, pdv, store_command
 from tests.reliability.harness import echo
 
 
