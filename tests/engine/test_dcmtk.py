@@ -5,7 +5,6 @@ TLS; every instance is stored byte for byte as sent. Fails loudly under CI=true 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from bench.tools import dcmtk_tool
 from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
 from dicomd.testing.generator import generate_study
@@ -31,15 +31,16 @@ COMPRESSED = ["SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm", "MR_s
 
 @pytest.fixture(scope="session")
 def dcmtk() -> str:
-    """Debian's dcmtk: installed with apt-get (as root) when missing."""
-    if shutil.which("storescu") is None and os.geteuid() == 0:
+    """Debian's dcmtk (the folder of its tools): installed with apt-get (as root) when missing.
+    pynetdicom installs programs of the same names into the venv: those are skipped."""
+    if dcmtk_tool("storescu") is None and os.geteuid() == 0:
         for command in (["apt-get", "install", "-y", "-q", "dcmtk"], ["apt-get", "update", "-q"],
                         ["apt-get", "install", "-y", "-q", "dcmtk"]):
             subprocess.run(command, capture_output=True, timeout=600,
                            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            if shutil.which("storescu"):
+            if dcmtk_tool("storescu"):
                 break
-    path = shutil.which("storescu")
+    path = dcmtk_tool("storescu")
     if path is None:
         if os.environ.get("CI") == "true":
             pytest.fail("dcmtk (storescu, echoscu) is needed for the conformance tests and could not be installed")
