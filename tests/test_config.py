@@ -42,6 +42,7 @@ def test_example_documents_every_key():
         ("[projects.p.anonymize]\noptions = ['retain_everything']", "unknown option"),
         ("[[receivers]]\nproject = 'nosuch'", "receivers[0].project"),
         ("[http]\nprot = 1", "http.prot: unknown key"),
+        ("[[receivers]]\nengine = 'twisted'", "receivers[0].engine: must be one of asyncio, pynetdicom"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, text, needle):
