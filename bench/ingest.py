@@ -18,6 +18,7 @@ from bench.senders import DcmtkSender, PynetdicomSender
 
 logger = logging.getLogger(__name__)
 BASELINE = "bare-pynetdicom"
+PEER = "orthanc"  # the product dicomd is measured against (its targets are ratios to it)
 SetKey = tuple[str, int, int]  # (modality, associations, run)
 
 
@@ -55,6 +56,7 @@ class IngestRow:
     ratio_vs_bare: float | None  # median of per-run ratios against the baseline of the same run
     note: str
     cpu_ms_per_instance: float | None = None  # receiver CPU time per instance, median of runs
+    ratio_vs_orthanc: float | None = None  # median of per-run ratios against Orthanc in the same run
 
 
 def _send(running: Running, key: SetKey, files: list[Path],
@@ -113,6 +115,7 @@ def summarize(measurements: list[Measurement]) -> list[IngestRow]:
                   key=lambda k: (k[0] != "MR", k[1], not k[2].startswith(BASELINE), k[2]))
     base = {(m.modality, m.associations, m.run): m for m in measurements
             if m.receiver == BASELINE and m.valid}
+    peer = {(m.modality, m.associations, m.run): m for m in measurements if m.receiver == PEER and m.valid}
     rows = []
     for modality, assoc, receiver in keys:
         group = [m for m in measurements if (m.modality, m.associations, m.receiver) == (modality, assoc, receiver)]
@@ -126,8 +129,11 @@ def summarize(measurements: list[Measurement]) -> list[IngestRow]:
         pairs = [m.ips / base[(modality, assoc, m.run)].ips for m in good
                  if (modality, assoc, m.run) in base]
         ratio = statistics.median(pairs) if pairs else None
+        against_peer = [m.ips / peer[(modality, assoc, m.run)].ips for m in good
+                        if (modality, assoc, m.run) in peer]
         note = f"{len(group) - len(good)} failed run(s): {errors[0][:120]}" if errors else ""
         cpu = [m.cpu_seconds * 1000 / m.instances for m in good if m.cpu_seconds is not None]
         rows.append(IngestRow(receiver, modality, assoc, len(good), ips, mbps, ratio, note,
-                              statistics.median(cpu) if cpu else None))
+                              statistics.median(cpu) if cpu else None,
+                              statistics.median(against_peer) if against_peer else None))
     return rows

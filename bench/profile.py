@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProfileRow:
-    kind: str  # "self" or "inclusive"
+    kind: str  # "stage", "self" or "inclusive"
     share: float  # of all samples
     frame: str
 
@@ -34,8 +34,33 @@ def py_spy() -> str | None:
     return found if os.access(found, os.X_OK) else None
 
 
+# Receive stages, by the innermost frame of a sample that matches (first match wins, leaf first).
+STAGES = [
+    ("header scan", ("headscan.py",)),
+    ("DIMSE codec", ("engine/dimse.py",)),
+    ("hashing", ("hashlib", "_hashlib", "sha256")),
+    ("spool write", ("engine/spool.py",)),
+    ("durability (syncfs/fdatasync)", ("durable.py", "fdatasync", "fsync", "syncfs")),
+    ("catalog", ("catalog.py", "catalog/", "sqlite")),
+    ("site script / anonymization", ("anonymize/",)),
+    ("routing / header read", ("routing.py", "header.py", "pydicom/")),
+    ("ingest (staging)", ("ingest.py", "storage.py", "layout.py")),
+    ("pynetdicom (threads, DUL, PDUs)", ("pynetdicom/",)),
+    ("association / framing", ("engine/association.py", "engine/pdu.py", "engine/server.py")),
+    ("event loop (uvloop/asyncio)", ("uvloop", "asyncio/", "selectors")),
+]
+
+
+def _stage(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, needles in STAGES:
+            if any(n in frame for n in needles):
+                return name
+    return "other (idle threads, interpreter)"
+
+
 def _aggregate(raw: Path, top: int) -> list[ProfileRow]:
-    own, incl, total = Counter(), Counter(), 0
+    own, incl, stages, total = Counter(), Counter(), Counter(), 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -43,6 +68,7 @@ def _aggregate(raw: Path, top: int) -> list[ProfileRow]:
         n = int(count)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "Thread "))]
         total += n
+        stages[_stage(frames)] += n
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
@@ -50,7 +76,8 @@ def _aggregate(raw: Path, top: int) -> list[ProfileRow]:
                 incl[frame] += n
     if not total:
         return []
-    return ([ProfileRow("self", n / total, f) for f, n in own.most_common(top)]
+    return ([ProfileRow("stage", n / total, f) for f, n in stages.most_common()]
+            + [ProfileRow("self", n / total, f) for f, n in own.most_common(top)]
             + [ProfileRow("inclusive", n / total, f) for f, n in incl.most_common(top)])
 
 

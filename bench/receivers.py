@@ -5,8 +5,12 @@
 * ``bare-pynetdicom-nproc``: one bare process per CPU sharing the port (SO_REUSEPORT), the
   ceiling of dicomd's receiver_processes design
 * ``dcmtk-storescp``: dcmtk's storescp with --fork (one process per association)
+* ``orthanc``: Debian's Orthanc with its own config (storage and SQLite index in the work folder,
+  SyncStorageArea on, no plugins, HTTP on loopback only, C-STORE accepted only from the bench
+  sender's AE title at 127.0.0.1: Orthanc 1.10 has no option to bind its DICOM port to loopback)
 * ``dicomd``: ``dicomd serve`` with its full path (stage + catalog), ``receiver_processes`` from
-  --dicomd-processes (default one per CPU); ``dicomd-1proc``: the same with one receiver process
+  --dicomd-processes (default one per CPU); ``dicomd-1proc``: the same with one receiver process;
+  ``dicomd-pynetdicom``: the same on the pynetdicom engine (``receivers[].engine``)
 
 A receiver's ``work`` folder holds its output, its log and (dicomd) its config.
 """
@@ -14,8 +18,10 @@ A receiver's ``work`` folder holds its output, its log and (dicomd) its config.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +45,7 @@ ae_title = "DICOMD"
 project = "bench"
 max_associations = 32
 max_pdu_size = {pdu}
+engine = "{engine}"
 
 [http]
 host = "127.0.0.1"
@@ -66,11 +73,13 @@ class Running:
         if self.name.startswith("dicomd"):
             return sum(1 for p in (self.out_dir / "prearchive").rglob("*")
                        if p.is_file() and p.parent.name == "DICOM")
+        if self.name == "orthanc":  # storage/xx/yy/<uuid>
+            return sum(1 for p in self.out_dir.rglob("*") if p.is_file())
         return sum(1 for p in self.out_dir.iterdir() if p.is_file())
 
     def clear(self) -> None:
         """Delete what a baseline wrote (keeps the disk small); dicomd's stores are left alone."""
-        if not self.name.startswith("dicomd"):
+        if not self.name.startswith(("dicomd", "orthanc")):  # Orthanc's index must match its storage
             for p in self.out_dir.iterdir():
                 p.unlink(missing_ok=True)
 
@@ -123,12 +132,40 @@ def start_dcmtk(work: Path, pdu: int) -> Running:
     return Running("dcmtk-storescp", proc, port, "STORESCP", out, log)
 
 
-def dicomd_config(pdu: int, idle: float, processes: int | None = None) -> str:
+def dicomd_config(pdu: int, idle: float, processes: int | None = None, engine: str = "asyncio") -> str:
     """The bench's dicomd config; ``processes`` receiver processes share the port (default: the
     DICOMD_PROCESSES environment variable, else one per CPU)."""
     if processes is None:
         processes = int(os.environ.get("DICOMD_PROCESSES") or os.cpu_count() or 1)
-    return DICOMD_CONFIG.format(idle=idle, pdu=pdu, processes=processes)
+    return DICOMD_CONFIG.format(idle=idle, pdu=pdu, processes=processes, engine=engine)
+
+
+def orthanc_config(work: Path, port: int, http_port: int, pdu: int) -> dict[str, object]:
+    return {
+        "Name": "dicomd-bench", "StorageDirectory": str(work / "storage"), "IndexDirectory": str(work / "index"),
+        "StorageCompression": False, "Plugins": [], "LuaScripts": [],
+        "HttpServerEnabled": True, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": True, "DicomAet": "ORTHANC", "DicomPort": port, "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": False, "DicomCheckModalityHost": True,
+        "DicomModalities": {"bench": ["BENCHSCU", "127.0.0.1", 104]},
+        "SyncStorageArea": True, "MaximumPduLength": min(pdu, 131072), "StableAge": 3600,
+        "SaveJobs": False, "OverwriteInstances": False,
+    }
+
+
+def start_orthanc(work: Path, pdu: int) -> Running:
+    tool = shutil.which("Orthanc")
+    if tool is None:
+        raise FileNotFoundError("Orthanc is not installed (apt-get install orthanc)")
+    work.mkdir(parents=True, exist_ok=True)
+    port, http_port, log = free_port(), free_port(), work / "orthanc.log"
+    config = work / "orthanc.json"
+    config.write_text(json.dumps(orthanc_config(work, port, http_port, pdu), indent=2))
+    (work / "storage").mkdir(exist_ok=True)
+    proc = _popen([tool, str(config)], log, {**os.environ, "TCP_NODELAY": "1"})  # as for storescp (dcmtk reads it)
+    wait_for_port(port, proc, deadline_s=60)
+    return Running("orthanc", proc, port, "ORTHANC", work / "storage", log, http_port)
 
 
 def dicomd_cli(work: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -168,6 +205,12 @@ def start_dicomd_one_process(work: Path, pdu: int) -> Running:
     return dataclasses.replace(running, name="dicomd-1proc")
 
 
+def start_dicomd_pynetdicom(work: Path, pdu: int) -> Running:
+    running = start_dicomd(work, pdu, config_text=dicomd_config(pdu, 3600.0, engine="pynetdicom"))
+    return dataclasses.replace(running, name="dicomd-pynetdicom")
+
+
 STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,
             "bare-pynetdicom-nproc": start_bare_shared,
-            "dcmtk-storescp": start_dcmtk, "dicomd": start_dicomd, "dicomd-1proc": start_dicomd_one_process}
+            "dcmtk-storescp": start_dcmtk, "orthanc": start_orthanc, "dicomd": start_dicomd,
+            "dicomd-1proc": start_dicomd_one_process, "dicomd-pynetdicom": start_dicomd_pynetdicom}

@@ -33,11 +33,12 @@ def _mb(value: int | None) -> str:
 
 def ingest_table(rows: list[IngestRow]) -> list[str]:
     lines = [f"{'modality':<8} {'assoc':>5}  {'receiver':<24} {'runs':>4} {'inst/s':>8} {'MB/s':>7} "
-             f"{'x bare':>7} {'CPU ms/inst':>11}  note"]
+             f"{'x bare':>7} {'x Orthanc':>9} {'CPU ms/inst':>11}  note"]
     for r in rows:
         lines.append(f"{r.modality:<8} {r.associations:>5}  {r.receiver:<24} {r.runs:>4} "
                      f"{_num(r.instances_per_s, '.0f'):>8} {_num(r.mb_per_s, '.1f'):>7} "
-                     f"{_num(r.ratio_vs_bare, '.2f'):>7} {_num(r.cpu_ms_per_instance, '.2f'):>11}  {r.note}")
+                     f"{_num(r.ratio_vs_bare, '.2f'):>7} {_num(getattr(r, 'ratio_vs_orthanc', None), '.2f'):>9} "
+                     f"{_num(r.cpu_ms_per_instance, '.2f'):>11}  {r.note}")
     return lines
 
 
@@ -85,8 +86,8 @@ def todo(measured: set[str]) -> list[tuple[str, str, str]]:
 def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
            archive: list[ArchiveRow] | None = None, catalog: list[CatalogRow] | None = None) -> str:
     out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
-           f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' = median of per-run "
-           f"ratios to bare-pynetdicom in the same run; max PDU {meta['pdu']}; dicomd receiver_processes "
+           f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' / 'x Orthanc' = median of "
+           f"per-run ratios to bare-pynetdicom / Orthanc in the same run; max PDU {meta['pdu']}; dicomd receiver_processes "
            f"{meta.get('dicomd_receiver_processes', '-')}",
            f"load average (1/5/15 min) at start {meta.get('load_average_start')}, at end "
            f"{meta.get('load_average_end')}; {meta.get('seconds', '-')} s", ""]
@@ -108,7 +109,7 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
         out += catalog_table(catalog) + [""]
     for prof in meta.get("profile", []):
         out += [f"Profile of dicomd (py-spy, share of samples): {prof['note']}"]
-        for kind in ("self", "inclusive"):
+        for kind in ("stage", "self", "inclusive"):
             out += [f"  {kind}:"] + [f"    {r['share']:6.1%}  {r['frame'][:110]}"
                                      for r in prof["rows"] if r["kind"] == kind]
         out += [""]

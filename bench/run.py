@@ -57,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sender", choices=("auto", "dcmtk", "raw", "pynetdicom"), default="auto",
                    help="auto: dcmtk storescu if installed, else raw (bench.rawscu, plain socket); "
                    "pynetdicom: its SCU (slow: ~100-150 instances/s per association)")
-    p.add_argument("--big-mb", type=int, default=1100, help="size of the large instance, MB (0 skips)")
+    p.add_argument("--big-mb", type=int, default=2048, help="size of the large instance, MB (0 skips)")
     p.add_argument("--memory-receivers", help="receivers for the memory section "
-                   "(default: dicomd, bare-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
+                   "(default: dicomd, dicomd-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
     p.add_argument("--sections", default="ingest,memory,archive,catalog",
                    help="comma-separated: ingest,memory,archive,catalog")
@@ -95,6 +95,9 @@ def _receivers(text: str) -> list[str]:
     if "dcmtk-storescp" in chosen and dcmtk_tool("storescp") is None:
         print("note: dcmtk's storescp is not installed (apt-get install dcmtk); row skipped", file=sys.stderr)
         chosen.remove("dcmtk-storescp")
+    if "orthanc" in chosen and shutil.which("Orthanc") is None:
+        print("note: Orthanc is not installed (apt-get install orthanc); row skipped", file=sys.stderr)
+        chosen.remove("orthanc")
     return [BASELINE] + [r for r in chosen if r != BASELINE]
 
 
@@ -180,7 +183,8 @@ def _ingest(args: argparse.Namespace, res: _Results, sender: Sender, work: Path,
     associations = [int(a) for a in args.associations.split(",")]
     keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
     sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
-    default = "dcmtk-storescp,dicomd" if args.quick else "bare-pynetdicom-nproc,dcmtk-storescp,dicomd"
+    default = ("dcmtk-storescp,orthanc,dicomd" if args.quick
+               else "bare-pynetdicom-nproc,dcmtk-storescp,orthanc,dicomd-pynetdicom,dicomd")
     res.raw = run_ingest(sets, _receivers(args.receivers or default), sender, work / "ingest", args.pdu,
                          progress)
     res.ingest = summarize(res.raw)
@@ -192,7 +196,7 @@ def _memory(args: argparse.Namespace, res: _Results, sender: Sender, work: Path,
     progress(f"writing a {args.big_mb} MB multi-frame instance")
     big = big_file(args.cache, args.big_mb)
     default = ("dicomd,bare-pynetdicom-chunked" if args.quick else
-               "dicomd,bare-pynetdicom,bare-pynetdicom-chunked,dcmtk-storescp")
+               "dicomd,dicomd-pynetdicom,bare-pynetdicom-chunked,dcmtk-storescp")
     for receiver in (args.memory_receivers or default).split(","):
         progress(f"memory: {receiver}")
         res.memory.append(measure_memory(receiver, big, sender, work, args.pdu, args.keep))

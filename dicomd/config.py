@@ -37,6 +37,7 @@ _KEY_GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OVERWRITE_POLICIES = ("none", "append", "delete")
 SESSION_LABELS = ("study", "patient_id")
 AUTO_ARCHIVE_CODES = (0, 4, 5)
+RECEIVE_ENGINES = ("asyncio", "pynetdicom")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 
@@ -78,6 +79,10 @@ class ReceiverConfig:
     tls_cert: str = field(default="", metadata=_help("PEM certificate: DICOM TLS on this port (with tls_key)"))
     tls_key: str = field(default="", metadata=_help("PEM private key of tls_cert"))
     tls_ca: str = field(default="", metadata=_help("PEM CA bundle: senders must present a certificate it signed"))
+    engine: str = field(
+        default="asyncio",
+        metadata=_help("receive engine: 'asyncio' (one event loop per process) or 'pynetdicom' (a thread per association)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -378,6 +383,8 @@ def check_receiver(receiver: ReceiverConfig, projects: Mapping[str, Any], where:
         raise ConfigError(f"{where}.ae_title: 1 to 16 printable ASCII characters")
     if receiver.project and receiver.project not in projects:
         raise ConfigError(f"{where}.project: no project {receiver.project!r} is declared")
+    if receiver.engine not in RECEIVE_ENGINES:
+        raise ConfigError(f"{where}.engine: must be one of {', '.join(RECEIVE_ENGINES)}")
     for entry in receiver.allowed:
         _check_allow_entry(entry, f"{where}.allowed")
     _check_rules(receiver.routing, f"{where}.routing")

@@ -16,8 +16,9 @@ from dicomd.config import Config
 from dicomd.dropfolder import DropFolders
 from dicomd.http.server import HttpServer
 from dicomd.pipeline import SessionWatcher
+from dicomd.engine.receivers import ReceiverGroup
 from dicomd.receiverset import ReceiverSet
-from dicomd.scp import Listening, Receiver, configure_pynetdicom
+from dicomd.scp import Listening, configure_pynetdicom
 from dicomd.stores import Role, Stores
 from dicomd.workers import ReceiverProcesses
 
@@ -36,7 +37,8 @@ class Service(Protocol):
 class Daemon:
     config: Config
     stores: Stores | None = None
-    receivers: list[Receiver] = field(default_factory=list)
+    receivers: list[Any] = field(default_factory=list)
+    group: ReceiverGroup | None = None
     listening: list[Listening] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     watcher: SessionWatcher | None = None
@@ -51,10 +53,10 @@ class Daemon:
         configure_pynetdicom(stores.layout.tmp)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
         shared = self.config.receiver_processes > 1
+        self.group = ReceiverGroup(stores.ingest)
         for index, receiver_config in enumerate(self.config.receivers):
-            receiver = Receiver(index, receiver_config, stores.ingest)
-            self.listening.append(receiver.start(shared=shared))
-            self.receivers.append(receiver)
+            self.listening.append(self.group.start(index, receiver_config, shared=shared))
+        self.receivers = list(self.group.receivers)
         if shared and self.receivers:
             self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
             self.workers.start(self.config.receiver_processes - 1)
@@ -93,8 +95,9 @@ class Daemon:
         if self.receiver_set is not None:
             self.receiver_set.stop()
             self.receiver_set = None
-        for receiver in self.receivers:
-            receiver.stop()
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
         self.receivers.clear()
         if self.watcher is not None:
             self.watcher.stop()

@@ -17,7 +17,8 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from dicomd.errors import InvalidInput
 from dicomd.routing import ACCESSION_NUMBER, COMMENT_TAGS, PATIENT_ID, PATIENT_NAME, STUDY_DESCRIPTION
@@ -109,8 +110,9 @@ def read_header(path: Path) -> HeaderInfo:
             raise InvalidInput(f"truncated or unreadable DICOM: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on hostile input
             raise InvalidInput(f"cannot parse DICOM: {type(exc).__name__}: {exc}") from None
-        _check_whole(ds, size)
         meta = getattr(ds, "file_meta", None) or {}
+        deflated = str(getattr(meta, "TransferSyntaxUID", "") or "") == DeflatedExplicitVRLittleEndian
+        _check_whole(ds, None if deflated else size)  # a deflated data set's offsets are in the inflated stream
         sop_uid = _text(ds, "SOPInstanceUID") or str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
         sop_class = _text(ds, "SOPClassUID") or str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
         study_uid = _text(ds, "StudyInstanceUID")
@@ -189,12 +191,13 @@ def _guess_syntax(ds: pydicom.Dataset) -> str:
     return str(ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
 
 
-def _check_whole(ds: pydicom.Dataset, size: int) -> None:
-    """Every top-level value must end inside the file (catches truncation of deferred values)."""
+def _check_whole(ds: pydicom.Dataset, size: int | None) -> None:
+    """Every top-level value must end inside the file (catches truncation of deferred values);
+    ``size`` None: only that there are elements (pydicom inflated a deflated data set whole)."""
     last: Any = None
     for elem in ds._dict.values():  # raw elements: reading them here would decode every value
         last = elem
-        if isinstance(elem, RawDataElement) and elem.length not in (0xFFFFFFFF, None):
+        if size is not None and isinstance(elem, RawDataElement) and elem.length not in (0xFFFFFFFF, None):
             end = elem.value_tell + elem.length
             if end > size:
                 raise InvalidInput(

@@ -8,6 +8,7 @@ into its own kind of answer (DIMSE status, HTTP status, quarantine entry).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Callable, Iterator, Protocol
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
 from dicomd.config import Config
-from dicomd.errors import DicomdError, InvalidInput
+from dicomd.errors import DicomdError, InvalidInput, StorageFailure, StorageFull
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.crashpoints import crashpoint
@@ -90,64 +91,88 @@ class Ingest:
         self._sessions: dict[tuple[str, str, str], SessionRow] = {}
         self._lock = threading.Lock()
         self._same_file = StripedLock(layout.locks)
+        # A receive engine's batched durability (dicomd.engine.durable): makes a new file durable
+        # (data and folder entry) after its rename. None: each file is synced before its rename.
+        self.barrier: Callable[[Path], None] | None = None
 
     # ------------------------------------------------------------------ public
 
-    def stage(self, path: Path, source: Source, *, move: bool = False, header: HeaderInfo | None = None) -> Staged:
+    def stage(self, path: Path, source: Source, *, move: bool = False, header: HeaderInfo | None = None,
+              digest: tuple[str, int] | None = None) -> Staged:
         """Stage the file at ``path``. With ``move`` the file is consumed (renamed when possible).
-        ``header`` is the file's already-checked header (batch import reads it first), if known."""
+        ``header`` is the file's already-checked header (batch import reads it first), if known;
+        ``digest`` its (sha256, size), if known (the asyncio engine hashes as it receives)."""
         storage.check_free(self.layout.root, self.config.min_free_bytes)
         header = header if header is not None else read_header(path)
         where = self.route(header, source)
         if self.site_transform is not None and not source.prevent_anon:
             header = self.site_transform(path, header, where)
+            digest = None  # the script may have rewritten the file
         prefix = b"" if header.has_preamble else header.meta_prefix()
         session = self._session_for(where, header, source)
-        for _attempt in range(3):
-            scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
-            dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
-            # The same SOP Instance UID may arrive on two associations (or in two receiver
-            # processes) at once: file and row must come from the same one.
-            with self._same_file.hold(str(dst)):
-                existed = dst.exists()
-                digest, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False)
-                crashpoint("ingest.installed")
-                record = NewInstance(
-                    scan_id=scan_id,
-                    sop_instance_uid=header.sop_instance_uid,
-                    sop_class_uid=header.sop_class_uid,
-                    series_instance_uid=header.series_instance_uid,
-                    series_number=header.series_number,
-                    series_description=header.series_description,
-                    modality=header.modality,
-                    study_date=header.study_date,
-                    study_time=header.study_time,
-                    transfer_syntax=header.transfer_syntax,
-                    size=size,
-                    sha256=digest,
-                    path=self.layout.relative(dst),
-                    source=source.describe(),
-                )
-                try:
-                    outcome = self.catalog.add_instance(session.id, record, sync_dir=dst.parent)
-                except DicomdError:
-                    # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
-                    # instance, so it must not stay on disk either. A moved source goes back.
-                    if not existed:
-                        _undo_install(dst, path if move else None)
-                    raise
-            crashpoint("ingest.recorded")
-            if outcome != "moved":
-                staged = Staged(session, header.sop_instance_uid, outcome, dst)
-                if self.on_staged is not None:
-                    self.on_staged(staged)
-                return staged
-            # The session was taken for archiving/moving between lookup and commit: the file
-            # must go to the session that now takes new data for this study.
-            self._forget(where, header)
-            path, move, prefix = dst, True, b""
-            session = self._session_for(where, header, source)
+        try:
+            for _attempt in range(3):
+                scan_id = Layout.scan_id(header.series_number, header.series_instance_uid)
+                dst = self.layout.instance_path(session.relative_dir, scan_id, header.sop_instance_uid)
+                # The same SOP Instance UID may arrive on two associations (or in two receiver
+                # processes) at once: file and row must come from the same one.
+                with self._same_file.hold(str(dst)):
+                    existed = dst.exists()
+                    deferred = self.barrier is not None and not existed and not prefix
+                    sha256, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False,
+                                                        digest=None if prefix else digest,
+                                                        datasync=_after_rename if deferred else None)
+                    crashpoint("ingest.installed")
+                    record = NewInstance(
+                        scan_id=scan_id,
+                        sop_instance_uid=header.sop_instance_uid,
+                        sop_class_uid=header.sop_class_uid,
+                        series_instance_uid=header.series_instance_uid,
+                        series_number=header.series_number,
+                        series_description=header.series_description,
+                        modality=header.modality,
+                        study_date=header.study_date,
+                        study_time=header.study_time,
+                        transfer_syntax=header.transfer_syntax,
+                        size=size,
+                        sha256=sha256,
+                        path=self.layout.relative(dst),
+                        source=source.describe(),
+                    )
+                    try:
+                        if deferred:
+                            _durable(self.barrier, dst)  # type: ignore[arg-type]
+                        outcome = self.catalog.add_instance(session.id, record,
+                                                            sync_dir=None if deferred else dst.parent)
+                    except DicomdError:
+                        # Not recorded (e.g. the disk filled under the catalog): the caller refuses the
+                        # instance, so it must not stay on disk either. A moved source goes back.
+                        if not existed:
+                            _undo_install(dst, path if move else None)
+                        raise
+                crashpoint("ingest.recorded")
+                if outcome != "moved":
+                    staged = Staged(session, header.sop_instance_uid, outcome, dst)
+                    if self.on_staged is not None:
+                        self.on_staged(staged)
+                    return staged
+                # The session was taken for archiving/moving between lookup and commit: the file
+                # must go to the session that now takes new data for this study.
+                self._forget(where, header)
+                path, move, prefix, digest = dst, True, b"", (sha256, size)
+                session = self._session_for(where, header, source)
+        except DicomdError:
+            self._drop_if_empty(session, where, header)
+            raise
         raise InvalidInput("could not find a prearchive session that accepts this instance")  # pragma: no cover
+
+    def _drop_if_empty(self, session: SessionRow, where: Route, header: HeaderInfo) -> None:
+        """A refused instance leaves nothing behind: not even the session opened for it."""
+        try:
+            if self.catalog.drop_if_empty(session.id):
+                self._forget(where, header)
+        except DicomdError as exc:
+            logger.debug("could not drop the empty session %d: %s", session.id, exc)
 
     def route(self, header: HeaderInfo, source: Source) -> Route:
         table = self._tables[source.receiver] if source.receiver is not None else self._site_table
@@ -223,6 +248,18 @@ class StripedLock:
                 yield
             finally:
                 os.close(fd)
+
+
+def _after_rename(_fd: int) -> None:
+    """install_file's datasync when the barrier makes the file durable after its rename."""
+
+
+def _durable(barrier: Callable[[Path], None], dst: Path) -> None:
+    try:
+        barrier(dst)
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise (StorageFull if full else StorageFailure)(f"cannot store {dst.name}: {exc.strerror or exc}") from exc
 
 
 def _undo_install(dst: Path, source: Path | None) -> None:

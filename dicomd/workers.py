@@ -14,7 +14,8 @@ import threading
 from typing import Sequence
 
 from dicomd.config import Config
-from dicomd.scp import Receiver, configure_pynetdicom
+from dicomd.engine.receivers import ReceiverGroup
+from dicomd.scp import configure_pynetdicom
 from dicomd.stores import Role, Stores
 
 logger = logging.getLogger(__name__)
@@ -62,11 +63,9 @@ def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
     _die_with_parent()
     stores = Stores.open(config, Role.RECEIVER)
     configure_pynetdicom(stores.layout.tmp)
-    receivers = []
+    receivers = ReceiverGroup(stores.ingest)
     for index, (receiver_config, port) in enumerate(zip(config.receivers, ports)):
-        receiver = Receiver(index, receiver_config, stores.ingest)
-        receiver.start(port=port, shared=True)
-        receivers.append(receiver)
+        receivers.start(index, receiver_config, port=port, shared=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -75,8 +74,7 @@ def run_receiver_process(config: Config, ports: Sequence[int]) -> None:
     while not stop.wait(0.5):
         if os.getppid() != parent:  # the daemon died (even by SIGKILL): do not outlive it
             break
-    for receiver in receivers:
-        receiver.stop()
+    receivers.stop()
     stores.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -14,9 +15,13 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicomd.config import Config, load
 from dicomd.daemon import Daemon
 
+ENGINE_ENV = "DICOMD_TEST_ENGINE"
 
-def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "") -> Path:
-    """A config file for tests: one receiver on port 0, HTTP off, short idle time."""
+
+def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "",
+                 engine: str = "") -> Path:
+    """A config file for tests: one receiver on port 0, HTTP off, short idle time, on ``engine``
+    (default: $DICOMD_TEST_ENGINE, set per test by the ``engine`` fixture, else asyncio)."""
     if projects is None:
         projects = """
 [projects.demo]
@@ -38,6 +43,7 @@ log_level = "DEBUG"
 ae_title = "DICOMD"
 port = 0
 bind = "127.0.0.1"
+engine = "{engine or os.environ.get(ENGINE_ENV, "asyncio")}"
 {receiver}
 
 [http]
@@ -48,6 +54,22 @@ enabled = false
     path = tmp_path / "dicomd.toml"
     path.write_text(text)
     return path
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``both_engines`` run on the asyncio engine and again on pynetdicom (that copy
+    is marked slow: a quick run with -m "not slow" checks the default engine only)."""
+    if metafunc.definition.get_closest_marker("both_engines") and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", ["asyncio", pytest.param("pynetdicom", marks=pytest.mark.slow)],
+                             indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The receive engine this test's configs name (write_config reads $DICOMD_TEST_ENGINE)."""
+    name = getattr(request, "param", None) or os.environ.get(ENGINE_ENV) or "asyncio"
+    monkeypatch.setenv(ENGINE_ENV, name)
+    return str(name)
 
 
 @pytest.fixture

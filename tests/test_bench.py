@@ -133,3 +133,30 @@ def test_cpu_seconds_counts_a_busy_child() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_summary_pairs_ratios_to_orthanc_by_run() -> None:
+    measurements = [_m("orthanc", 0, 1.0), _m("orthanc", 1, 4.0), _m("dicomd", 0, 2.0), _m("dicomd", 1, 2.0),
+                    _m("bare-pynetdicom", 0, 1.0), _m("bare-pynetdicom", 1, 1.0)]
+    rows = {r.receiver: r for r in summarize(measurements)}
+    assert rows["dicomd"].ratio_vs_orthanc == pytest.approx((0.5 + 2.0) / 2)  # per-run ratios 0.5 and 2.0
+    assert "x Orthanc" in render({"date": "-", "cpus": 2, "commit": "-", "sender": "-", "runs": 2, "pdu": 0},
+                                 list(rows.values()), [])
+
+
+def test_orthanc_baseline_stores_what_it_is_sent(tmp_path: Path) -> None:
+    """Orthanc as the benchmark starts it (own config, storage in the work folder)."""
+    import shutil
+
+    from bench.receivers import start_orthanc
+
+    if shutil.which("Orthanc") is None or dcmtk_tool("storescu") is None:
+        pytest.skip("Orthanc or dcmtk is not installed (scripts/bench installs them)")
+    files = write_study(generate_study(2, series=1, instances_per_series=3, rows=16, cols=16), tmp_path / "in")
+    running = start_orthanc(tmp_path / "orthanc", 1048576)
+    try:
+        result = make_sender("dcmtk").send(files, running.port, running.ae_title, 1)
+        assert not result.failed, result.errors
+        assert running.received() == 3
+    finally:
+        running.stop()

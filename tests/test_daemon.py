@@ -14,6 +14,8 @@ from dicomd.catalog import ARCHIVE, PREARCHIVE, Catalog
 from dicomd.testing.generator import generate_study, make_patient
 from tests.conftest import send, wait_for, write_config
 
+pytestmark = pytest.mark.both_engines
+
 
 def prearchive_rows(daemon, status=None):
     return daemon.stores.catalog.sessions(PREARCHIVE, status=status)

@@ -2,9 +2,13 @@
 
 import threading
 
+import pytest
+
 from dicomd.catalog import PREARCHIVE
 from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_two_processes_one_port_one_session(make_daemon, tmp_path):

@@ -63,9 +63,9 @@ STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
 
 
 def status_for(exc: DicomdError) -> int:
-    for kind, status in STATUS_FOR:
+    for kind, code in STATUS_FOR:
         if isinstance(exc, kind):
-            return status
+            return code
     return 500
 
 

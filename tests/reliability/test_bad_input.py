@@ -20,6 +20,8 @@ from tests.conftest import send
 from tests.reliability.badinput import RawSender, Sample, all_samples, chunked_send
 from tests.reliability.harness import echo
 
+pytestmark = pytest.mark.both_engines
+
 SUCCESS, CANNOT_UNDERSTAND = 0x0000, 0xC000
 
 

@@ -27,6 +27,8 @@ from tests.conftest import send, wait_for, write_config
 from tests.reliability.badinput import Sample, all_samples, special_cases
 from tests.reliability.harness import echo
 
+pytestmark = pytest.mark.both_engines
+
 PASSWORD = "correct-horse-1"
 
 

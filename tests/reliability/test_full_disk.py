@@ -20,8 +20,11 @@ from dicomd.config import load
 from dicomd.daemon import Daemon
 from dicomd.testing.generator import generate_study
 from dicomd.storecheck import check_store, tree_files
+from dicomd.engine import durable
 from tests.conftest import send, write_config
 from tests.reliability.harness import SendResult, echo, send_tracking, wait_for
+
+pytestmark = pytest.mark.both_engines
 
 OUT_OF_RESOURCES = 0xA700
 
@@ -144,6 +147,7 @@ def test_injected_enospc_at_the_storage_boundary(tmp_path: Path, make_daemon: Ca
 
     monkeypatch.setattr(os, "fdatasync", full)
     monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(durable, "syncfs", full)  # the asyncio engine's batched sync
     assert send(port, _study(2, 3)) == [OUT_OF_RESOURCES] * 3
     monkeypatch.setattr(os, "fdatasync", real)
     monkeypatch.undo()

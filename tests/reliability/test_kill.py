@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from dicomd.cli import main
 from dicomd.crashpoints import CRASHPOINT_ENV
 from dicomd.storecheck import StoreReport, tree_files
-from tests.conftest import write_config
+from tests.conftest import ENGINE_ENV, write_config
 from tests.reliability.harness import (
     REPO,
     SendResult,
@@ -166,8 +166,19 @@ class Campaign:
 
 
 def test_crash_at_every_step_of_receive_build_and_archive(tmp_path: Path) -> None:
+    _crash_at(tmp_path, RECEIVE_POINTS + PIPELINE_POINTS)
+
+
+@pytest.mark.slow
+def test_crash_at_every_step_of_receive_on_the_pynetdicom_engine(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENGINE_ENV, "pynetdicom")
+    _crash_at(tmp_path, RECEIVE_POINTS)
+
+
+def _crash_at(tmp_path: Path, points: list[str]) -> None:
     campaign = Campaign(tmp_path)
-    for seed, point in enumerate(RECEIVE_POINTS + PIPELINE_POINTS, start=100):
+    for seed, point in enumerate(points, start=100):
         campaign.serve.start(crashpoint=point)
         thread, result = send_in_thread(campaign.serve.port, campaign.outbox(campaign.study(seed)), timeout=1.5)
         code = campaign.serve.wait_dead(timeout=30)

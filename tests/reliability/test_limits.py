@@ -17,6 +17,8 @@ from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
 from tests.reliability.harness import echo
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture(autouse=True)
 def _restore_tempdir() -> Iterator[None]:

@@ -75,6 +75,7 @@ def _associate(port: int, context: ssl.SSLContext | None):  # type: ignore[no-un
     return ae.associate("127.0.0.1", port, ae_title="DICOMD", tls_args=tls)
 
 
+@pytest.mark.both_engines
 def test_dicom_tls_with_client_certificates(tmp_path: Path, pki: Path, make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon(_tls_config(tmp_path, pki))
     port = daemon.dicom_port()

@@ -23,6 +23,8 @@ from dicomd.storecheck import check_store
 from tests.conftest import write_config
 from tests.reliability.harness import SendResult, send_tracking, wait_for
 
+pytestmark = pytest.mark.both_engines
+
 SECONDS = 4.0
 ASSOCIATIONS = 8
 PROJECTS = """

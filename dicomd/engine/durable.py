@@ -1,0 +1,127 @@
+"""Batched durability for received files: one file-system sync for every file that is waiting.
+
+Ingest renames a received file into the prearchive and then calls ``barrier(path)``: the file's
+data and its new folder entry must be on disk before its catalog row is committed and its
+C-STORE answered. With `GroupSync` as that barrier, the threads committing instances for every
+association of the process meet here: the first to arrive becomes the leader and makes everything
+queued by then durable at once, with one ``syncfs`` of the data file system (one journal commit,
+where a file takes an fdatasync and a folder fsync otherwise); the others wait for it. The catalog
+writer then commits their rows in one transaction (it batches concurrent writers the same way).
+Where syncfs is missing or fails, each file is fdatasync'd and its folder fsync'd, and each caller
+gets its own file's error. Every caller returns only once its own file is durable, or raises.
+
+A file that replaces an existing one is not renamed before its sync (ingest syncs it first, so a
+power cut can never leave an acknowledged instance's name on unsynced data).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_SYNCFS = _load_syncfs()
+
+
+def syncfs(fd: int) -> None:
+    """Sync the whole file system holding ``fd`` (Linux); OSError when it fails or is missing."""
+    if _SYNCFS is None:
+        raise OSError(38, "syncfs is not available")  # ENOSYS
+    if _SYNCFS(fd) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def sync_one(path: Path) -> None:
+    """fdatasync ``path`` and fsync its folder."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Waiter:
+    __slots__ = ("path", "done", "error")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done = False
+        self.error: OSError | None = None
+
+
+class GroupSync:
+    """``GroupSync()(path)``: make ``path`` (data and folder entry) durable, batched with every
+    other path waiting at the same time."""
+
+    def __init__(self, *, use_syncfs: bool = True) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Waiter] = []
+        self._leading = False
+        self.use_syncfs = use_syncfs
+        self.batches = 0
+        self.files = 0
+
+    def __call__(self, path: Path) -> None:
+        me = _Waiter(path)
+        with self._cond:
+            self._queue.append(me)
+            while not me.done:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                batch, self._queue = self._queue, []
+                self._leading = True
+                self._cond.release()
+                try:
+                    self._sync(batch)
+                finally:
+                    self._cond.acquire()
+                    self._leading = False
+                    for waiter in batch:
+                        waiter.done = True
+                    self._cond.notify_all()
+        if me.error is not None:
+            raise me.error
+
+    def _sync(self, batch: list[_Waiter]) -> None:
+        self.batches += 1
+        self.files += len(batch)
+        if self.use_syncfs:
+            try:
+                fd = os.open(batch[0].path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    syncfs(fd)
+                finally:
+                    os.close(fd)
+                return
+            except OSError as exc:
+                logger.debug("syncfs failed (%s): syncing file by file", exc)
+        for waiter in batch:
+            try:
+                sync_one(waiter.path)
+            except OSError as exc:
+                waiter.error = exc
