@@ -24,6 +24,7 @@ from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, No
 from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
+from dicomd.processors import archive_order
 from dicomd.progress import ARCHIVING, BatchProgress
 from dicomd.routing import UNASSIGNED, Explicit
 from dicomd.stores import Stores
@@ -375,9 +376,12 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
     try:
         from dicomd.anonymize import Anonymizer, Labels, PseudonymStore
         from dicomd.anonymize import preview as diff_preview
+        from dicomd.anonymize.ordered import in_order
     except ImportError:  # pragma: no cover - the package ships with dicomd
         return _preview_off(session, "this build has no anonymization support")
-    anonymizer = Anonymizer(session.project, project.anonymize, PseudonymStore(stores.layout.pseudonyms))
+    store = PseudonymStore(stores.layout.pseudonyms)
+    anonymizer = in_order(Anonymizer(session.project, project.anonymize, store), store,
+                          archive_order(stores.config, stores.catalog, session.project))  # as the archive runs it
     labels = Labels(session.project, session.subject, session.label, session.subject_from or "default",
                     session.session_from or "default")
     firsts: dict[str, Any] = {}

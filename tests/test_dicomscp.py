@@ -137,3 +137,26 @@ def test_a_port_serves_one_receiver(make_daemon: Callable[..., Daemon], config_p
                                                                  "bind": "127.0.0.1"})
     assert reply.status_code == 409 and "config receiver DICOMD" in reply.text
     assert daemon.stores.catalog.receivers() == []
+
+
+def test_a_port_the_system_refuses_leaves_nothing_behind(make_daemon: Callable[..., Daemon],
+                                                         config_path: Path) -> None:
+    import socket
+
+    daemon = make_daemon(config_path)
+    add_users(daemon.stores)
+    admin = client(daemon, "admin")
+    with socket.socket() as other:  # another program holds the port
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        taken = other.getsockname()[1]
+        reply = admin.post("/xapi/dicomscp", json={"aeTitle": "LATE", "port": taken, "bind": "127.0.0.1"})
+        assert reply.status_code == 409 and "cannot listen" in reply.text, reply.text
+        assert daemon.stores.catalog.receivers() == []
+        # a running receiver moved onto it keeps its old settings
+        made = admin.post("/xapi/dicomscp", json={"aeTitle": "STAY", "port": 0, "bind": "127.0.0.1"}).json()
+        moved = admin.put(f"/xapi/dicomscp/{made['id']}", json={"port": taken})
+        assert moved.status_code == 409
+        kept = admin.get(f"/xapi/dicomscp/{made['id']}").json()
+        assert kept["port"] == 0 and kept["state"] == "listening"
+        assert send(kept["listeningPort"], [], called="STAY") == []

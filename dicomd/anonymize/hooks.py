@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from pydicom.dataset import Dataset
 from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript, key_owner
 from dicomd.anonymize.filemeta import fresh_file_meta
-from dicomd.anonymize.ordered import ScriptFirst
+from dicomd.anonymize.ordered import ScriptFirst, script_first
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.archive import CopyWriter, SessionWriter, Written
 from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
@@ -83,10 +82,7 @@ class Anonymizers:
             return anonymizer
         with self._lock:
             if project not in self._script_first:
-                store, anonymize = self._pseudonyms(), settings.anonymize
-                self._script_first[project] = ScriptFirst(
-                    anonymizer, Anonymizer(project, dataclasses.replace(anonymize, profile="none"), store),
-                    Anonymizer(project, dataclasses.replace(anonymize, script=""), store))
+                self._script_first[project] = script_first(anonymizer, self._pseudonyms())
             return self._script_first[project]
 
     def _check_key(self, project: str) -> None:

@@ -6,10 +6,14 @@ stands wherever an Anonymizer does (apply, archive_labels, burned_in_reason, fin
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicomd.anonymize.anonymizer import AnonResult, Anonymizer, Labels
+from dicomd.anonymize.pseudonyms import PseudonymStore
 
 SCRIPT_FIRST = "order:script,profile"
 
@@ -46,3 +50,15 @@ class ScriptFirst:
             ds.DeidentificationMethod = [*methods, f"DicomEdit script sha256:{self.script_hash[:40]}"]
         return AnonResult(first.changes + second.changes, first.removed + second.removed, self.script_hash,
                           self.options)
+
+
+def script_first(full: Anonymizer, store: PseudonymStore) -> ScriptFirst:
+    """``full``'s steps with the script first (its project's settings, split in two)."""
+    settings = full.settings
+    return ScriptFirst(full, Anonymizer(full.project, dataclasses.replace(settings, profile="none"), store),
+                       Anonymizer(full.project, dataclasses.replace(settings, script=""), store))
+
+
+def in_order(full: Anonymizer, store: PseudonymStore, order: Sequence[str]) -> Anonymizer | ScriptFirst:
+    """``full`` as the archive runs it for ``order`` (dicomd.processors.archive_order)."""
+    return script_first(full, store) if tuple(order) == ("script", "profile") else full

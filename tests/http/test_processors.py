@@ -134,3 +134,16 @@ def test_site_defaults_and_the_mappings_step(anon_site: Site) -> None:
     assert on.status_code == 200 and {r["id"]: r for r in on.json()}["mappings"]["enabled"] is True
     anon_site.stores.prearchive.rebuild(session.id)
     assert anon_site.stores.catalog.session(session.id).custom_fields() == {"model": "MR"}
+
+
+def test_the_preview_follows_the_order_too(anon_site: Site) -> None:
+    from dicomd.operations import LocalOperator, preview_anonymization
+
+    assert anon_site.as_user("owner").put("/xapi/processors/projects/anon", json=["script", "profile"]
+                                          ).status_code == 200
+    stage(anon_site, "anon", seed=5, session="P1")
+    (session,) = anon_site.stores.catalog.sessions(PREARCHIVE)
+    report = preview_anonymization(anon_site.stores, LocalOperator(), session)
+    assert report["fingerprint"].endswith("order:script,profile")
+    changes = {c["keyword"]: c for c in report["scans"][0]["changes"]}
+    assert changes["StudyDescription"]["after"] in (None, ""), "the profile, last, removes what the script wrote"
