@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydicom.uid import UID
 import socket
@@ -233,27 +233,36 @@ class Receiver:
                 path.unlink(missing_ok=True)
                 note_refused(self.ingest.catalog, source, "over max_instance_bytes")
                 return OUT_OF_RESOURCES
-            self.ingest.stage(path, source, move=True)
-            with self._lock:
-                self.received += 1
-            return SUCCESS
-        except InvalidInput as exc:
-            self._quarantine(path, source, str(exc), event)
-            return CANNOT_UNDERSTAND
-        except DicomdError as exc:
-            logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), escape(exc))
-            note_refused(self.ingest.catalog, source, type(exc).__name__)
-            return OUT_OF_RESOURCES
-        except Exception:
-            logger.exception("C-STORE from %s failed unexpectedly", source.describe())
-            return OUT_OF_RESOURCES
+            status = store_status(self.ingest, path, source,
+                                  lambda: str(UID(event.request.AffectedSOPInstanceUID or "")),
+                                  lambda: self.ingest.stage(path, source, move=True))
+            if status == SUCCESS:
+                with self._lock:
+                    self.received += 1
+            return status
         finally:
             with self._lock:
                 self._handling.discard(str(path))
 
-    def _quarantine(self, path: Path, source: Source, reason: str, event: Any) -> None:
+
+def store_status(ingest: Ingest, path: Path, source: Source, sop_uid: Callable[[], str],
+                 stage: Callable[[], object]) -> int:
+    """The DIMSE status of one received instance, for both engines: the one place this edge
+    translates errors. ``stage`` runs ingest on the file at ``path``; data it cannot understand is
+    quarantined (0xC000); a full disk, a failing catalog or anything unexpected is 0xA700."""
+    try:
+        stage()
+        return SUCCESS
+    except InvalidInput as exc:
         try:
-            sop_uid = str(UID(event.request.AffectedSOPInstanceUID or ""))
-            quarantine(self.ingest.layout, self.ingest.catalog, path, source, f"{reason} (SOP {sop_uid})", move=True)
+            quarantine(ingest.layout, ingest.catalog, path, source, f"{exc} (SOP {sop_uid()})", move=True)
         except Exception:
             logger.exception("could not quarantine a refused instance from %s", source.describe())
+        return CANNOT_UNDERSTAND
+    except DicomdError as exc:
+        logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), escape(exc))
+        note_refused(ingest.catalog, source, type(exc).__name__)
+        return OUT_OF_RESOURCES
+    except Exception:
+        logger.exception("C-STORE from %s failed unexpectedly", source.describe())
+        return OUT_OF_RESOURCES

@@ -22,7 +22,6 @@ import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
 from pydicom.uid import UID
@@ -36,10 +35,10 @@ from dicomd.engine.association import Association, Peer
 from dicomd.engine.durable import GroupSync
 from dicomd.engine.spool import Spool
 from dicomd import storage
-from dicomd.errors import ConfigError, DicomdError, InvalidInput
-from dicomd.ingest import Ingest, Source, note_refused, quarantine
+from dicomd.errors import ConfigError, DicomdError
+from dicomd.ingest import Ingest, Source, note_refused
 from dicomd.logsafe import escape
-from dicomd.scp import TRANSFER_SYNTAXES, Listening
+from dicomd.scp import TRANSFER_SYNTAXES, Listening, store_status
 from dicomd.scp import Association as LastAssociation
 from dicomd.spool import sweep_spool
 
@@ -254,27 +253,16 @@ class AsyncReceiver:
                 logger.warning("C-STORE from %s refused: %s", source.describe(), escape(spool.refusal))
                 note_refused(self.ingest.catalog, source, "refused while receiving")
                 return OUT_OF_RESOURCES
-            digest = spool.finish()
-            self.ingest.stage(spool.path, source, move=True, header=spool.scanner.result(), digest=digest)
-            with self._lock:
-                self.received += 1
-            return SUCCESS
-        except InvalidInput as exc:
-            self._quarantine(spool.path, source, str(exc), command)
-            return CANNOT_UNDERSTAND
-        except DicomdError as exc:
-            logger.error("C-STORE from %s refused (out of resources): %s", source.describe(), escape(exc))
-            note_refused(self.ingest.catalog, source, type(exc).__name__)
-            return OUT_OF_RESOURCES
-        except Exception:
-            logger.exception("C-STORE from %s failed unexpectedly", source.describe())
-            return OUT_OF_RESOURCES
+
+            def stage() -> None:
+                digest = spool.finish()
+                self.ingest.stage(spool.path, source, move=True, header=spool.scanner.result(), digest=digest)
+
+            status = store_status(self.ingest, spool.path, source,
+                                  lambda: str(UID(command.affected_sop_instance or "")), stage)
+            if status == SUCCESS:
+                with self._lock:
+                    self.received += 1
+            return status
         finally:
             self.discard_spool(spool)  # gone already when staged or quarantined
-
-    def _quarantine(self, path: Path, source: Source, reason: str, command: dimse.Command) -> None:
-        try:
-            sop_uid = str(UID(command.affected_sop_instance or ""))
-            quarantine(self.ingest.layout, self.ingest.catalog, path, source, f"{reason} (SOP {sop_uid})", move=True)
-        except Exception:
-            logger.exception("could not quarantine a refused instance from %s", source.describe())
