@@ -48,6 +48,14 @@ class Daemon:
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> "Daemon":
+        """Start every part; when one cannot start (a port taken, say), stop what did and re-raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "Daemon":
         stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
