@@ -201,9 +201,11 @@ def prearchive_sessions(stores: Stores, actor: Actor, refs: Iterable[SessionRef]
 
 
 def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str | None,
-            new_project: str = "", force_review: bool = False, label: str = "") -> Outcome:
+            new_project: str = "", force_review: bool = False, label: str = "",
+            confirm_text: bool = False) -> Outcome:
     """Archive one prearchive session (optionally moving it to ``new_project`` first, optionally
-    under a new session ``label``)."""
+    under a new session ``label``). ``force_review`` archives past a burned-in review hold,
+    ``confirm_text`` past text the OCR check found outside the redacted areas."""
     actor.require(MANAGE, session.project)
     if new_project:
         actor.require(MANAGE, project_id(stores, new_project))  # archiving writes into the target project
@@ -211,7 +213,7 @@ def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str
     if new_project and project_id(stores, new_project) != session.project:
         session = stores.catalog.session(move(stores, actor, session, new_project).before.id)
     result = stores.archiver.archive(session.id, overwrite=overwrite, actor=actor.history_name,
-                                     force_review=force_review, label=label)
+                                     force_review=force_review, label=label, confirm_text=confirm_text)
     return Outcome(before, stores.catalog.session(result.session_id), result.instances)
 
 

@@ -166,11 +166,13 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool, action: Actio
 @click.option("--overwrite", type=click.Choice(["none", "append", "delete"]),
               help="Overwrite policy when the archive has the session (default: the project's).")
 @click.option("--force", is_flag=True, help="Archive even when the session is held for review (burned-in data).")
+@click.option("--confirm-text", is_flag=True,
+              help="Archive even though the OCR check found text outside the redacted areas (look at the snapshot first).")
 @click.option("--label", default="", help="Archive the (one) session under this session label instead.")
 @yes_option
 @json_option
-def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, label: str,
-                     yes: bool, as_json: bool) -> None:
+def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool,
+                     confirm_text: bool, label: str, yes: bool, as_json: bool) -> None:
     """Archive prearchive sessions. --overwrite delete asks for confirmation.
 
     Two operators archiving the same session get one success and one refusal (exit 1). --label
@@ -184,7 +186,8 @@ def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str |
         raise click.UsageError("--label names one session's new label: give exactly one session")
 
     def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
-        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force, label=label)
+        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force, label=label,
+                                  confirm_text=confirm_text)
         return {"session": row.url, "archived": done.url, "instances": done.instances,
                 "_text": f"{row.url} -> {done.url} ({done.instances} instances)"}
 
