@@ -7,6 +7,7 @@ study, series) so they go through ingest and de-identification like scanner data
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def make_instance(modality: str = "US", *, photometric: str = "MONOCHROME2", fra
                   seed: int = 0, model: str = "Sono 5", series: int = 1, number: int = 1,
                   bits16: bool = False, base: Dataset | None = None) -> Dataset:
     """One instance; ``base`` (a generated MR instance) gives the patient and study."""
-    ds = base.copy() if base is not None else generate_study(seed, series=1, instances_per_series=1)[0]
+    ds = copy.deepcopy(base) if base is not None else generate_study(seed, series=1, instances_per_series=1)[0]
     for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth",
                     "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"):
         if keyword in ds:
