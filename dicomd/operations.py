@@ -24,6 +24,8 @@ from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, No
 from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
+from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy
+from dicomd.pixels.policy import describe as describe_text
 from dicomd.processors import archive_order
 from dicomd.progress import ARCHIVING, BatchProgress
 from dicomd.routing import UNASSIGNED, Explicit
@@ -367,7 +369,8 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                           scans: Sequence[str] = ()) -> dict[str, Any]:
     """What archiving would change, on the first instance of each scan (nothing is written).
 
-    A JSON-ready report; per scan, the attribute changes. No permission check: only the CLI
+    A JSON-ready report; per scan, the attribute changes and `pixels` (burned-in reasons, the
+    redaction rule and its rectangles, the review hold); `pixel_text`, the OCR check's findings. No permission check: only the CLI
     offers this (its operator may do anything)."""
     import pydicom
 
@@ -386,6 +389,7 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                           archive_order(stores.config, stores.catalog, session.project))  # as the archive runs it
     labels = Labels(session.project, session.subject, session.label, session.subject_from or "default",
                     session.session_from or "default")
+    policy = PixelPolicy(stores.config.pixel_rules, project.anonymize.allow_burned_in)
     firsts: dict[str, Any] = {}
     for inst in stores.catalog.instances(session.id):
         if (not scans or inst.scan_id in scans) and inst.scan_id not in firsts:
@@ -402,6 +406,9 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                 ds = pydicom.dcmread(stores.layout.resolve(inst.path), force=True)
             subject, label = anonymizer.archive_labels(ds, labels)
             entry["burned_in"] = anonymizer.burned_in_reason(ds)
+            decision = policy.decide(ds)
+            entry["pixels"] = {"reasons": list(decision.reasons), "rule": decision.rule.name if decision.rule else None,
+                               "rectangles": [list(b) for b in decision.areas(ds)], "hold": decision.hold}
             entry["changes"] = [asdict(c) for c in diff_preview(ds, anonymizer, labels)]
         except DicomdError as exc:
             entry["error"] = str(exc)
@@ -410,7 +417,8 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
             entry["error"] = f"{type(exc).__name__}: {exc}"
         report_scans.append(entry)
     return {"session": session.url, "enabled": True, "fingerprint": anonymizer.fingerprint,
-            "subject": subject, "label": label, "scans": report_scans}
+            "subject": subject, "label": label, "scans": report_scans,
+            "pixel_text": describe_text(session.summary_fields().get(PIXEL_TEXT))}
 
 
 def _preview_off(session: SessionRow, message: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dicomd.errors import StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.mappings import MappingStore, convert
-from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, inspect_session, text_outside
+from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, inspect_session, session_marks, text_outside
 from dicomd.pixels.redact import CannotRedact, redact
 from dicomd.pixels.rules import Box
 from dicomd.processors import PROFILE, SCRIPT, archive_order, mappings_enabled
@@ -307,6 +307,14 @@ class PixelInspector:
             return None
         return inspect_session(self.catalog.instances(session.id), self.layout.resolve,
                                self.anonymizers.pixel_policy(session.project), self.anonymizers.config.ocr)
+
+    def marks(self, session: SessionRow) -> dict[str, tuple[list[Box], list[Box]]]:
+        """Per scan id: the rectangles archiving will blank and the OCR boxes of the last build
+        (nothing is blanked where the project is not de-identified)."""
+        if self.anonymizers.for_project(session.project) is None:
+            return {}
+        return session_marks(self.catalog.instances(session.id), self.layout.resolve,
+                             self.anonymizers.pixel_policy(session.project), session.summary_fields().get(PIXEL_TEXT))
 
 
 @dataclass(frozen=True)

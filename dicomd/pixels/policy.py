@@ -122,6 +122,23 @@ def inspect_session(instances: Sequence[InstanceRow], resolve: Callable[[str], P
             "boxes": sum(len(s["boxes"]) for s in scans), "scans": scans}
 
 
+def session_marks(instances: Sequence[InstanceRow], resolve: Callable[[str], Path], policy: PixelPolicy,
+                  findings: Mapping[str, Any] | None) -> dict[str, tuple[list[Box], list[Box]]]:
+    """Per scan: the rectangles its rule will blank (first instance's header) and the OCR boxes."""
+    text = {scan["scan_id"]: [tuple(b[:4]) for b in scan.get("boxes", [])] for scan in (findings or {}).get("scans", [])}
+    marks: dict[str, tuple[list[Box], list[Box]]] = {}
+    for scan_id, inst in first_per_scan(instances).items():
+        try:
+            header = _read_header(resolve(inst.path))
+            blanked = policy.decide(header).areas(header)
+        except Exception:  # noqa: BLE001 - an unreadable header: nothing to mark
+            blanked = []
+        boxes = text.get(scan_id, [])
+        if blanked or boxes:
+            marks[scan_id] = (blanked, boxes)  # type: ignore[assignment]
+    return marks
+
+
 @dataclass(frozen=True)
 class Outside:
     """The OCR text that no redaction rectangle covers."""

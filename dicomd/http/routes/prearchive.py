@@ -26,7 +26,7 @@ router = APIRouter()
 
 COLUMNS = ("project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_time", "subject", "folderName",
            "name", "tag", "status", "url", "autoarchive", "prevent_anon", "prevent_auto_commit", "SOURCE",
-           "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom")
+           "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom", "pixel_text")
 
 
 def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dict[str, Any]]:
