@@ -103,8 +103,8 @@ def inspect_session(instances: Sequence[InstanceRow], resolve: Callable[[str], P
         except Exception:  # noqa: BLE001 - an unreadable header: nothing to look at
             continue
         decision = policy.decide(header)
-        if not (settings.all_series or decision.reasons or decision.rule) or "PixelData" not in header:
-            continue
+        if not (settings.all_series or decision.reasons or decision.rule) or "Rows" not in header:
+            continue  # nothing suspect, or no image (read without its pixels: Rows tells)
         entry: dict[str, Any] = {"scan_id": scan_id, "frame": 0, "rows": int(header.get("Rows") or 0),
                                  "columns": int(header.get("Columns") or 0)}
         try:

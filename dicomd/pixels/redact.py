@@ -76,8 +76,8 @@ def check_redactable(ds: Dataset) -> None:
     """Raise CannotRedact when ``ds`` has no pixel data a rectangle could clean."""
     if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
         raise CannotRedact("an encapsulated document has no pixels to redact")
-    if "PixelData" not in ds:
-        raise CannotRedact("no Pixel Data to redact (float or no image)")
+    if "PixelData" not in ds and ("Rows" not in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds):
+        raise CannotRedact("no Pixel Data to redact (float or no image)")  # a header read without pixels has Rows
     syntax = transfer_syntax(ds)
     if syntax in VIDEO_TRANSFER_SYNTAXES:
         raise CannotRedact(f"video ({VIDEO_TRANSFER_SYNTAXES[syntax]}) cannot be redacted frame by frame")
@@ -110,6 +110,8 @@ def blank(frames: np.ndarray, boxes: Sequence[Box], value: Sequence[int]) -> Non
 def redact(ds: Dataset, rule: PixelRuleConfig) -> Redaction:
     """Blank ``rule``'s rectangles in every frame of ``ds`` and record it in the header (in place)."""
     check_redactable(ds)
+    if "PixelData" not in ds:
+        raise CannotRedact("no Pixel Data to redact")
     source = transfer_syntax(ds) or str(uids.ExplicitVRLittleEndian)
     bits_allocated = int(ds.get("BitsAllocated") or 8)
     bits_stored = int(ds.get("BitsStored") or bits_allocated)
