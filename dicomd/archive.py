@@ -145,8 +145,9 @@ class Archiver:
         )
         work_dir = self.layout.work / f"job-{job_id}"
         try:
-            plan, subject, label, study_uid, fingerprint, report = self._stage(
-                session, policy, work_dir, force_review, label, confirm_text)
+            writer = self.writers(session)
+            plan, subject, label, study_uid, fingerprint = self._stage(
+                session, policy, work_dir, force_review, label, confirm_text, writer)
         except HeldForReview as exc:
             self._rollback(job_id, session_id, work_dir, Status.REVIEW, str(exc), actor)
             raise
@@ -166,6 +167,7 @@ class Archiver:
             target_id = self._roll_forward(job, study_uid=study_uid, fingerprint=fingerprint, actor=actor)
         except Exception as exc:  # noqa: BLE001 - a job that cannot finish must not stay half-done
             raise StorageFailure(self._give_up(job, exc, actor)) from exc
+        report = writer.report()
         if report:
             self.catalog.event("pixels", {**report, "session": session_id}, target_id)
         target = self.catalog.session(target_id)
@@ -175,9 +177,9 @@ class Archiver:
 
     def _stage(
         self, session: SessionRow, policy: str, work_dir: Path, force_review: bool, new_label: str = "",
-        confirm_text: bool = False,
-    ) -> tuple[list[PlanItem], str, str, str, str, dict[str, Any] | None]:
-        writer = self.writers(session)
+        confirm_text: bool = False, writer: SessionWriter | None = None,
+    ) -> tuple[list[PlanItem], str, str, str, str]:
+        writer = writer or self.writers(session)
         subject, label = writer.labels()
         label = new_label or label
         instances = self.catalog.instances(session.id)
@@ -219,7 +221,7 @@ class Archiver:
             raise HeldForReview(f"held for review: {text}")
         study_uid = sorted(study_uids)[0] if study_uids else session.study_instance_uid
         self._check_conflicts(session.project, label, study_uid, plan, policy)
-        return plan, subject, label, study_uid, writer.fingerprint, writer.report()
+        return plan, subject, label, study_uid, writer.fingerprint
 
     def _drop(self, session: SessionRow, inst: InstanceRow, src: Path, exc: Rejected) -> PlanItem:
         """A rejected instance: a copy goes to the quarantine with the reason now; its prearchive

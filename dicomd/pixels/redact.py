@@ -151,8 +151,13 @@ def _store(ds: Dataset, frames: np.ndarray, source: str, photometric: str, bits_
         ds["PixelData"].is_undefined_length = False
         ds.file_meta.TransferSyntaxUID = uids.UID(syntax)
         return syntax
+    from pydicom.pixels import get_encoder
+
+    plugins = get_encoder(uids.RLELossless).available_plugins
+    plugin = "pylibjpeg" if "pylibjpeg" in plugins else ""  # pylibjpeg-rle's encoder, in Rust: fast
     try:
-        ds.compress(uids.RLELossless, np.ascontiguousarray(shaped), generate_instance_uid=False)
+        ds.compress(uids.RLELossless, np.ascontiguousarray(shaped), encoding_plugin=plugin,
+                    generate_instance_uid=False)
     except Exception as exc:  # noqa: BLE001 - the data was decoded: an encoder failure means no redaction
         raise CannotRedact(f"cannot re-encode the redacted pixels as RLE ({type(exc).__name__})") from None
     return str(uids.RLELossless)
