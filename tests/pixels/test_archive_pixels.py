@@ -84,8 +84,14 @@ def test_held_then_a_rule_in_the_config_cleans_exactly_its_rectangles(make_daemo
     refused = cli(other, "prearchive", "archive", row.url)
     assert refused.exit_code == 1 and "held for review: modality US" in refused.output
     assert daemon.stores.catalog.session(row.id).status == "REVIEW"
-    # When the matching rule is configured and the session archived
+    # When the matching rule is configured, the preview shows it per scan and draws its rectangles
     config = write_config(tmp_path, NO_OCR + rule(), projects=PROJECTS)
+    preview = json.loads(cli(config, "prearchive", "preview", row.url, "--json", "--png",
+                             str(tmp_path / "p.png")).output)
+    assert [s["pixels"]["rule"] for s in preview["scans"]] == ["acme-sono5", "acme-sono5"]
+    assert preview["scans"][0]["pixels"]["rectangles"] == [list(HEADER), list(CORNER)]
+    assert preview["scans"][0]["pixels"]["hold"] is None and (tmp_path / "p.png").stat().st_size > 0
+    # and archiving cleans it
     done = cli(config, "prearchive", "archive", row.url)
     assert done.exit_code == 0, done.output
     # Then every archived frame is the sent one outside the rectangles and black inside them

@@ -81,3 +81,38 @@ def test_text_outside_the_rule_needs_confirmation_and_never_reaches_the_catalog(
     with sqlite3.connect(catalog_path) as conn:
         dumped = "\n".join(conn.iterdump())
     assert not [w for w in WORDS if w in dumped]
+
+
+def test_over_http_the_session_json_shows_the_text_and_archiving_needs_confirm_text(tesseract, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dicomd.auth import Auth
+    from dicomd.config import load
+    from dicomd.http.app import create_app
+    from dicomd.stores import Stores
+    from tests.http.conftest import zip_bytes
+
+    # Given a site whose rule blanks only the header band, and an upload of an ultrasound with a corner label
+    config = load(write_config(tmp_path, rule().replace(f", {list(CORNER)}", ""),
+                               projects=PROJECTS.replace("auto_archive = 4", "auto_archive = 0")))
+    stores = Stores.open(config)
+    Auth(stores.catalog).add_user("admin", "correct-horse-1", admin=True)
+    base = generate_study(8, series=1, instances_per_series=1)[0]
+    body = zip_bytes([write(make_instance("US", seed=8, base=base), tmp_path / "up" / "us.dcm")])
+    try:
+        with TestClient(create_app(config, stores)) as client:
+            client.auth = ("admin", "correct-horse-1")
+            uri = client.post("/data/services/import", params={"project": "us"}, content=body,
+                              headers={"Content-Type": "application/zip"}).text.strip()
+            assert client.post(uri, params={"action": "build"}).status_code == 200
+            # Then the session's JSON carries the OCR findings: counts and boxes
+            (shown,) = client.get(uri, params={"format": "json"}).json()["ResultSet"]["Result"]
+            assert shown["pixel_text"]["characters"] >= 12 and shown["pixel_text"]["scans"][0]["boxes"]
+            # archiving refuses with the reason, then goes through with confirmText=true
+            refused = client.post("/data/services/archive", params={"src": uri})
+            assert refused.status_code == 409 and "confirmText=true" in refused.text
+            done = client.post("/data/services/archive", params={"src": uri, "confirmText": "true"})
+            assert done.status_code == 200, done.text
+            assert done.text.strip().startswith("/data/archive/projects/us/")
+    finally:
+        stores.close()

@@ -101,3 +101,21 @@ def test_a_rule_or_allow_burned_in_lifts_the_hold_but_never_for_a_face(tmp_path)
     us.RecognizableVisualFeatures = "YES"
     for policy in (PixelPolicy(rules, False), PixelPolicy(rules, True)):
         assert "RecognizableVisualFeatures=YES" in policy.decide(us).hold
+
+
+def test_status_says_clearly_when_ocr_is_off_because_tesseract_is_missing(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from dicomd.cli import main
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no tesseract on this PATH
+    out = CliRunner().invoke(main, ["status", "--config", str(path), "--json"])
+    assert json.loads(out.output)["ocr"] == {
+        "enabled": True, "available": False,
+        "engine": "off: the tesseract binary is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)"}
+    text = CliRunner().invoke(main, ["status", "--config", str(path)]).output
+    assert "ocr (burned-in text)  off: the tesseract binary is not installed" in text
