@@ -24,7 +24,7 @@ from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, No
 from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
-from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy
+from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, text_outside
 from dicomd.pixels.policy import describe as describe_text
 from dicomd.processors import archive_order
 from dicomd.progress import ARCHIVING, BatchProgress
@@ -362,7 +362,23 @@ def session_warnings(stores: Stores, actor: Actor, session: SessionRow) -> list[
             found.append(f"this study is already archived as {other.url}")
     if session.late_for is not None and existing is None:
         found.append("late data for a study that was being archived when it arrived")
+    found += _text_warnings(stores, session)
     return found
+
+
+def _text_warnings(stores: Stores, session: SessionRow) -> list[str]:
+    """The OCR check's text that no rule rectangle covers: archiving will ask for --confirm-text."""
+    findings = session.summary_fields().get(PIXEL_TEXT)
+    if not findings or not findings.get("characters") or "OCR found" in session.reason:
+        return []
+    if stores.hooks.anonymizers.pixel_policy(session.project).allow_burned_in:
+        return []
+    marks = stores.hooks.inspect_pixels.marks(session)
+    outside = text_outside(findings, {scan: blanked for scan, (blanked, _text) in marks.items()})
+    if not outside:
+        return []
+    return [f"the OCR check found {outside.characters} characters in {outside.boxes} boxes outside the rectangles"
+            f" to blank (scan {', '.join(outside.scans)}): archiving needs --confirm-text"]
 
 
 def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,

@@ -6,6 +6,7 @@ on the session, the snapshot draws them, and archiving text outside the redacted
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 
 import numpy as np
@@ -53,6 +54,7 @@ def test_text_outside_the_rule_needs_confirmation_and_never_reaches_the_catalog(
     assert send(daemon.dicom_port(), [make_instance("US", seed=7, base=base)]) == [0]
     # Then the build's OCR check finds text, the rule lifts the burned-in hold, the OCR text outside it holds
     row = wait_for(lambda: daemon.stores.catalog.sessions(PREARCHIVE, projects=["us"], status="REVIEW"), timeout=60)[0]
+    assert re.match(r"held for review: OCR found \d+ characters in \d+ boxes outside redacted areas", row.reason)
     assert "OCR found" in row.reason and "outside redacted areas" in row.reason and "--confirm-text" in row.reason
     findings = row.summary_fields()["pixel_text"]
     assert findings["checked"] and findings["characters"] >= 12
