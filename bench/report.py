@@ -107,6 +107,11 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
         out += ["5. Catalog (synthetic rows; in-process median ms through dicomd's Catalog; one CLI call "
                 "with start-up in 'CLI s')"]
         out += catalog_table(catalog) + [""]
+    if meta.get("pixels"):
+        from bench.pixels import PixelRow, pixels_table
+
+        out += ["7. Clean Pixel Data: read, decode every frame, blank 2 rectangles, re-encode, write (in process)"]
+        out += pixels_table([PixelRow(**r) for r in meta["pixels"]]) + [""]
     for prof in meta.get("profile", []):
         out += [f"Profile of dicomd (py-spy, share of samples): {prof['note']}"]
         for kind in ("stage", "self", "inclusive"):

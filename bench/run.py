@@ -31,6 +31,7 @@ from bench.archiving import ArchiveRow
 from bench.catalog_scale import CatalogRow
 from bench.ingest import BASELINE, IngestRow, Measurement, run_ingest, summarize
 from bench.memory import MemoryRow, measure_memory
+from bench.pixels import run_pixels
 from bench.profile import profile_ingest
 from bench.report import render, write_json
 from bench.senders import DcmtkSender, PynetdicomSender, make_sender
@@ -61,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, dicomd-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
-    p.add_argument("--sections", default="ingest,memory,archive,catalog",
-                   help="comma-separated: ingest,memory,archive,catalog")
+    p.add_argument("--sections", default="ingest,memory,archive,catalog,pixels",
+                   help="comma-separated: ingest,memory,archive,catalog,pixels")
     p.add_argument("--pdu", type=int, default=1048576,
                    help="max PDU the receivers accept (dcmtk caps it at 131072)")
     p.add_argument("--dicomd-processes", type=int, default=os.cpu_count() or 1,
@@ -157,6 +158,7 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> _R
     })
     sections = {
         "ingest": _ingest, "memory": _memory, "archive": _archive, "profile": _profile, "catalog": _catalog,
+        "pixels": _pixels,
     }
     wanted = set(args.sections.split(",")) | ({"profile"} if args.profile else set())
     for name, section in sections.items():
@@ -219,6 +221,12 @@ def _profile(args: argparse.Namespace, res: _Results, sender: Sender, work: Path
         rows, note = profile_ingest(files, assoc, sender, work / f"profile-{assoc}", args.pdu)
         res.meta.setdefault("profile", []).append(
             {"associations": assoc, "note": note, "rows": [dataclasses.asdict(r) for r in rows]})
+
+
+def _pixels(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    frames = 10 if args.quick else 30
+    progress(f"pixels: redaction of {frames}-frame instances, {res.meta['runs']} runs")
+    res.meta["pixels"] = [dataclasses.asdict(r) for r in run_pixels(work / "pixels", res.meta["runs"], frames)]
 
 
 def _catalog(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:

@@ -52,6 +52,12 @@ class SessionWriter(Protocol):
     def review_reason(self) -> str | None:
         """Why the session must wait for a person (burned-in annotation, ...), or None."""
 
+    def unconfirmed_text(self) -> str | None:
+        """Why archiving needs the operator's confirmation (OCR text outside redacted areas), or None."""
+
+    def report(self) -> dict[str, Any] | None:
+        """What the writer did that the catalog records as a `pixels` event (no PHI), or None."""
+
 
 class WriterFactory(Protocol):
     def __call__(self, session: SessionRow) -> SessionWriter: ...
@@ -69,6 +75,12 @@ class CopyWriter:
         return self.session.subject or "unknown", self.session.label
 
     def review_reason(self) -> str | None:
+        return None
+
+    def unconfirmed_text(self) -> str | None:
+        return None
+
+    def report(self) -> dict[str, Any] | None:
         return None
 
     def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written:
@@ -116,9 +128,11 @@ class Archiver:
     # ------------------------------------------------------------------ archive one session
 
     def archive(self, session_id: int, *, overwrite: str | None = None, actor: str = "",
-                force_review: bool = False, label: str = "") -> ArchiveResult:
-        """Archive a prearchive session. Raises Conflict (session left in CONFLICT), InvalidState.
-        ``label`` archives it under another session label (a way out of a label conflict)."""
+                force_review: bool = False, label: str = "", confirm_text: bool = False) -> ArchiveResult:
+        """Archive a prearchive session. Raises Conflict (session left in CONFLICT), InvalidState,
+        HeldForReview (left in REVIEW). ``label`` archives it under another session label (a way out
+        of a label conflict); ``force_review`` archives past a review hold (burned-in data without a
+        redaction rule) and ``confirm_text`` past OCR text found outside the redacted areas."""
         if label:
             label = check_label(clean_label(label), "label")
         session = self.catalog.session(session_id)
@@ -131,7 +145,9 @@ class Archiver:
         )
         work_dir = self.layout.work / f"job-{job_id}"
         try:
-            plan, subject, label, study_uid, fingerprint = self._stage(session, policy, work_dir, force_review, label)
+            writer = self.writers(session)
+            plan, subject, label, study_uid, fingerprint = self._stage(
+                session, policy, work_dir, force_review, label, confirm_text, writer)
         except HeldForReview as exc:
             self._rollback(job_id, session_id, work_dir, Status.REVIEW, str(exc), actor)
             raise
@@ -151,15 +167,19 @@ class Archiver:
             target_id = self._roll_forward(job, study_uid=study_uid, fingerprint=fingerprint, actor=actor)
         except Exception as exc:  # noqa: BLE001 - a job that cannot finish must not stay half-done
             raise StorageFailure(self._give_up(job, exc, actor)) from exc
+        report = writer.report()
+        if report:
+            self.catalog.event("pixels", {**report, "session": session_id}, target_id)
         target = self.catalog.session(target_id)
         archived = sum(not item.dropped for item in plan)
         logger.info("archived session #%d into %s (%d instances)", session_id, target.ref, archived)
         return ArchiveResult(target_id, target.url, archived)
 
     def _stage(
-        self, session: SessionRow, policy: str, work_dir: Path, force_review: bool, new_label: str = ""
+        self, session: SessionRow, policy: str, work_dir: Path, force_review: bool, new_label: str = "",
+        confirm_text: bool = False, writer: SessionWriter | None = None,
     ) -> tuple[list[PlanItem], str, str, str, str]:
-        writer = self.writers(session)
+        writer = writer or self.writers(session)
         subject, label = writer.labels()
         label = new_label or label
         instances = self.catalog.instances(session.id)
@@ -196,6 +216,9 @@ class Archiver:
         reason = None if force_review else writer.review_reason()
         if reason:
             raise HeldForReview(f"held for review: {reason}")
+        text = None if confirm_text else writer.unconfirmed_text()
+        if text:
+            raise HeldForReview(f"held for review: {text}")
         study_uid = sorted(study_uids)[0] if study_uids else session.study_instance_uid
         self._check_conflicts(session.project, label, study_uid, plan, policy)
         return plan, subject, label, study_uid, writer.fingerprint

@@ -160,7 +160,9 @@ class AnonymizeConfig:
         default=(), metadata=_help("private tags to keep, '(gggg,{CREATOR}ee)'")
     )
     allow_burned_in: bool = field(
-        default=False, metadata=_help("let instances with burned-in annotation archive automatically")
+        default=False,
+        metadata=_help("accept instances that may carry burned-in text without a redaction rule (no review hold;"
+                       " the pixels are archived as they are)"),
     )
     key_group: str = field(
         default="",
@@ -211,6 +213,53 @@ class MappingConfig:
 
 
 @dataclass(frozen=True)
+class PixelMatchConfig:
+    """A redaction rule's signature: header values an instance must have (unset = any). Strings
+    match case-insensitively, whole value, with `*` and `?` wildcards; Rows and Columns exactly."""
+
+    Manufacturer: str = field(default="", metadata=_help("(0008,0070), e.g. 'GE*'"))
+    ManufacturerModelName: str = field(default="", metadata=_help("(0008,1090), e.g. 'LOGIQ E9'"))
+    SoftwareVersions: str = field(default="", metadata=_help("(0018,1020): any of its values"))
+    Modality: str = field(default="", metadata=_help("(0008,0060), e.g. 'US'"))
+    SOPClassUID: str = field(default="", metadata=_help("(0008,0016): a UID (wildcards allowed) or its pydicom keyword"))
+    Rows: int = field(default=0, metadata=_help("(0028,0010) exactly (0 = any)", min=0, max=65535))
+    Columns: int = field(default=0, metadata=_help("(0028,0011) exactly (0 = any)", min=0, max=65535))
+
+
+PIXEL_MATCH_KEYS = tuple(f.name for f in dataclasses.fields(PixelMatchConfig))
+
+
+@dataclass(frozen=True)
+class PixelRuleConfig:
+    """Clean Pixel Data: the rectangles blanked in every frame of the instances matching a signature."""
+
+    name: str = field(default="", metadata=_help("the rule's name, recorded in the catalog when it runs"))
+    match: PixelMatchConfig = field(default_factory=PixelMatchConfig, metadata=_help("the signature"))
+    rectangles: tuple[tuple[int, ...], ...] = field(
+        default=(), metadata=_help("[[x, y, width, height], ...] in pixels, from the top left corner")
+    )
+
+    def conditions(self) -> dict[str, str | int]:
+        """The signature's set conditions, by DICOM keyword."""
+        return {k: v for k in PIXEL_MATCH_KEYS if (v := getattr(self.match, k))}
+
+
+@dataclass(frozen=True)
+class OcrConfig:
+    """The optional OCR check for burned-in text (Tesseract; off when it is not installed)."""
+
+    enabled: bool = field(default=True, metadata=_help("look for text with Tesseract when it is installed"))
+    all_series: bool = field(
+        default=False,
+        metadata=_help("OCR every series, not only those with a burned-in reason or a redaction rule"),
+    )
+    timeout_seconds: float = field(default=20.0, metadata=_help("longest one OCR call may take", min=1, max=600))
+    min_confidence: int = field(
+        default=50, metadata=_help("words Tesseract is less sure of (0-100) are not counted", min=0, max=100)
+    )
+
+
+@dataclass(frozen=True)
 class SiteAnonymizeConfig:
     site_script: str = field(default="", metadata=_help("DicomEdit 6 script run on every instance at ingest"))
 
@@ -247,6 +296,10 @@ class Config:
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
     mappings: tuple[MappingConfig, ...] = field(default=(), metadata=_help("custom DICOM mappings"))
+    pixel_rules: tuple[PixelRuleConfig, ...] = field(
+        default=(), metadata=_help("redaction rules for burned-in text (Clean Pixel Data)", named=True)
+    )
+    ocr: OcrConfig = field(default_factory=OcrConfig, metadata=_help("OCR check for burned-in text"))
     source: str = "<defaults>"
 
     def project(self, project_id: str) -> ProjectConfig | None:
@@ -362,6 +415,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
             raise ConfigError(f"{source}: mappings[{i}]: {exc}") from None
         if mapping.project and mapping.project not in projects:
             raise ConfigError(f"{source}: mappings[{i}].project: no project {mapping.project!r} is declared")
+    config = dataclasses.replace(config, pixel_rules=_check_pixel_rules(config.pixel_rules, source))
     site_script = config.anonymize.site_script
     anonymize = config.anonymize
     if site_script and not Path(site_script).is_absolute():
@@ -469,7 +523,7 @@ def _convert(tp: Any, value: Any, name: str, source: str, meta: Mapping[str, Any
         (item_tp, _ellipsis) = get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {name}: expected a list")
-        return tuple(_convert(item_tp, v, f"{name}[{i}]", source, {}) for i, v in enumerate(value))
+        return tuple(_convert(item_tp, v, _item_name(name, i, v, meta), source, {}) for i, v in enumerate(value))
     if origin in (Mapping, dict, collections.abc.Mapping):
         _key_tp, item_tp = get_args(tp)
         if not isinstance(value, dict):
@@ -496,6 +550,63 @@ def _convert(tp: Any, value: Any, name: str, source: str, meta: Mapping[str, Any
             raise ConfigError(f"{source}: {name}: expected a string")
         return value
     raise ConfigError(f"{source}: {name}: unsupported value")  # pragma: no cover
+
+
+def _item_name(name: str, index: int, value: Any, meta: Mapping[str, Any]) -> str:
+    """`pixel_rules[0]`, with the item's name when its list is `named` (messages name the rule)."""
+    if meta.get("named") and isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"]:
+        return f"{name}[{index}] (rule {value['name']!r})"
+    return f"{name}[{index}]"
+
+
+_RULE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_pixel_rules(rules: tuple[PixelRuleConfig, ...], source: str) -> tuple[PixelRuleConfig, ...]:
+    """Names unique, a signature with at least one condition, rectangles non-empty and inside
+    Rows x Columns when both are given; SOP class keywords become UIDs. Messages name the rule."""
+    seen: set[str] = set()
+    checked: list[PixelRuleConfig] = []
+    for i, rule in enumerate(rules):
+        where = f"{source}: pixel_rules[{i}]" + (f" (rule {rule.name!r})" if rule.name else "")
+        if not _RULE_NAME_RE.match(rule.name):
+            raise ConfigError(f"{where}.name: required, 1 to 64 characters A-Z a-z 0-9 _ . -")
+        if rule.name in seen:
+            raise ConfigError(f"{where}.name: another rule is named {rule.name!r} (names must be unique)")
+        seen.add(rule.name)
+        if not rule.conditions():
+            raise ConfigError(f"{where}.match: give at least one condition ({', '.join(PIXEL_MATCH_KEYS)});"
+                              " a rule without one would blank every image")
+        if not rule.rectangles:
+            raise ConfigError(f"{where}.rectangles: give at least one [x, y, width, height]")
+        rows, columns = rule.match.Rows, rule.match.Columns
+        for n, rect in enumerate(rule.rectangles):
+            if len(rect) != 4:
+                raise ConfigError(f"{where}.rectangles[{n}]: expected [x, y, width, height], got {list(rect)}")
+            x, y, width, height = rect
+            if x < 0 or y < 0:
+                raise ConfigError(f"{where}.rectangles[{n}]: x and y must be 0 or more, got {list(rect)}")
+            if width <= 0 or height <= 0:
+                raise ConfigError(f"{where}.rectangles[{n}]: empty rectangle {list(rect)} (width and height"
+                                  " must be at least 1)")
+            if rows and columns and (x + width > columns or y + height > rows):
+                raise ConfigError(f"{where}.rectangles[{n}]: {list(rect)} reaches outside the {columns} x {rows}"
+                                  " image (Columns x Rows)")
+        sop_class = _sop_class(rule.match.SOPClassUID, f"{where}.match.SOPClassUID")
+        checked.append(dataclasses.replace(rule, match=dataclasses.replace(rule.match, SOPClassUID=sop_class)))
+    return tuple(checked)
+
+
+def _sop_class(value: str, where: str) -> str:
+    """A SOP class condition as a UID pattern: a dotted UID (wildcards allowed) or pydicom's keyword."""
+    if not value or re.match(r"^[0-9.*?]+$", value):
+        return value
+    from pydicom.uid import UID_dictionary  # only when a rule names a SOP class by keyword
+
+    for uid, entry in UID_dictionary.items():
+        if entry[4] == value:
+            return str(uid)
+    raise ConfigError(f"{where}: {value!r} is neither a UID nor a SOP class keyword (e.g. UltrasoundImageStorage)")
 
 
 def describe() -> list[tuple[str, str]]:

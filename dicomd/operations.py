@@ -24,6 +24,8 @@ from dicomd.errors import DicomdError, Forbidden, InvalidInput, InvalidState, No
 from dicomd.ingest import Source, Staged, note_refused
 from dicomd.layout import SessionRef
 from dicomd.lifecycle import NEEDS_ATTENTION, RECEIVABLE, SETTABLE, QuarantineStatus, Stage
+from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, text_outside
+from dicomd.pixels.policy import describe as describe_text
 from dicomd.processors import archive_order
 from dicomd.progress import ARCHIVING, BatchProgress
 from dicomd.routing import UNASSIGNED, Explicit
@@ -201,9 +203,11 @@ def prearchive_sessions(stores: Stores, actor: Actor, refs: Iterable[SessionRef]
 
 
 def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str | None,
-            new_project: str = "", force_review: bool = False, label: str = "") -> Outcome:
+            new_project: str = "", force_review: bool = False, label: str = "",
+            confirm_text: bool = False) -> Outcome:
     """Archive one prearchive session (optionally moving it to ``new_project`` first, optionally
-    under a new session ``label``)."""
+    under a new session ``label``). ``force_review`` archives past a burned-in review hold,
+    ``confirm_text`` past text the OCR check found outside the redacted areas."""
     actor.require(MANAGE, session.project)
     if new_project:
         actor.require(MANAGE, project_id(stores, new_project))  # archiving writes into the target project
@@ -211,7 +215,7 @@ def archive(stores: Stores, actor: Actor, session: SessionRow, *, overwrite: str
     if new_project and project_id(stores, new_project) != session.project:
         session = stores.catalog.session(move(stores, actor, session, new_project).before.id)
     result = stores.archiver.archive(session.id, overwrite=overwrite, actor=actor.history_name,
-                                     force_review=force_review, label=label)
+                                     force_review=force_review, label=label, confirm_text=confirm_text)
     return Outcome(before, stores.catalog.session(result.session_id), result.instances)
 
 
@@ -358,14 +362,31 @@ def session_warnings(stores: Stores, actor: Actor, session: SessionRow) -> list[
             found.append(f"this study is already archived as {other.url}")
     if session.late_for is not None and existing is None:
         found.append("late data for a study that was being archived when it arrived")
+    found += _text_warnings(stores, session)
     return found
+
+
+def _text_warnings(stores: Stores, session: SessionRow) -> list[str]:
+    """The OCR check's text that no rule rectangle covers: archiving will ask for --confirm-text."""
+    findings = session.summary_fields().get(PIXEL_TEXT)
+    if not findings or not findings.get("characters") or "OCR found" in session.reason:
+        return []
+    if stores.hooks.anonymizers.pixel_policy(session.project).allow_burned_in:
+        return []
+    marks = stores.hooks.inspect_pixels.marks(session)
+    outside = text_outside(findings, {scan: blanked for scan, (blanked, _text) in marks.items()})
+    if not outside:
+        return []
+    return [f"the OCR check found {outside.characters} characters in {outside.boxes} boxes outside the rectangles"
+            f" to blank (scan {', '.join(outside.scans)}): archiving needs --confirm-text"]
 
 
 def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                           scans: Sequence[str] = ()) -> dict[str, Any]:
     """What archiving would change, on the first instance of each scan (nothing is written).
 
-    A JSON-ready report; per scan, the attribute changes. No permission check: only the CLI
+    A JSON-ready report; per scan, the attribute changes and `pixels` (burned-in reasons, the
+    redaction rule and its rectangles, the review hold); `pixel_text`, the OCR check's findings. No permission check: only the CLI
     offers this (its operator may do anything)."""
     import pydicom
 
@@ -384,6 +405,7 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                           archive_order(stores.config, stores.catalog, session.project))  # as the archive runs it
     labels = Labels(session.project, session.subject, session.label, session.subject_from or "default",
                     session.session_from or "default")
+    policy = PixelPolicy(stores.config.pixel_rules, project.anonymize.allow_burned_in)
     firsts: dict[str, Any] = {}
     for inst in stores.catalog.instances(session.id):
         if (not scans or inst.scan_id in scans) and inst.scan_id not in firsts:
@@ -400,6 +422,9 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
                 ds = pydicom.dcmread(stores.layout.resolve(inst.path), force=True)
             subject, label = anonymizer.archive_labels(ds, labels)
             entry["burned_in"] = anonymizer.burned_in_reason(ds)
+            decision = policy.decide(ds)
+            entry["pixels"] = {"reasons": list(decision.reasons), "rule": decision.rule.name if decision.rule else None,
+                               "rectangles": [list(b) for b in decision.areas(ds)], "hold": decision.hold}
             entry["changes"] = [asdict(c) for c in diff_preview(ds, anonymizer, labels)]
         except DicomdError as exc:
             entry["error"] = str(exc)
@@ -408,7 +433,8 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
             entry["error"] = f"{type(exc).__name__}: {exc}"
         report_scans.append(entry)
     return {"session": session.url, "enabled": True, "fingerprint": anonymizer.fingerprint,
-            "subject": subject, "label": label, "scans": report_scans}
+            "subject": subject, "label": label, "scans": report_scans,
+            "pixel_text": describe_text(session.summary_fields().get(PIXEL_TEXT))}
 
 
 def _preview_off(session: SessionRow, message: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class Prearchive:
     catalog: Catalog
     layout: Layout
     extract_fields: FieldExtractor | None = None
+    inspect_pixels: Callable[[SessionRow], dict[str, Any] | None] | None = None  # the OCR check
     on_forget: Callable[[int], None] = field(default=lambda _sid: None)
 
     # ------------------------------------------------------------------ naming
@@ -88,6 +89,9 @@ class Prearchive:
                 extracted = self.extract_fields(session)
                 fields["custom"] = json.dumps(extracted.get("session", {}))
                 scan_fields = extracted.get("scans", {})
+            if self.inspect_pixels is not None:
+                findings = self.inspect_pixels(session)
+                fields["summary"] = json.dumps({"pixel_text": findings} if findings is not None else {})
         except DicomdError as exc:
             status, reason = Status.ERROR, f"build failed: {exc}"
         except Exception as exc:  # noqa: BLE001 - a build failure is an ERROR state, not a crash

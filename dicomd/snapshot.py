@@ -1,6 +1,8 @@
 """Contact sheets: one representative image per series (middle slice or frame, windowed) as a PNG.
 
-An operator looks at the sheet for burned-in text before archiving. Compressed transfer syntaxes
+An operator looks at the sheet for burned-in text before archiving; with `marks`, each tile shows
+the rectangles a redaction rule will blank (magenta) and the boxes where the OCR check found text
+(yellow), in the image's pixel coordinates scaled onto the tile. Compressed transfer syntaxes
 are decoded by pydicom's plugins (pylibjpeg, -libjpeg, -openjpeg, -rle). A series that cannot be
 rendered gets a labelled placeholder tile; rendering never raises for bad pixel data.
 """
@@ -13,7 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pydicom
@@ -34,6 +36,22 @@ MAX_COLUMNS = 4
 BACKGROUND = (24, 24, 24)
 PLACEHOLDER = (70, 40, 40)
 ORDER_TAGS = [0x00200013, 0x00200032]  # InstanceNumber, ImagePositionPatient
+BLANKED_COLOUR = (255, 0, 255)  # what a redaction rule will blank
+TEXT_COLOUR = (255, 230, 0)  # where the OCR check found text
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Boxes (x, y, width, height in the image's pixels) drawn over a tile."""
+
+    blanked: tuple[tuple[int, int, int, int], ...] = ()
+    text: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def marks_of(pairs: Mapping[str, tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]]) -> dict[str, Marks]:
+    """Marks by scan id from (rectangles to blank, OCR boxes) pairs (AnonymizationHooks' PixelInspector.marks)."""
+    return {scan: Marks(tuple(tuple(b) for b in blanked), tuple(tuple(b) for b in text))  # type: ignore[misc]
+            for scan, (blanked, text) in pairs.items()}
 
 
 @dataclass(frozen=True)
@@ -94,12 +112,13 @@ def _scan(catalog: Catalog, session_id: int, scan_id: str) -> ScanSummary:
     raise NotFound(f"no scan {scan_id!r} in this session")
 
 
-def scan_tile(catalog: Catalog, layout: Layout, session_id: int, scan_id: str, size: int = TILE) -> Tile:
+def scan_tile(catalog: Catalog, layout: Layout, session_id: int, scan_id: str, size: int = TILE,
+              marks: Marks | None = None) -> Tile:
     """One scan's representative image (its middle instance), as on the contact sheet; NotFound
     when the session has no such scan."""
     scan = _scan(catalog, session_id, scan_id)
     label = _label(scan.scan_id, scan.first.modality, scan.first.series_description, scan.instances)
-    return render_tile(_middle([layout.resolve(i.path) for i in scan.members]), label, size)
+    return render_tile(_middle([layout.resolve(i.path) for i in scan.members]), label, size, marks)
 
 
 def scan_montage(catalog: Catalog, layout: Layout, session_id: int, scan_id: str, *, columns: int, rows: int,
@@ -114,8 +133,9 @@ def scan_montage(catalog: Catalog, layout: Layout, session_id: int, scan_id: str
     return contact_sheet(tiles, size=size, columns=columns)
 
 
-def render_tile(path: Path | None, label: str, size: int = TILE) -> Tile:
-    """The instance's middle frame as a windowed 8-bit tile, or a placeholder saying why not."""
+def render_tile(path: Path | None, label: str, size: int = TILE, marks: Marks | None = None) -> Tile:
+    """The instance's middle frame as a windowed 8-bit tile (with ``marks`` drawn over it), or a
+    placeholder saying why not."""
     if path is None:
         return _placeholder(label, "no instances", size)
     try:
@@ -127,10 +147,18 @@ def render_tile(path: Path | None, label: str, size: int = TILE) -> Tile:
         logger.info("snapshot: cannot render %s: %s", path.name, problem)
         return _placeholder(label, problem, size)
     scale = min(size / image.width, size / image.height)
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+    width, height = image.width, image.height
+    image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
                          Image.Resampling.BILINEAR)
     canvas = Image.new("RGB", (size, size), BACKGROUND)
-    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    left, top = (size - image.width) // 2, (size - image.height) // 2
+    canvas.paste(image, (left, top))
+    if marks is not None:
+        draw = ImageDraw.Draw(canvas)
+        for boxes, fill in ((marks.blanked, BLANKED_COLOUR), (marks.text, TEXT_COLOUR)):
+            for x, y, w, h in boxes:
+                draw.rectangle((left + x * scale, top + y * scale, left + (x + w) * scale - 1,
+                                top + (y + h) * scale - 1), outline=fill, width=2)
     return Tile(label, canvas, True)
 
 
@@ -211,8 +239,10 @@ def contact_sheet(tiles: Sequence[Tile], *, title: str = "", size: int = TILE,
 
 
 def session_sheet(catalog: Catalog, layout: Layout, session_id: int, *, title: str = "",
-                  size: int = TILE) -> tuple[Image.Image, list[Tile]]:
-    tiles = [render_tile(p.path, p.label, size) for p in pick_series(catalog, layout, session_id)]
+                  size: int = TILE, marks: Mapping[str, Marks] | None = None) -> tuple[Image.Image, list[Tile]]:
+    """One tile per scan; ``marks`` by scan id (rectangles to blank, OCR boxes) are drawn over them."""
+    tiles = [render_tile(p.path, p.label, size, (marks or {}).get(p.scan_id))
+             for p in pick_series(catalog, layout, session_id)]
     return contact_sheet(tiles, title=title, size=size), tiles
 
 

@@ -74,11 +74,14 @@ def encode(image: "Image.Image", fmt: str = "png") -> Picture:
 
 
 def session_sheet(stores: "Stores", actor: "Actor", ref: SessionRef, *, size: int = 256) -> Picture:
-    """The contact sheet of a session: one tile per scan (its middle image), titled with the session."""
-    from dicomd.snapshot import session_sheet as render  # numpy and Pillow only when a picture is asked for
+    """The contact sheet of a session: one tile per scan (its middle image), titled with the session;
+    on a prearchive session the rectangles archiving will blank and the OCR boxes are drawn."""
+    from dicomd.snapshot import marks_of, session_sheet as render  # numpy and Pillow only when a picture is asked for
 
     session = operations.readable_session(stores, actor, ref)
-    sheet, _tiles = render(stores.catalog, stores.layout, session.id, title=session.url, size=check_size(size))
+    marks = marks_of(stores.hooks.inspect_pixels.marks(session)) if ref.stage == Stage.PREARCHIVE else {}
+    sheet, _tiles = render(stores.catalog, stores.layout, session.id, title=session.url, size=check_size(size),
+                           marks=marks)
     return encode(sheet)
 
 

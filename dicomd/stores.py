@@ -61,7 +61,8 @@ class Stores:
         hooks = build_hooks(config, layout, catalog)
         ingest = Ingest(config, catalog, layout, site_transform=hooks.site_transform)
         prearchive = Prearchive(
-            config, catalog, layout, extract_fields=hooks.extract_fields, on_forget=ingest.forget_session
+            config, catalog, layout, extract_fields=hooks.extract_fields, inspect_pixels=hooks.inspect_pixels,
+            on_forget=ingest.forget_session
         )
         archiver = Archiver(config, catalog, layout, hooks.writers)
         return cls(config, layout, catalog, ingest, prearchive, archiver, hooks, role)

@@ -97,6 +97,7 @@ def xnat_row(row: SessionRow, config: Config | None = None) -> dict[str, Any]:
         "modalities": row.modalities,
         "reason": row.reason,
         "custom": row.custom_fields(),
+        "pixel_text": row.summary_fields().get("pixel_text"),  # the OCR check: counts and boxes, never words
     }
 
 

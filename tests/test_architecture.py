@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "dicomd.allowlist", "dicomd.dicomtags", "dicomd.crashpoints", "dicomd.header", "dicomd.mappings",
               "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
-    ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
+    ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pixels", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers",

@@ -160,3 +160,12 @@ def test_orthanc_baseline_stores_what_it_is_sent(tmp_path: Path) -> None:
         assert running.received() == 3
     finally:
         running.stop()
+
+
+def test_the_pixels_section_measures_redaction_frames_per_second(tmp_path: Path) -> None:
+    from bench.pixels import pixels_table, run_pixels
+
+    rows = run_pixels(tmp_path, runs=1, frames=2)
+    assert [r.source for r in rows] == ["US RGB native", "US JPEG baseline YBR_FULL_422", "XA 16-bit native"]
+    assert all(r.frames_per_s > 0 for r in rows) and rows[1].output_syntax == "1.2.840.10008.1.2.5"
+    assert "RLE Lossless" in "\n".join(pixels_table(rows))

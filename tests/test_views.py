@@ -17,7 +17,7 @@ from tests.conftest import write_config
 
 XNAT_KEYS = ["project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_time", "subject", "folderName",
              "name", "tag", "status", "url", "autoarchive", "prevent_anon", "prevent_auto_commit", "SOURCE",
-             "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom"]
+             "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom", "pixel_text"]
 MILLIS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$")
 
 

@@ -7,7 +7,6 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 from pydicom.dataset import Dataset
 
@@ -22,14 +21,10 @@ from dicomd.anonymize.script.interpreter import Interpreter
 from dicomd.anonymize.script.syntax import Script, parse
 from dicomd.config import AnonymizeConfig
 from dicomd.errors import ConfigError, ScriptError
+from dicomd.pixels.detect import burned_in_reasons
 
 logger = logging.getLogger(__name__)
 
-BURNED_IN_MODALITIES = MappingProxyType({
-    "US": "ultrasound", "SC": "secondary capture", "XC": "external camera photography", "ES": "endoscopy",
-    "OT": "other",
-})
-_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 
 
 @dataclass(frozen=True)
@@ -190,7 +185,8 @@ class Anonymizer:
         return AnonResult(changes, removed, self.script_hash, self.options)
 
     def burned_in_reason(self, ds: Dataset) -> str | None:
-        """Why this instance may carry burned-in text, or None when fine (or the project allows it)."""
+        """Why this instance may carry burned-in text, or None when fine (or the project allows it).
+        The archive step's hold also weighs the redaction rules: dicomd.pixels.policy.PixelPolicy."""
         if self.settings.allow_burned_in:
             return None
         return burned_in_reason(ds)
@@ -224,15 +220,8 @@ def label_leaks(label: str, tokens: tuple[str, ...]) -> bool:
 
 
 def burned_in_reason(ds: Dataset) -> str | None:
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        return "BurnedInAnnotation=YES"
-    modality = str(ds.get("Modality", "")).strip().upper()
-    if modality in BURNED_IN_MODALITIES:
-        return f"modality {modality} ({BURNED_IN_MODALITIES[modality]}) may carry burned-in text"
-    sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
-        return "secondary capture images may carry burned-in text"
-    return None
+    """Every reason (dicomd.pixels.detect) this instance may carry burned-in text, or None."""
+    return "; ".join(burned_in_reasons(ds)) or None
 
 
 class SiteScript:

@@ -1,6 +1,8 @@
 """Where de-identification plugs into the pipeline (built once by `Stores.open`, as `AnonymizationHooks`):
 
-- the archive step's writer: the project's profile + script on every instance (or a plain copy);
+- the archive step's writer: the project's profile + script on every instance (or a plain copy),
+  and the site's redaction rules (Clean Pixel Data, dicomd.pixels) with the review hold;
+- the build step's OCR check for burned-in text (dicomd.pixels.policy.inspect_session);
 - the ingest step's site script, run on each instance as it enters the prearchive;
 - the build step's custom field extractor (DICOM mappings), reading the data as it will be archived.
 """
@@ -31,6 +33,9 @@ from dicomd.errors import StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.mappings import MappingStore, convert
+from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, inspect_session, session_marks, text_outside
+from dicomd.pixels.redact import CannotRedact, redact
+from dicomd.pixels.rules import Box
 from dicomd.processors import PROFILE, SCRIPT, archive_order, mappings_enabled
 from dicomd.routing import Route
 
@@ -72,6 +77,11 @@ class Anonymizers:
                     Anonymizer(project, settings.anonymize, self._pseudonyms()) if wanted and settings else None
                 )
             return self._by_project[project]
+
+    def pixel_policy(self, project: str) -> PixelPolicy:
+        """The site's redaction rules with the project's `allow_burned_in`."""
+        settings = self.config.project(project)
+        return PixelPolicy(self.config.pixel_rules, bool(settings and settings.anonymize.allow_burned_in))
 
     def in_order(self, project: str) -> Anonymizer | ScriptFirst | None:
         """The project's de-identification in the order its processors run (dicomd.processors)."""
@@ -115,15 +125,26 @@ class Anonymizers:
 
 
 class AnonymizingWriter:
-    """Writes each prearchive instance, de-identified, into the archive job's work folder."""
+    """Writes each prearchive instance, de-identified, into the archive job's work folder; the
+    instances a redaction rule matches have its rectangles blanked (Clean Pixel Data)."""
 
-    def __init__(self, session: SessionRow, anonymizer: Anonymizer | ScriptFirst, first: Path) -> None:
+    def __init__(self, session: SessionRow, anonymizer: Anonymizer | ScriptFirst, first: Path,
+                 policy: PixelPolicy) -> None:
         self.session = session
         self.anonymizer = anonymizer
-        self.fingerprint = anonymizer.fingerprint
+        self.policy = policy
         self._labels = labels_of(session)
         self._archive_labels = anonymizer.archive_labels(_read(first), self._labels)
         self._review: str | None = None
+        self._ran: dict[str, int] = {}  # rule name -> instances it redacted
+        self._unredacted = 0  # instances with a burned-in reason that no rule cleaned
+        self._areas: dict[str, list[Box]] = {}  # prearchive scan id -> rectangles blanked in it
+
+    @property
+    def fingerprint(self) -> str:
+        """The anonymizer's, and the redaction rules that ran (recorded on the archive row)."""
+        base = self.anonymizer.fingerprint
+        return f"{base};clean-pixels:{','.join(sorted(self._ran))}" if self._ran else base
 
     def labels(self) -> tuple[str, str]:
         return self._archive_labels
@@ -131,11 +152,45 @@ class AnonymizingWriter:
     def review_reason(self) -> str | None:
         return self._review
 
+    def unconfirmed_text(self) -> str | None:
+        """OCR text (found at build time) outside every rectangle this job blanked, or None."""
+        if self.policy.allow_burned_in:
+            return None
+        outside = text_outside(self.session.summary_fields().get(PIXEL_TEXT), self._areas)
+        if not outside:
+            return None
+        return (f"OCR found {outside.characters} characters in {outside.boxes} boxes outside redacted areas"
+                f" (scan {', '.join(outside.scans)}); look at `dicomd prearchive snapshot`, then archive with"
+                " --confirm-text (HTTP: confirmText=true) or add a pixel rule")
+
+    def report(self) -> dict[str, Any] | None:
+        """What the pixel step did, for the catalog's event (rule names and counts: no PHI)."""
+        if not self._ran and not self._unredacted:
+            return None
+        return {"redacted": dict(sorted(self._ran.items())), "unredacted_burned_in": self._unredacted}
+
+    def _hold(self, reason: str) -> None:
+        if self._review is None:
+            self._review = reason
+
     def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written:
         ds = _read(src)
-        if self._review is None:
-            self._review = self.anonymizer.burned_in_reason(ds)
+        decision = self.policy.decide(ds)
+        if decision.hold:
+            self._hold(decision.hold)
         self.anonymizer.apply(ds, self._labels)
+        if decision.rule is not None:
+            try:
+                redact(ds, decision.rule)
+            except CannotRedact as exc:
+                if not self.policy.allow_burned_in:
+                    self._hold(f"rule {decision.rule.name}: {exc}")
+                self._unredacted += bool(decision.reasons)
+            else:
+                self._ran[decision.rule.name] = self._ran.get(decision.rule.name, 0) + 1
+                self._areas.setdefault(inst.scan_id, []).extend(decision.areas(ds))
+        elif decision.reasons:
+            self._unredacted += 1
         sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
         fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
         # the scan folder: the Series Number, else the new Series UID (never the original's, which
@@ -160,7 +215,7 @@ class AnonymizingWriter:
             modality=inst.modality,
             study_date=str(ds.get("StudyDate", "") or "")[:8],
             study_time=str(ds.get("StudyTime", "") or "")[:16],
-            transfer_syntax=inst.transfer_syntax,
+            transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", inst.transfer_syntax)),
             size=size,
             sha256=digest,
         )
@@ -179,7 +234,8 @@ class WriterFactory:
         instances = self.catalog.instances(session.id)
         if not instances:
             return CopyWriter(session)
-        return AnonymizingWriter(session, anonymizer, self.layout.resolve(instances[0].path))
+        return AnonymizingWriter(session, anonymizer, self.layout.resolve(instances[0].path),
+                                 self.anonymizers.pixel_policy(session.project))
 
 
 class SiteTransform:
@@ -238,6 +294,29 @@ class FieldExtractor:
         return {"session": session_fields, "scans": scan_fields}
 
 
+class PixelInspector:
+    """The build step's OCR check (de-identified projects only): the findings for the build summary."""
+
+    def __init__(self, anonymizers: Anonymizers, catalog: Catalog, layout: Layout) -> None:
+        self.anonymizers = anonymizers
+        self.catalog = catalog
+        self.layout = layout
+
+    def __call__(self, session: SessionRow) -> dict[str, Any] | None:
+        if self.anonymizers.for_project(session.project) is None:
+            return None
+        return inspect_session(self.catalog.instances(session.id), self.layout.resolve,
+                               self.anonymizers.pixel_policy(session.project), self.anonymizers.config.ocr)
+
+    def marks(self, session: SessionRow) -> dict[str, tuple[list[Box], list[Box]]]:
+        """Per scan id: the rectangles archiving will blank and the OCR boxes of the last build
+        (nothing is blanked where the project is not de-identified)."""
+        if self.anonymizers.for_project(session.project) is None:
+            return {}
+        return session_marks(self.catalog.instances(session.id), self.layout.resolve,
+                             self.anonymizers.pixel_policy(session.project), session.summary_fields().get(PIXEL_TEXT))
+
+
 @dataclass(frozen=True)
 class AnonymizationHooks:
     """What de-identification hands the pipeline: the archive writer, the site script run at
@@ -247,6 +326,7 @@ class AnonymizationHooks:
     site_transform: SiteTransform | None
     extract_fields: FieldExtractor
     anonymizers: Anonymizers
+    inspect_pixels: PixelInspector
 
     def close(self) -> None:
         self.anonymizers.close()
@@ -256,5 +336,6 @@ def build_hooks(config: Config, layout: Layout, catalog: Catalog) -> Anonymizati
     anonymizers = Anonymizers(config, layout, catalog)
     site = SiteTransform(SiteScript(config.anonymize.site_script)) if config.anonymize.site_script else None
     return AnonymizationHooks(
-        WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout), anonymizers
+        WriterFactory(anonymizers, catalog, layout), site, FieldExtractor(anonymizers, catalog, layout), anonymizers,
+        PixelInspector(anonymizers, catalog, layout),
     )

@@ -64,6 +64,10 @@ class SessionRow:
     def custom_fields(self) -> dict[str, Any]:
         return json.loads(self.custom or "{}")
 
+    def summary_fields(self) -> dict[str, Any]:
+        """The build summary (the OCR check's findings under `pixel_text`: counts and boxes only)."""
+        return json.loads(self.summary or "{}")
+
 
 @dataclass(frozen=True)
 class InstanceFields:

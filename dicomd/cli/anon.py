@@ -55,6 +55,7 @@ def preview_file(config: Config, file: str, project: str, subject: str, session:
         dicomd anon preview --project demo scan.dcm
     """
     from dicomd.anonymize import Anonymizer, Labels, PseudonymStore, preview
+    from dicomd.pixels.policy import PixelPolicy
 
     settings = config.project(project)
     if settings is None:
@@ -68,14 +69,18 @@ def preview_file(config: Config, file: str, project: str, subject: str, session:
     store = PseudonymStore(Layout(config.data_dir).pseudonyms)
     anonymizer = Anonymizer(project, settings.anonymize, store)
     changes = preview(ds, anonymizer, Labels(project, subject, session))
+    decision = PixelPolicy(config.pixel_rules, settings.anonymize.allow_burned_in).decide(ds)
+    rule = decision.rule.name if decision.rule else None
     if as_json:
         print_json({"file": file, "fingerprint": anonymizer.fingerprint,
-                    "burned_in": anonymizer.burned_in_reason(ds), "changes": [asdict(c) for c in changes]})
+                    "burned_in": anonymizer.burned_in_reason(ds), "pixel_rule": rule, "review": decision.hold,
+                    "changes": [asdict(c) for c in changes]})
         return
     click.echo(f"{file}: {anonymizer.fingerprint}")
-    reason = anonymizer.burned_in_reason(ds)
-    if reason:
-        click.echo(f"review needed: {reason}")
+    if rule:
+        click.echo(f"pixel rule {rule} blanks " + " ".join("[{},{} {}x{}]".format(*b) for b in decision.areas(ds)))
+    if decision.hold:
+        click.echo(f"review needed: {decision.hold}")
     print_table([_row(asdict(c)) for c in changes], ["action", "path", "keyword", "before", "after"])
 
 

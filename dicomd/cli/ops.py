@@ -86,6 +86,7 @@ def status(config: Config, as_json: bool) -> None:
                  "below_floor": disk.free < config.min_free_bytes},
         "problems": problems,
         "last_errors": events,
+        "ocr": _ocr_status(config),
     }
     if as_json:
         print_json(data)
@@ -93,11 +94,23 @@ def status(config: Config, as_json: bool) -> None:
     _print_status(data)
 
 
+def _ocr_status(config: Config) -> dict[str, Any]:
+    """Whether the OCR check for burned-in text runs, and with what (or why not)."""
+    from dicomd.pixels.ocr import availability
+
+    if not config.ocr.enabled:
+        return {"enabled": False, "available": False, "engine": "off: ocr.enabled is false in the config"}
+    found = availability()
+    return {"enabled": True, "available": found.available, "engine": found.engine}
+
+
 def _print_status(data: dict[str, Any]) -> None:
     disk = data["disk"]
     free = f"{human_bytes(disk['free'])} of {human_bytes(disk['total'])} (floor {human_bytes(disk['min_free'])})"
+    ocr = data["ocr"]
     print_fields([("config", data["config"]), ("data", data["data_dir"]),
-                  ("disk free", colour(free, "red") if disk["below_floor"] else free)])
+                  ("disk free", colour(free, "red") if disk["below_floor"] else free),
+                  ("ocr (burned-in text)", ocr["engine"] if ocr["available"] else colour(ocr["engine"], "yellow"))])
     click.echo(colour("\nreceivers", bold=True))
     rows = [{**r, "listening": _yes_no(r["listening"])} for r in data["receivers"]]
     http = data["http"]

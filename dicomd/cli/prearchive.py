@@ -29,6 +29,7 @@ from dicomd.config import Config
 from dicomd.errors import DicomdError, NotFound
 from dicomd.lifecycle import STATUSES, Stage
 from dicomd.operations import LocalOperator
+from dicomd.pixels.policy import describe as describe_text
 from dicomd.views import scan_table, xnat_row
 
 LIST_COLUMNS = (("project", "project"), ("folderName", "session"), ("subject", "subject"),
@@ -96,6 +97,7 @@ def show(config: Config, session: str, as_json: bool) -> None:
             "scans_detail": [{**s, "size": human_bytes(s["bytes"])} for s in scan_table(stores.catalog, row)],
             "history": [{**h, "when": stamp(h["at"])} for h in stores.catalog.history(row.id)],
         }
+        data["pixel_text_summary"] = describe_text(data["pixel_text"])
     if as_json:
         print_json(data)
         return
@@ -106,6 +108,7 @@ def show(config: Config, session: str, as_json: bool) -> None:
         ("modalities", data["modalities"]), ("scans", data["scans"]), ("instances", data["instances"]),
         ("size", human_bytes(data["bytes"])), ("source", data["SOURCE"]), ("received", data["uploaded"]),
         ("last activity", data["lastmod"]), ("auto-archive", data["autoarchive"]),
+        ("burned-in text (OCR)", data["pixel_text_summary"]),
     ])
     if data["custom"]:
         click.echo(colour("\nmapped fields", bold=True))
@@ -166,11 +169,13 @@ def _act(config: Config, sessions: tuple[str, ...], as_json: bool, action: Actio
 @click.option("--overwrite", type=click.Choice(["none", "append", "delete"]),
               help="Overwrite policy when the archive has the session (default: the project's).")
 @click.option("--force", is_flag=True, help="Archive even when the session is held for review (burned-in data).")
+@click.option("--confirm-text", is_flag=True,
+              help="Archive even though the OCR check found text outside the redacted areas (look at the snapshot first).")
 @click.option("--label", default="", help="Archive the (one) session under this session label instead.")
 @yes_option
 @json_option
-def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool, label: str,
-                     yes: bool, as_json: bool) -> None:
+def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str | None, force: bool,
+                     confirm_text: bool, label: str, yes: bool, as_json: bool) -> None:
     """Archive prearchive sessions. --overwrite delete asks for confirmation.
 
     Two operators archiving the same session get one success and one refusal (exit 1). --label
@@ -184,7 +189,8 @@ def archive_sessions(config: Config, sessions: tuple[str, ...], overwrite: str |
         raise click.UsageError("--label names one session's new label: give exactly one session")
 
     def run(stores: Any, operator: LocalOperator, row: SessionRow) -> dict[str, Any]:
-        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force, label=label)
+        done = operations.archive(stores, operator, row, overwrite=overwrite, force_review=force, label=label,
+                                  confirm_text=confirm_text)
         return {"session": row.url, "archived": done.url, "instances": done.instances,
                 "_text": f"{row.url} -> {done.url} ({done.instances} instances)"}
 
@@ -267,25 +273,18 @@ def rebuild(config: Config, sessions: tuple[str, ...], as_json: bool) -> None:
 def snapshot(config: Config, session: str, output: str | None, size: int, as_json: bool) -> None:
     """Contact sheet of one image per series (middle slice, windowed) to look for burned-in text.
 
-    A series that cannot be rendered shows a labelled placeholder. The PNG may show patient data:
-    it is written readable by its owner only.
+    Rectangles a redaction rule will blank are drawn in magenta, boxes where the OCR check found
+    text in yellow. A series that cannot be rendered shows a labelled placeholder. The PNG may show
+    patient data: it is written readable by its owner only.
 
     Example:
 
         dicomd prearchive snapshot S1 -o S1.png
     """
-    from dicomd.snapshot import png_bytes, session_sheet  # numpy/Pillow only when needed
-
     with open_stores(config) as stores:
         row = stores.prearchive.resolve(session)
-        sheet, tiles = session_sheet(stores.catalog, stores.layout, row.id, title=row.url, size=size)
+        tiles = _write_sheet(stores, row, Path(output or f"{row.label}.png"), size)
     target = Path(output or f"{row.label}.png")
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(png_bytes(sheet))
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
     series = [{"label": t.label, "rendered": t.rendered, "problem": t.problem} for t in tiles]
     if as_json:
         print_json({"session": row.url, "file": str(target), "series": series})
@@ -297,21 +296,42 @@ def snapshot(config: Config, session: str, output: str | None, size: int, as_jso
             click.echo(colour(f"  {tile.label}: {tile.problem}", "yellow"))
 
 
+def _write_sheet(stores: Any, row: SessionRow, target: Path, size: int) -> list[Any]:
+    """The session's contact sheet with the rectangles to blank and the OCR boxes, owner-only."""
+    from dicomd.snapshot import marks_of, png_bytes, session_sheet  # numpy/Pillow only when needed
+
+    marks = marks_of(stores.hooks.inspect_pixels.marks(row))
+    sheet, tiles = session_sheet(stores.catalog, stores.layout, row.id, title=row.url, size=size, marks=marks)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(png_bytes(sheet))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
+    return tiles
+
+
 @prearchive.command("preview")
 @store_options
 @click.argument("session")
 @click.option("--scan", "scans", multiple=True, help="Only these scans (repeatable).")
+@click.option("--png", "png", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the contact sheet with the rectangles to blank (magenta) and the OCR boxes (yellow).")
 @json_option
-def preview(config: Config, session: str, scans: tuple[str, ...], as_json: bool) -> None:
-    """What anonymization will change, on the first instance of each scan (nothing is written).
+def preview(config: Config, session: str, scans: tuple[str, ...], png: str | None, as_json: bool) -> None:
+    """What anonymization will change, on the first instance of each scan (nothing is written):
+    attributes, the redaction rule and rectangles per scan, the OCR check's findings.
 
     Example:
 
-        dicomd prearchive preview demo/20240619_091425123/S1 --scan 2
+        dicomd prearchive preview demo/20240619_091425123/S1 --scan 2 --png S1-preview.png
     """
     with open_stores(config) as stores:
         row = stores.prearchive.resolve(session)
         report = operations.preview_anonymization(stores, LocalOperator.current(), row, scans)
+        if png:
+            _write_sheet(stores, row, Path(png), 256)
+            report["png"] = png
     if as_json:
         print_json(report)
         return
@@ -319,12 +339,17 @@ def preview(config: Config, session: str, scans: tuple[str, ...], as_json: bool)
         click.echo(report["message"])
         return
     print_fields([("session", row.url), ("archive subject", report["subject"]),
-                  ("archive label", report["label"]), ("anonymization", report["fingerprint"])])
+                  ("archive label", report["label"]), ("anonymization", report["fingerprint"]),
+                  ("burned-in text (OCR)", report["pixel_text"]), *([("sheet", png)] if png else [])])
     for scan in report["scans"]:
         click.echo(colour(f"\nscan {scan['scan_id']} ({scan['file']})", bold=True))
         if scan.get("error"):
             click.echo(colour(f"  cannot preview: {scan['error']}", "red"))
             continue
-        if scan.get("burned_in"):
-            click.echo(colour(f"  held for review: {scan['burned_in']}", "yellow"))
+        pixels = scan.get("pixels") or {}
+        if pixels.get("rule"):
+            boxes = " ".join("[{},{} {}x{}]".format(*r) for r in pixels["rectangles"])
+            click.echo(colour(f"  pixel rule {pixels['rule']} blanks {boxes}", "magenta"))
+        if pixels.get("hold"):
+            click.echo(colour(f"  held for review: {pixels['hold']}", "yellow"))
         print_table(scan["changes"], ("action", "path", "keyword", "before", "after"))

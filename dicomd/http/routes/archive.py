@@ -28,7 +28,8 @@ PREFIXES = ("/data/projects", "/data/archive/projects")
 _RESERVED = {"format", "columns", "xsiType", "offset", "limit", "sortBy", "sortOrder", "accept-not-found"}
 
 
-@router.post("/data/services/archive", summary="Archive prearchive sessions: src (repeatable), overwrite, dest")
+@router.post("/data/services/archive",
+             summary="Archive prearchive sessions: src (repeatable), overwrite, dest, confirmText")
 async def archive_service(request: Request) -> Response:
     stores, user = stores_of(request), current_user(request)
     given = await params(request)
@@ -37,10 +38,12 @@ async def archive_service(request: Request) -> Response:
     dest_project, dest_label = _dest(given.get("dest"))
     dest_project = dest_project or given.get("project")
     label = _new_label(given.get("subject"), dest_label or given.get("session"), srcs)
+    confirm_text = bool(given.flag("confirmText", default=False))  # past OCR text outside redacted areas
 
     def run() -> Response:
         sessions = operations.prearchive_sessions(stores, user, targets.parse_sources(srcs), MANAGE)
-        uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project, label=label).uri
+        uris = [operations.archive(stores, user, s, overwrite=overwrite, new_project=dest_project, label=label,
+                                    confirm_text=confirm_text).uri
                 for s in sessions]
         return uri_list(uris, request.headers.get("accept", ""))
 

@@ -26,7 +26,7 @@ router = APIRouter()
 
 COLUMNS = ("project", "timestamp", "lastmod", "uploaded", "scan_date", "scan_time", "subject", "folderName",
            "name", "tag", "status", "url", "autoarchive", "prevent_anon", "prevent_auto_commit", "SOURCE",
-           "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom")
+           "VISIT", "PROTOCOL", "TIMEZONE", "scans", "instances", "modalities", "reason", "custom", "pixel_text")
 
 
 def rows_for(stores: Stores, user: User, sessions: list[SessionRow]) -> list[dict[str, Any]]:
@@ -82,7 +82,7 @@ def session_delete(request: Request, project: str, timestamp: str, label: str) -
 
 
 @router.post("/data/prearchive/projects/{project}/{timestamp}/{label}",
-             summary="action=build|rebuild|commit|move|set-status (newProject=, overwrite=, status=)")
+             summary="action=build|rebuild|commit|move|set-status (newProject=, overwrite=, status=, confirmText=)")
 async def session_post(request: Request, project: str, timestamp: str, label: str) -> Response:
     stores, user = stores_of(request), current_user(request)
     given = await params(request)
@@ -98,7 +98,8 @@ async def session_post(request: Request, project: str, timestamp: str, label: st
         if action in ("commit", "archive"):
             outcome = operations.archive(stores, user, session,
                                          overwrite=operations.overwrite_policy(given.get("overwrite")),
-                                         new_project=given.get("newProject", "project"))
+                                         new_project=given.get("newProject", "project"),
+                                         confirm_text=bool(given.flag("confirmText", default=False)))
             return uri_list([outcome.uri], request.headers.get("accept", ""))
         if action == "move":
             outcome = operations.move(stores, user, session, _new_project(given.get("newProject")))
