@@ -216,6 +216,19 @@ class SiteAnonymizeConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several `dicomd serve` nodes on one catalog and one data directory (see docs/cluster.md)."""
+
+    heartbeat_seconds: float = field(
+        default=5.0, metadata=_help("how often a node refreshes its heartbeat in the catalog", min=0.05, max=3600)
+    )
+    claim_expiry_seconds: float = field(
+        default=30.0,
+        metadata=_help("a node silent this long has expired: other nodes take over the work it claimed", min=0.1),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default=Path("dicomd-data"), metadata=_help("where every store lives"))
     session_idle_seconds: float = field(
@@ -247,6 +260,7 @@ class Config:
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
     mappings: tuple[MappingConfig, ...] = field(default=(), metadata=_help("custom DICOM mappings"))
+    cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata=_help("nodes sharing the catalog"))
     source: str = "<defaults>"
 
     def project(self, project_id: str) -> ProjectConfig | None:
@@ -342,6 +356,8 @@ def _finish(config: Config, base: Path, source: str) -> Config:
                 projects[pid], anonymize=dataclasses.replace(project.anonymize, script=str(script))
             )
     _check_project_names(projects, source)
+    if config.cluster.claim_expiry_seconds <= 2 * config.cluster.heartbeat_seconds:
+        raise ConfigError(f"{source}: cluster.claim_expiry_seconds: must be more than twice cluster.heartbeat_seconds")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
     for i, receiver in enumerate(config.receivers):

@@ -51,19 +51,25 @@ class Daemon:
         stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
+        node = stores.node
+        if node is not None:
+            node.start(http_port=self.config.http.port if self.config.http.enabled else None)
+        # with other live nodes: only the work no live node holds (see dicomd.cluster)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
         shared = self.config.receiver_processes > 1
         self.group = ReceiverGroup(stores.ingest)
         for index, receiver_config in enumerate(self.config.receivers):
             self.listening.append(self.group.start(index, receiver_config, shared=shared))
         self.receivers = list(self.group.receivers)
+        if node is not None:
+            node.start([item.port for item in self.listening], node.http_port)
         if shared and self.receivers:
             self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
             self.workers.start(self.config.receiver_processes - 1)
         # receivers added over /xapi/dicomscp (stored in the catalog): this process only
         self.receiver_set = ReceiverSet(stores.ingest, list(zip(self.receivers, self.listening)))
         self.receiver_set.start(stores.catalog.receivers())
-        self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
+        self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver, node)
         self.watcher.start()
         for service in self._optional_services(stores):
             service.start()

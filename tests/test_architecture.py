@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
-                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors")),
+                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors", "dicomd.cluster")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers",
                    "dicomd.receiverset")),

@@ -16,6 +16,7 @@ file, its readers and the group-commit writer):
   projects.py    the configured projects
   receivers.py   DICOM receivers added over the API
   processors.py  the order and enabled flags of the archive-time steps
+  nodes.py       the nodes sharing the catalog, their heartbeats and claims (dicomd.cluster)
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
 """
@@ -30,6 +31,7 @@ from dicomd.catalog.engine import Engine
 from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
+from dicomd.catalog.nodes import ClaimRow, NodeRow, Nodes
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.processors import ProcessorSettings
 from dicomd.catalog.quarantine import Quarantine
@@ -40,7 +42,7 @@ from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
 class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, ProcessorSettings,
-              Engine):
+              Nodes, Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, path: Path, *, batch_max: int = 256) -> None:
@@ -55,7 +57,7 @@ ARCHIVING, MOVING, DELETING = Status.ARCHIVING, Status.MOVING, Status.DELETING
 ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIVED, Status.REVIEW
 
 __all__ = [
-    "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
+    "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "ClaimRow", "DELETING",
     "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
-    "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
+    "NodeRow", "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
 ]

@@ -187,3 +187,36 @@ def _m004(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+# Portable SQL (SQLite and PostgreSQL): text ids, float epoch times, no autoincrement.
+NODES_DDL = """
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    process TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL DEFAULT 'daemon',
+    dicom_ports TEXT NOT NULL DEFAULT '',
+    http_port INTEGER,
+    version TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL
+);
+CREATE TABLE claims (
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL,
+    node TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (kind, item)
+);
+CREATE INDEX claims_node ON claims(node);
+"""
+
+
+@migrations(name="005_nodes")
+def _m005(db: sqlite_utils.Database) -> None:
+    """The nodes (`dicomd serve` processes, and CLI commands while they work) sharing this catalog,
+    with their heartbeats, and the work each has claimed (dicomd.cluster)."""
+    db.executescript(NODES_DDL)
