@@ -24,6 +24,7 @@ from dicomd.cli.common import (
     stamp,
     store_options,
 )
+from dicomd.cluster import NodeState
 from dicomd.config import Config
 from dicomd.dicomtags import BadTag, element_rows, parse_tag
 from dicomd.errors import ConfigError, InvalidInput, NotFound
@@ -42,7 +43,8 @@ MAX_VALUE = 100
 @json_option
 def status(config: Config, as_json: bool) -> None:
     """Receivers and ports, what arrived in the last hour through each way in, sessions per state,
-    disk free and the last errors (works while the daemon runs).
+    disk free, the last errors, and the nodes sharing the catalog with their heartbeats and the work
+    each holds (works while the daemon runs).
 
     Example:
 
@@ -66,6 +68,7 @@ def status(config: Config, as_json: bool) -> None:
              "detail": _event_text(e["detail"])}
             for e in stores.catalog.events(kinds=PROBLEM_EVENTS, limit=8)
         ]
+        nodes = [_node_fields(state) for state in stores.node.states()] if stores.node is not None else []
     disk = shutil.disk_usage(config.data_dir)
     data = {
         "config": config.source,
@@ -86,11 +89,31 @@ def status(config: Config, as_json: bool) -> None:
                  "below_floor": disk.free < config.min_free_bytes},
         "problems": problems,
         "last_errors": events,
+        "nodes": nodes,
     }
     if as_json:
         print_json(data)
         return
     _print_status(data)
+
+
+def _node_fields(state: NodeState) -> dict[str, Any]:
+    row = state.row
+    return {
+        "id": row.id, "host": row.host, "pid": row.pid, "role": row.role, "version": row.version,
+        "dicom_ports": [int(p) for p in row.dicom_ports.split(",") if p], "http_port": row.http_port,
+        "started": stamp(row.started_at), "heartbeat_age_seconds": round(state.heartbeat_age, 1),
+        "state": state.state, "holds": [f"{c.kind} {c.item}" for c in state.claims],
+    }
+
+
+def _print_nodes(nodes: list[dict[str, Any]]) -> None:
+    click.echo(colour("\nnodes", bold=True))
+    rows = [{**n, "ports": ",".join(str(p) for p in n["dicom_ports"]) or "-",
+             "heartbeat": f"{n['heartbeat_age_seconds']:.0f} s ago",
+             "state": colour(n["state"], "green" if n["state"] == "alive" else "red" if n["state"] == "expired" else None),
+             "holds": ", ".join(n["holds"]) or "-"} for n in nodes]
+    print_table(rows, ("id", "role", "ports", "started", "heartbeat", "state", "holds"))
 
 
 def _print_status(data: dict[str, Any]) -> None:
@@ -121,6 +144,8 @@ def _print_status(data: dict[str, Any]) -> None:
     if data["last_errors"]:
         click.echo(colour("\nlast errors", bold=True))
         print_table(data["last_errors"], ("when", "kind", "detail"))
+    if data["nodes"]:
+        _print_nodes(data["nodes"])
 
 
 def _yes_no(value: bool | None) -> str:
