@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
+from dicomd import dburl
 from dicomd.allowlist import parse_entry
+from dicomd.dburl import DatabaseUrl
 from dicomd.errors import ConfigError, InvalidInput
 from dicomd.mappings import validate as validate_mapping
 from dicomd.routing import parse_rule
@@ -229,6 +231,25 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class CatalogConfig:
+    url: str = field(
+        default="",
+        metadata=_help("the catalog database: a SQLite file path (relative to data_dir; '' = data_dir/catalog.sqlite)"
+                       " or postgresql://user:pass@host:port/db"),
+    )
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    url: str = field(
+        default="",
+        metadata=_help("the pseudonym keys and map: a SQLite file path (relative to data_dir; '' ="
+                       " data_dir/keys/pseudonyms.sqlite) or a postgresql:// URL of another database or schema with"
+                       " its own credentials (never the catalog's)"),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default=Path("dicomd-data"), metadata=_help("where every store lives"))
     session_idle_seconds: float = field(
@@ -260,8 +281,20 @@ class Config:
     anonymize: SiteAnonymizeConfig = field(default_factory=SiteAnonymizeConfig, metadata=_help("site script"))
     projects: Mapping[str, ProjectConfig] = field(default_factory=dict, metadata=_help("projects by ID"))
     mappings: tuple[MappingConfig, ...] = field(default=(), metadata=_help("custom DICOM mappings"))
+    catalog: CatalogConfig = field(default_factory=CatalogConfig, metadata=_help("where the catalog lives"))
+    keys: KeysConfig = field(default_factory=KeysConfig, metadata=_help("where the pseudonym keys live"))
     cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata=_help("nodes sharing the catalog"))
     source: str = "<defaults>"
+
+    @property
+    def catalog_url(self) -> DatabaseUrl:
+        """The catalog database (catalog.url; a relative file is under data_dir)."""
+        return dburl.parse(self.catalog.url or "catalog.sqlite", self.data_dir)
+
+    @property
+    def keys_url(self) -> DatabaseUrl:
+        """The pseudonym keys and map (keys.url; a relative file is under data_dir)."""
+        return dburl.parse(self.keys.url or "keys/pseudonyms.sqlite", self.data_dir)
 
     def project(self, project_id: str) -> ProjectConfig | None:
         return self.projects.get(project_id)
@@ -378,6 +411,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
             raise ConfigError(f"{source}: mappings[{i}]: {exc}") from None
         if mapping.project and mapping.project not in projects:
             raise ConfigError(f"{source}: mappings[{i}].project: no project {mapping.project!r} is declared")
+    _check_databases(config, data_dir.resolve(), source)
     site_script = config.anonymize.site_script
     anonymize = config.anonymize
     if site_script and not Path(site_script).is_absolute():
@@ -390,6 +424,20 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def _check_databases(config: Config, data_dir: Path, source: str) -> None:
+    """catalog.url and keys.url: each understood, and never the same database (the keys stay apart)."""
+    urls = {}
+    for key, value, default in (("catalog.url", config.catalog.url, "catalog.sqlite"),
+                                ("keys.url", config.keys.url, "keys/pseudonyms.sqlite")):
+        try:
+            urls[key] = dburl.parse(value or default, data_dir)
+        except InvalidInput as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    if dburl.same_database(urls["catalog.url"], urls["keys.url"]):
+        raise ConfigError(f"{source}: keys.url: must not be the catalog's database ({urls['keys.url'].masked}):"
+                          " give the keys their own database, schema or file, with their own credentials")
 
 
 def check_receiver(receiver: ReceiverConfig, projects: Mapping[str, Any], where: str) -> None:

@@ -62,7 +62,7 @@ class Stores:
         layout = Layout(config.data_dir)
         for folder in layout.folders():
             storage.ensure_dir(folder)
-        catalog = Catalog(layout.catalog)
+        catalog = Catalog(config.catalog_url)
         if role is Role.DAEMON:
             _record_config(config, catalog)
         hooks = build_hooks(config, layout, catalog)

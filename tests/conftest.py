@@ -14,6 +14,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.config import Config, load
 from dicomd.daemon import Daemon
+from tests.pgserver import pg_url, postgres  # noqa: F401 - fixtures: a throwaway PostgreSQL server
 
 ENGINE_ENV = "DICOMD_TEST_ENGINE"
 

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomd"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("dicomd.errors", "dicomd.lifecycle", "dicomd.layout", "dicomd.storage", "dicomd.routing",
               "dicomd.allowlist", "dicomd.dicomtags", "dicomd.crashpoints", "dicomd.header", "dicomd.mappings",
-              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
+              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress",
+              "dicomd.dburl", "dicomd.migrations")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors", "dicomd.cluster")),

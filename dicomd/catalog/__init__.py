@@ -1,10 +1,11 @@
-"""The SQLite catalog: every SQL statement dicomd's sessions, instances, archive jobs,
+"""The catalog (SQLite or PostgreSQL): every SQL statement dicomd's sessions, instances, archive jobs,
 quarantine and history run, one module per table group.
 
 One `Catalog` per process, composed of the per-concept parts below over one `Engine` (the
 file, its readers and the group-commit writer):
 
-  engine.py      connections, migrations, readers, the writer thread
+  engine.py      connections, migrations, readers, the writer thread (SQLite or PostgreSQL)
+  pg.py          PostgreSQL connections in sqlite3's shape (placeholders, the reader pool)
   schema.py      the named migrations of the catalog's own tables
   rows.py        the frozen rows (SessionRow, InstanceRow, ArchiveJob, PlanItem, ...)
   sessions.py    finding, opening and changing sessions
@@ -24,6 +25,8 @@ The rules of the session lifecycle (statuses, which may follow which) are in dic
 from __future__ import annotations
 
 from pathlib import Path
+
+from dicomd.dburl import DatabaseUrl
 
 from dicomd.catalog import schema
 from dicomd.catalog.arrivals import Arrivals
@@ -45,8 +48,8 @@ class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Pr
               Nodes, Engine):
     """The catalog database. Thread-safe; one per process."""
 
-    def __init__(self, path: Path, *, batch_max: int = 256) -> None:
-        super().__init__(path, batch_max=batch_max)
+    def __init__(self, target: Path | str | DatabaseUrl, *, batch_max: int = 256) -> None:
+        super().__init__(target, batch_max=batch_max)
         self.apply_migrations(schema.migrations)
 
 

@@ -53,10 +53,10 @@ def _archive_session(conn: sqlite3.Connection, job: ArchiveJob, study_uid: str, 
         return int(target[0])
     cur = conn.execute(
         "INSERT INTO sessions(stage, project, subject, label, study_instance_uid, status, source,"
-        " created_at, updated_at, archived_at, anonymization) VALUES ('archive',?,?,?,?,?,?,?,?,?,?)",
+        " created_at, updated_at, archived_at, anonymization) VALUES ('archive',?,?,?,?,?,?,?,?,?,?) RETURNING id",
         (job.project, job.subject, job.label, study_uid, Status.ARCHIVED, source, now, now, now, anonymization),
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def _put_instances(conn: sqlite3.Connection, target_id: int, plan: Sequence[PlanItem], *, deidentified: bool) -> None:
@@ -138,10 +138,10 @@ class ArchiveJobs(Engine):
             record_history(conn, session_id, Status.ARCHIVING, f"overwrite={overwrite}", actor)
             cur = conn.execute(
                 "INSERT INTO archive_jobs(session_id, state, overwrite, project, subject, label, work_dir, started_at)"
-                " VALUES (?, ?, ?, ?, '', '', ?, ?)",
+                " VALUES (?, ?, ?, ?, '', '', ?, ?) RETURNING id",
                 (session_id, JobState.STAGING, overwrite, row[2], work_dir, now),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
         return self.write(txn)
 

@@ -33,13 +33,6 @@ TODAYS_ITEM = {
 }
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(tmp_path / "catalog.sqlite")
-    yield cat
-    cat.close()
-
-
 def prearchive_session(catalog: Catalog) -> int:
     return catalog.open_prearchive_session(
         project="demo", subject="P1", label="S1", study_uid="2.25.1", subject_from="", session_from="",

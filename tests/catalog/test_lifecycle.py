@@ -80,13 +80,6 @@ def test_job_states_only_move_forward() -> None:
 # ---------------------------------------------------------------- set_status and expect=
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(tmp_path / "catalog.sqlite")
-    yield cat
-    cat.close()
-
-
 def open_session(catalog: Catalog, label: str = "S1") -> int:
     return catalog.open_prearchive_session(
         project="demo", subject="P1", label=label, study_uid=f"2.25.{len(label)}", subject_from="", session_from="",
