@@ -26,8 +26,9 @@ from tests.conftest import write_config
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[Stores, Stores]]:
-    config = load(write_config(tmp_path, "[cluster]\nheartbeat_seconds = 0.2\nclaim_expiry_seconds = 2\n"))
+def two(tmp_path: Path, catalog_section: str) -> Iterator[tuple[Stores, Stores]]:
+    extra = "[cluster]\nheartbeat_seconds = 0.2\nclaim_expiry_seconds = 2\n" + catalog_section
+    config = load(write_config(tmp_path, extra))
     a, b = Stores.open(config, Role.DAEMON), Stores.open(config, Role.DAEMON)
     assert a.node is not None and b.node is not None
     a.node.start(), b.node.start()

@@ -13,7 +13,6 @@ import pytest
 
 from dicomd.catalog import ARCHIVE, PREARCHIVE, Catalog
 from dicomd.config import load
-from dicomd.layout import Layout
 from dicomd.testing.generator import generate_study
 from tests.conftest import write_config
 from tests.reliability.harness import SendResult, ServeProcess, check_only, send_tracking, wait_for
@@ -33,15 +32,16 @@ claim_expiry_seconds = 2
 class Cluster:
     """Node configs (same data directory and catalog; each node its own idle time) and the nodes."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, catalog_section: str) -> None:
         self.tmp_path = tmp_path
+        self.catalog_section = catalog_section
         self.data_dir = tmp_path / "data"
         self.nodes: list[ServeProcess] = []
 
     def node(self, name: str, idle: float, crashpoint: str = "") -> ServeProcess:
         folder = self.tmp_path / name
         folder.mkdir()
-        config = write_config(folder, CLUSTER, projects=PROJECTS)
+        config = write_config(folder, CLUSTER + self.catalog_section, projects=PROJECTS)
         text = config.read_text().replace("session_idle_seconds = 0.5", f"session_idle_seconds = {idle}")
         config.write_text(text.replace('log_level = "DEBUG"', 'log_level = "INFO"'))
         serve = ServeProcess(config, self.data_dir, folder / "dicomd.log")
@@ -49,7 +49,7 @@ class Cluster:
         return serve.start(crashpoint=crashpoint)
 
     def catalog(self) -> Catalog:
-        return Catalog(Layout(self.data_dir).catalog)
+        return Catalog(load(self.nodes[0].config_path, {"data_dir": self.data_dir}).catalog_url)
 
     def stop(self) -> None:
         for serve in self.nodes:
@@ -68,8 +68,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
+def cluster(tmp_path: Path, catalog_section: str) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, catalog_section)
     yield made
     made.stop()
 
