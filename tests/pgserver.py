@@ -105,7 +105,9 @@ def start_server() -> PgServer:
     if bindir is None:
         raise RuntimeError("no initdb under /usr/lib/postgresql/*/bin")
     user = _os_user()
-    root = Path(tempfile.mkdtemp(prefix="dicomd-pg-"))
+    # not tempfile's default folder: a daemon under test points it into its data dir, which the
+    # server's user cannot enter
+    root = Path(tempfile.mkdtemp(prefix="dicomd-pg-", dir=os.environ.get("TMPDIR") or "/tmp"))
     os.chmod(root, 0o755)
     (root / "pw").write_text(PASSWORD + "\n")
     (root / "sock").mkdir()

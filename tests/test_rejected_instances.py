@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.daemon import Daemon
 from dicomd.testing.generator import generate_study
 from tests.conftest import send, wait_for, write_config
 
 
+@pytest.mark.both_backends
 def test_rejected_instances_are_quarantined_and_not_adopted_again(tmp_path: Path,
                                                                    make_daemon: Callable[..., Daemon]) -> None:
     script = tmp_path / "project.das"

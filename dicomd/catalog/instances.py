@@ -44,7 +44,7 @@ def refresh_counts(conn: sqlite3.Connection, session_id: int) -> None:
         "INSERT INTO scans(session_id, scan_id, series_instance_uid, series_number, description, modality,"
         " instances, bytes) SELECT session_id, scan_id, MIN(series_instance_uid), MIN(series_number),"
         " MIN(series_description), MIN(modality), COUNT(*), SUM(size) FROM instances WHERE session_id=?"
-        " GROUP BY scan_id",
+        " GROUP BY session_id, scan_id",
         (session_id,),
     )
     conn.executemany(

@@ -82,6 +82,7 @@ def test_a_missing_job_is_not_found(catalog: Catalog) -> None:
         catalog.job(12345)
 
 
+@pytest.mark.both_backends
 def test_a_job_planned_before_the_upgrade_rolls_forward(tmp_path: Path) -> None:
     # Given a session staged for archiving whose plan was recorded in the old format (dicts)
     stores = Stores.open(load(write_config(tmp_path)))
