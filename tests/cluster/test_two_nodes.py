@@ -132,11 +132,11 @@ def test_a_node_killed_in_an_archive_job_is_taken_over_by_the_other(cluster: Clu
     try:
         wait_for(lambda: _archived(catalog), timeout=40,
                  message=f"node b did not take over the archive:\n{b.log_tail()}")
+        wait_for(lambda: catalog.claims() == [], timeout=10, message="a claim was never released")
         assert len(catalog.events(kinds=["archived"])) == 1
         states = sorted(s for (s,) in catalog.reader().execute("SELECT state FROM archive_jobs").fetchall())
         # staging: a's job rolled back, b archived anew; moving: b finished a's job
         assert states == (["clean", "failed"] if point == "archive.staging" else ["clean"])
-        wait_for(lambda: catalog.claims() == [], timeout=10, message="a claim was never released")
     finally:
         catalog.close()
     assert "taking over" in b.log_path.read_text(), b.log_tail()
