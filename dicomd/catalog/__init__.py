@@ -18,6 +18,7 @@ file, its readers and the group-commit writer):
   receivers.py   DICOM receivers added over the API
   processors.py  the order and enabled flags of the archive-time steps
   nodes.py       the nodes sharing the catalog, their heartbeats and claims (dicomd.cluster)
+  locks.py       the same-key lock of ingest: flock on SQLite, advisory locks on PostgreSQL
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
 """
@@ -34,6 +35,7 @@ from dicomd.catalog.engine import Engine
 from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
+from dicomd.catalog.locks import KeyLock, KeyLocks
 from dicomd.catalog.nodes import ClaimRow, NodeRow, Nodes
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.processors import ProcessorSettings
@@ -45,7 +47,7 @@ from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
 class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, ProcessorSettings,
-              Nodes, Engine):
+              Nodes, KeyLocks, Engine):
     """The catalog database. Thread-safe; one per process."""
 
     def __init__(self, target: Path | str | DatabaseUrl, *, batch_max: int = 256) -> None:
@@ -61,6 +63,6 @@ ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIV
 
 __all__ = [
     "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "ClaimRow", "DELETING",
-    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
+    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "KeyLock", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
     "NodeRow", "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
 ]
