@@ -17,7 +17,9 @@ from dicomd.dropfolder import DropFolders
 from dicomd.http.server import HttpServer
 from dicomd.pipeline import SessionWatcher
 from dicomd.engine.receivers import ReceiverGroup
+from dicomd.layout import Layout
 from dicomd.receiverset import ReceiverSet
+from dicomd.runlock import RunLock
 from dicomd.scp import Listening, configure_pynetdicom
 from dicomd.stores import Role, Stores
 from dicomd.workers import ReceiverProcesses
@@ -46,9 +48,15 @@ class Daemon:
     workers: ReceiverProcesses | None = None
     receiver_set: ReceiverSet | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _run_lock: RunLock | None = None
 
     def start(self) -> "Daemon":
-        stores = Stores.open(self.config, Role.DAEMON)
+        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
+        try:
+            stores = Stores.open(self.config, Role.DAEMON)
+        except BaseException:
+            self._run_lock.release()
+            raise
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
         node = stores.node
@@ -111,6 +119,9 @@ class Daemon:
         if self.stores is not None:
             self.stores.close()
             self.stores = None
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
         self._stopped.set()
         logger.info("dicomd stopped")
 

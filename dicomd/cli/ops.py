@@ -26,6 +26,7 @@ from dicomd.cli.common import (
 )
 from dicomd.cluster import NodeState
 from dicomd.config import Config
+from dicomd.dburl import DatabaseUrl
 from dicomd.dicomtags import BadTag, element_rows, parse_tag
 from dicomd.errors import ConfigError, InvalidInput, NotFound
 from dicomd.lifecycle import NEEDS_ATTENTION, QuarantineStatus, Stage
@@ -73,6 +74,8 @@ def status(config: Config, as_json: bool) -> None:
     data = {
         "config": config.source,
         "data_dir": str(config.data_dir),
+        "catalog": _backend(config.catalog_url),
+        "keys": _backend(config.keys_url),
         "receivers": [
             {"ae_title": r.ae_title, "bind": r.bind, "port": r.port, "project": r.project,
              "listening": _listening(r.bind, r.port), "source": "config"}
@@ -120,6 +123,8 @@ def _print_status(data: dict[str, Any]) -> None:
     disk = data["disk"]
     free = f"{human_bytes(disk['free'])} of {human_bytes(disk['total'])} (floor {human_bytes(disk['min_free'])})"
     print_fields([("config", data["config"]), ("data", data["data_dir"]),
+                  ("catalog", f"{data['catalog']['backend']}: {data['catalog']['url']}"),
+                  ("keys", f"{data['keys']['backend']}: {data['keys']['url']}"),
                   ("disk free", colour(free, "red") if disk["below_floor"] else free)])
     click.echo(colour("\nreceivers", bold=True))
     rows = [{**r, "listening": _yes_no(r["listening"])} for r in data["receivers"]]
@@ -146,6 +151,11 @@ def _print_status(data: dict[str, Any]) -> None:
         print_table(data["last_errors"], ("when", "kind", "detail"))
     if data["nodes"]:
         _print_nodes(data["nodes"])
+
+
+def _backend(url: DatabaseUrl) -> dict[str, str]:
+    """Which database: its backend and where (a PostgreSQL password is shown as ***)."""
+    return {"backend": url.kind, "url": url.masked}
 
 
 def _yes_no(value: bool | None) -> str:
@@ -351,9 +361,12 @@ def check(config: Config, verify_hashes: bool, as_json: bool) -> None:
         recovery = stores.archiver.recover(dry_run=True) + stores.prearchive.recover(dry_run=True)
         report = check_store(stores.layout, stores.catalog, verify_hashes=verify_hashes)
     findings = [{"kind": f.kind, "where": f.where, "detail": f.detail} for f in report.findings]
+    catalog = _backend(config.catalog_url)
     if as_json:
-        print_json({"ok": not recovery and not findings, "recovery": recovery, "findings": findings})
+        print_json({"ok": not recovery and not findings, "catalog": catalog, "recovery": recovery,
+                    "findings": findings})
     else:
+        click.echo(f"catalog: {catalog['backend']}: {catalog['url']}")
         click.echo(colour("recovery at the next start would:", bold=True))
         for line in recovery or ["(nothing)"]:
             click.echo(f"  {line}")
