@@ -24,6 +24,7 @@ import pynetdicom
 
 from bench.archiving import run_archiving
 from bench.catalog_scale import run_catalog
+from bench.cluster import cluster_table, run_cluster
 from bench.compare import compare
 from bench.data import big_file, instance_files
 from bench.httpimport import measure_http_import
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, dicomd-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
-    p.add_argument("--sections", default="ingest,memory,archive,catalog",
+    p.add_argument("--sections", default="ingest,memory,archive,catalog,cluster",
                    help="comma-separated: ingest,memory,archive,catalog")
     p.add_argument("--pdu", type=int, default=1048576,
                    help="max PDU the receivers accept (dcmtk caps it at 131072)")
@@ -131,6 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(render(res.meta, res.ingest, res.memory, res.archive, res.catalog))
+    if res.meta.get("cluster"):
+        from bench.cluster import ClusterRow
+
+        print("\none node vs two nodes on this machine (MR, C-STORE; both nodes share its cores)")
+        print("\n".join(cluster_table([ClusterRow(**row) for row in res.meta["cluster"]])))
     write_json(args.out, res.meta, res.ingest, res.memory, res.raw, res.archive, res.catalog)
     if args.compare:
         print("\n" + "\n".join(compare(json.loads(args.out.read_text()), args.compare)))
@@ -157,6 +163,7 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> _R
     })
     sections = {
         "ingest": _ingest, "memory": _memory, "archive": _archive, "profile": _profile, "catalog": _catalog,
+        "cluster": _cluster,
     }
     wanted = set(args.sections.split(",")) | ({"profile"} if args.profile else set())
     for name, section in sections.items():
@@ -219,6 +226,15 @@ def _profile(args: argparse.Namespace, res: _Results, sender: Sender, work: Path
         rows, note = profile_ingest(files, assoc, sender, work / f"profile-{assoc}", args.pdu)
         res.meta.setdefault("profile", []).append(
             {"associations": assoc, "note": note, "rows": [dataclasses.asdict(r) for r in rows]})
+
+
+def _cluster(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    """One dicomd node vs two on this machine, on SQLite and (when a server can be had) PostgreSQL."""
+    instances = res.meta["instances"]["MR"] or 200
+    runs = min(res.meta["runs"], 3)
+    progress(f"cluster: {runs} runs x 1 and 2 nodes x {instances} MR instances over 4 associations")
+    rows = run_cluster(args.cache, work / "cluster", runs, instances, 4, args.pdu, sender, progress)
+    res.meta["cluster"] = [dataclasses.asdict(row) for row in rows]
 
 
 def _catalog(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
