@@ -4,9 +4,8 @@ Both setups receive the same number of instances over the same number of associa
 evenly between the nodes when there are two): one node is one `dicomd serve` with one receiver
 process; two nodes are two `dicomd serve` processes (one receiver process each) on their own ports,
 sharing one data directory and one catalog, as behind a TCP load balancer. Each backend is
-measured: the SQLite file in the data directory, and PostgreSQL when a server can be had
-(BENCH_PG_URL, else a throwaway one started like the tests' with tests/pgserver.py; note that one
-runs with fsync off).
+measured: the SQLite file in the data directory, and PostgreSQL (the bench's throwaway server,
+fsync on, a fresh database for each measurement).
 
 On one machine both nodes share its cores (and its disk) with each other and with the sender,
 so the ratio says what a second node costs or gains here, not what a second machine would."""
@@ -14,7 +13,6 @@ so the ratio says what a second node costs or gains here, not what a second mach
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import sys
 import threading
@@ -113,44 +111,19 @@ def _stored(work: Path) -> int:
     return sum(1 for p in (work / "data" / "prearchive").rglob("*") if p.is_file() and p.parent.name == "DICOM")
 
 
-def _postgres(progress: Callable[[str], None]) -> tuple[str, Callable[[], None]] | None:
-    """A PostgreSQL URL for a fresh database, and how to clean up; None when none can be had."""
-    given = os.environ.get("BENCH_PG_URL")
-    if given:
-        return given, lambda: None
-    try:
-        from tests.pgserver import start_server, stop_server  # the tests' throwaway server
-    except ImportError as exc:
-        progress(f"cluster: no PostgreSQL ({exc})")
-        return None
-    try:
-        server = start_server()
-    except Exception as exc:  # noqa: BLE001 - the section goes on with SQLite only
-        progress(f"cluster: PostgreSQL could not be started: {exc}")
-        return None
-    return server.url(), lambda: stop_server(server)
-
-
 def run_cluster(cache: Path, work: Path, runs: int, instances: int, associations: int, pdu: int,
-                sender: DcmtkSender | PynetdicomSender, progress: Callable[[str], None]) -> list[ClusterRow]:
-    backends: list[tuple[str, str]] = [("sqlite", "")]
-    pg = _postgres(progress)
-    cleanups = []
-    if pg is not None:
-        backends.append(("postgresql", pg[0]))
-        cleanups.append(pg[1])
-    rows: list[ClusterRow] = []
-    try:
-        for backend, url in backends:
-            rows += _measure_backend(backend, url, cache, work / backend, runs, instances, associations, pdu,
-                                     sender, progress)
-    finally:
-        for cleanup in cleanups:
-            cleanup()
+                sender: DcmtkSender | PynetdicomSender, progress: Callable[[str], None],
+                fresh_pg: Callable[[], str] | None = None) -> list[ClusterRow]:
+    """``fresh_pg`` makes a new PostgreSQL database and answers its URL (None: SQLite only)."""
+    rows = _measure_backend("sqlite", None, cache, work / "sqlite", runs, instances, associations, pdu, sender,
+                            progress)
+    if fresh_pg is not None:
+        rows += _measure_backend("postgresql", fresh_pg, cache, work / "postgresql", runs, instances, associations,
+                                 pdu, sender, progress)
     return rows
 
 
-def _measure_backend(backend: str, url: str, cache: Path, work: Path, runs: int, instances: int,
+def _measure_backend(backend: str, fresh_pg: Callable[[], str] | None, cache: Path, work: Path, runs: int, instances: int,
                      associations: int, pdu: int, sender: DcmtkSender | PynetdicomSender,
                      progress: Callable[[str], None]) -> list[ClusterRow]:
     rates: dict[int, list[float]] = {1: [], 2: []}
@@ -159,9 +132,7 @@ def _measure_backend(backend: str, url: str, cache: Path, work: Path, runs: int,
         for count in (1, 2):  # taking turns within each run, so machine noise hits both alike
             files = instance_files(cache, "MR", instances, variant=500 + 10 * run + count)
             folder = work / f"run{run}-{count}"
-            catalog = ""
-            if url:  # a fresh database per measurement
-                catalog = f'\n[catalog]\nurl = "{_fresh_database(url, f"bench_{run}_{count}")}"\n'
+            catalog = f'\n[catalog]\nurl = "{fresh_pg()}"\n' if fresh_pg is not None else ""
             nodes = _start_nodes(folder, count, pdu, catalog)
             try:
                 elapsed, error = _send_all(nodes, files, associations, sender)
@@ -181,21 +152,8 @@ def _measure_backend(backend: str, url: str, cache: Path, work: Path, runs: int,
         ips = statistics.median(rates[count]) if rates[count] else None
         ratio = ips / one if ips and one else None
         note = "; ".join(sorted(set(notes[count])))[:200]
-        if backend == "postgresql" and not os.environ.get("BENCH_PG_URL"):
-            note = ("throwaway server, fsync off; " + note).strip("; ")
         out.append(ClusterRow(backend, count, associations, len(rates[count]), ips, ratio, note))
     return out
-
-
-def _fresh_database(url: str, name: str) -> str:
-    """CREATE DATABASE ``name`` on the server of ``url`` (dropped first if left over); its URL."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")  # type: ignore[arg-type]
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    base, _sep, _db = url.rpartition("/")
-    return f"{base}/{name}"
 
 
 def cluster_table(rows: list[ClusterRow]) -> list[str]:

@@ -21,8 +21,23 @@ instead of ``lastrowid``, ``INSERT ... ON CONFLICT ... DO NOTHING/UPDATE`` inste
 an alias on every subquery in FROM, no SQLite-only functions (``json_extract`` exists on PostgreSQL
 too, made by migration 005 of dicomd.catalog.schema).
 
-Another module adds its own tables with a named migration set (dicomd.migrations explains how) and
-``catalog.apply_migrations(its_set)`` when it opens.
+Adding a migration: a new table or column is a new named step at the end of a migration set,
+never an edit of a released one (the names applied are recorded in the database). The catalog's
+own steps are in dicomd.catalog.schema; another module keeps its own set and applies it when it
+opens (dicomd.auth and dicomd.mappings do)::
+
+    from dicomd.migrations import Migrations, Schema
+
+    migrations = Migrations("dicomd-notes")
+
+    @migrations(name="001_notes")
+    def _m001(schema: Schema) -> None:
+        schema.script("CREATE TABLE notes (id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL, at REAL NOT NULL)")
+
+    catalog.apply_migrations(migrations)
+
+DDL is written in SQLite's spelling; the runner maps the types that differ for PostgreSQL
+(dicomd.migrations), and ``schema.dialect`` tells a step which database it runs on.
 """
 
 from __future__ import annotations

@@ -110,9 +110,17 @@ class Instances(Engine):
         cur = self.reader().execute("SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
         return every(InstanceRow, cur)
 
-    def iter_all_instance_paths(self) -> Iterator[tuple[int, int, str, int]]:
-        cur = self.reader().execute("SELECT id, session_id, path, size FROM instances")
-        yield from cur
+    def iter_all_instance_paths(self, page: int = 10_000) -> Iterator[tuple[int, int, str, int]]:
+        """Every instance row (id, session_id, path, size), read a page at a time (bounded memory)."""
+        last = 0
+        while True:
+            rows = self.reader().execute(
+                "SELECT id, session_id, path, size FROM instances WHERE id > ? ORDER BY id LIMIT ?", (last, page)
+            ).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     def scans(self, session_id: int) -> list[dict[str, Any]]:
         """The session's scans in scan number order (a scan ID's leading digits, then its text)."""

@@ -131,6 +131,15 @@ class PgReader:
         self.pool = pool
 
     def execute(self, sql: str, params: Any = None) -> Rows:
+        """One read; once more on another connection when the pooled one turns out to be dead (the
+        server restarted, a backend was terminated): a read has no effect to repeat."""
+        try:
+            return self._once(sql, params)
+        except psycopg.OperationalError as exc:
+            logger.warning("catalog read on a dead connection (%s); retrying on a new one", describe_error(exc))
+            return self._once(sql, params)
+
+    def _once(self, sql: str, params: Any) -> Rows:
         with self.pool.connection() as conn, conn.cursor() as cur:
             return _run(cur, sql, params)
 

@@ -161,3 +161,28 @@ def test_readers_see_commits_from_other_threads(catalog: Catalog, tmp_path: Path
         assert seen == ["shared"]
     finally:
         other.close()
+
+
+def test_the_catalog_comes_back_after_its_connections_are_killed(catalog: Catalog) -> None:
+    if catalog.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite file has no server connection to lose")
+    # Given a catalog that has written and read (a writer connection and a pooled reader)
+    first = catalog.write(insert_event("before"))
+    assert kinds(catalog)[first] == "before"
+    # When the server ends every one of its connections (a restart, an operator's pg_terminate_backend)
+    killer = Catalog(catalog.url)
+    try:
+        killer.reader().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()")
+    finally:
+        killer.close()
+    # Then reads go on, and a write fails at most once (never reported as committed) before the writer reconnects
+    assert kinds(catalog)[first] == "before"
+    results = []
+    for attempt in range(2):
+        try:
+            results.append(catalog.write(insert_event(f"after{attempt}")))
+        except StorageFailure:
+            continue
+    assert results and all(kinds(catalog)[i].startswith("after") for i in results)

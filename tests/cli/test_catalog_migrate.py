@@ -3,7 +3,6 @@ server, verified, resumable, idempotent; refused into a non-empty target or whil
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
