@@ -60,7 +60,7 @@ class ClusterRow:
     associations: int
     runs: int
     instances_per_s: float | None
-    ratio_vs_one_node: float | None
+    ratio_vs_one_node: float | None  # median of per-run ratios to one node in the same run
     note: str = ""
 
 
@@ -127,6 +127,7 @@ def _measure_backend(backend: str, fresh_pg: Callable[[], str] | None, cache: Pa
                      associations: int, pdu: int, sender: DcmtkSender | PynetdicomSender,
                      progress: Callable[[str], None]) -> list[ClusterRow]:
     rates: dict[int, list[float]] = {1: [], 2: []}
+    per_run: dict[int, dict[int, float]] = {1: {}, 2: {}}  # nodes -> run -> inst/s
     notes: dict[int, list[str]] = {1: [], 2: []}
     for run in range(runs):
         for count in (1, 2):  # taking turns within each run, so machine noise hits both alike
@@ -145,12 +146,14 @@ def _measure_backend(backend: str, fresh_pg: Callable[[], str] | None, cache: Pa
                 progress(f"cluster {backend} {count} node(s) run {run + 1}: failed ({notes[count][-1]})")
                 continue
             rates[count].append(len(files) / elapsed)
+            per_run[count][run] = rates[count][-1]
             progress(f"cluster {backend} {count} node(s) run {run + 1}: {rates[count][-1]:.0f} inst/s")
-    one = statistics.median(rates[1]) if rates[1] else None
     out = []
     for count in (1, 2):
         ips = statistics.median(rates[count]) if rates[count] else None
-        ratio = ips / one if ips and one else None
+        # the median of per-run ratios (the machine is shared and noisy: a run's two figures go together)
+        pairs = [per_run[count][r] / per_run[1][r] for r in per_run[count] if r in per_run[1]]
+        ratio = statistics.median(pairs) if pairs else None
         note = "; ".join(sorted(set(notes[count])))[:200]
         out.append(ClusterRow(backend, count, associations, len(rates[count]), ips, ratio, note))
     return out

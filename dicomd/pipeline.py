@@ -63,6 +63,8 @@ class SessionWatcher:
         for row in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.READY]):
             if self._stop.is_set():
                 break
+            if not self._may_archive(row):
+                continue  # waits for a person: no claim needed to leave it alone
             with self._claimed(row.id) as got:
                 fresh = self._ready(row.id) if got else None
                 if fresh is not None:
@@ -125,6 +127,14 @@ class SessionWatcher:
                 if row is not None:
                     self._maybe_archive(row)
         return done
+
+    def _may_archive(self, row: SessionRow) -> bool:
+        """Whether _maybe_archive could do anything for this row (cheap: no catalog access)."""
+        if row.project == UNASSIGNED:
+            return False
+        project = self.config.project(row.project)
+        return row.late_for is not None or row.auto_archive is not None or bool(
+            project and project.auto_archive in (4, 5))
 
     def _ready(self, session_id: int) -> SessionRow | None:
         """The session as it is now, if it is a READY prearchive session."""

@@ -129,9 +129,10 @@ class Prearchive:
 
     def rebuild(self, session_id: int, *, actor: str = "") -> SessionRow | None:
         """Re-scan the session folder (adopt files the catalog lacks, drop rows whose file is gone), then build."""
-        session = self.catalog.session(session_id)
-        self.reconcile_session(session)
-        return self.build(session_id, actor=actor or "rebuild")
+        with self._holding(session_id):
+            session = self.catalog.session(session_id)
+            self.reconcile_session(session)
+            return self.build(session_id, actor=actor or "rebuild")
 
     # ------------------------------------------------------------------ move / delete
 
