@@ -187,7 +187,11 @@ class Sessions(Engine):
         prevent_anon: bool,
     ) -> SessionRow:
         """The prearchive session new data for this key joins; created (RECEIVING) if none takes
-        new data. A new session records which session it is late for, if any (see late_for)."""
+        new data. A new session records which session it is late for, if any (see late_for).
+
+        Race-free across receiver processes and nodes: the look-up and the insert are one write
+        transaction, and write transactions are serialized (BEGIN IMMEDIATE on SQLite, the writer's
+        advisory lock on PostgreSQL), so a study sent half to each of two nodes is one session."""
 
         def txn(conn: sqlite3.Connection) -> SessionRow:
             existing = _receiving_session(conn, project, study_uid, label)
