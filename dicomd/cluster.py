@@ -132,6 +132,8 @@ class Node:
         while not self._stop.wait(self.config.heartbeat_seconds):
             try:
                 self.beat()
+            except DicomdError as exc:  # the catalog is unreachable: tried again next time
+                logger.warning("node %s: heartbeat failed: %s", self.id, exc)
             except Exception:  # the heartbeat's one catch-all: a failed beat is retried next time
                 logger.exception("node %s: heartbeat failed", self.id)
 

@@ -116,10 +116,12 @@ class SessionWatcher:
         if self.node is None:
             return []
         expired = set(self.node.expired())
-        stale = {int(c.item) for c in self.catalog.claims() if c.node in expired and c.kind == SESSION}
+        claims = [c for c in self.catalog.claims() if c.node in expired and c.kind == SESSION]
+        stale = {int(c.item) for c in claims}
         if not stale:
             return []
-        logger.warning("taking over %d claim(s) of expired node(s) %s", len(stale), ", ".join(sorted(expired)))
+        logger.warning("taking over %d claim(s) of expired node(s) %s", len(stale),
+                       ", ".join(sorted({c.node for c in claims})))
         done = self.archiver.recover(sessions=stale) + self.prearchive.recover(sessions=stale)
         for session_id in stale:  # the rest: re-decide a built session's auto-archive, free the claim
             with self._claimed(session_id) as got:

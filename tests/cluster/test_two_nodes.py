@@ -14,6 +14,7 @@ import pytest
 from dicomd.catalog import ARCHIVE, PREARCHIVE, Catalog
 from dicomd.config import load
 from dicomd.testing.generator import generate_study
+from tests.cluster.conftest import catalog_lines
 from tests.conftest import write_config
 from tests.reliability.harness import SendResult, ServeProcess, check_only, send_tracking, wait_for
 
@@ -94,7 +95,7 @@ def _archived(catalog: Catalog) -> bool:
 
 
 def test_a_study_split_across_two_nodes_is_one_session_built_and_archived_once(cluster: Cluster) -> None:
-    a, b = cluster.node("a", idle=1.5), cluster.node("b", idle=1.5)
+    a, b = cluster.node("a", idle=3.0), cluster.node("b", idle=3.0)
     study = generate_study(7, series=2, instances_per_series=4, rows=16, cols=16, study_description="auto")
     acknowledged = _send_halves([a.port, b.port], study)
     assert len(acknowledged) == 8
@@ -118,27 +119,44 @@ def test_a_study_split_across_two_nodes_is_one_session_built_and_archived_once(c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["archive.staging", "archive.moving"])
-def test_a_node_killed_in_an_archive_job_is_taken_over_by_the_other(cluster: Cluster, point: str) -> None:
-    # node a builds first (short idle) and dies at the crash point inside the archive job;
-    # node b (longer idle) finds the job's claim expired and rolls it back or forward
-    a = cluster.node("a", idle=0.3, crashpoint=point)
-    b = cluster.node("b", idle=4.0)
+@pytest.mark.parametrize("backend,point", [("postgresql", "archive.staging"), ("postgresql", "archive.moving"),
+                                           ("sqlite", "archive.staging")])  # (kept lean: the same code path)
+def test_a_node_killed_in_an_archive_job_is_taken_over_by_the_other(tmp_path: Path, request: pytest.FixtureRequest,
+                                                                   backend: str, point: str) -> None:
+    cluster = Cluster(tmp_path, catalog_lines(request, backend))
+    request.addfinalizer(cluster.stop)
+    # node a builds and auto-archives (node b never builds on its own: idle 1 h) and dies at the
+    # crash point inside the archive job; node b's watcher finds the job's claim expired and rolls
+    # the job back (staging) or forward (moving)
+    a = cluster.node("a", idle=1.0, crashpoint=point)
+    b = cluster.node("b", idle=3600)
     study = generate_study(11, series=2, instances_per_series=3, rows=16, cols=16, study_description="auto")
     result = send_tracking(a.port, study, SendResult(), timeout=20)
-    assert len(result.acknowledged) == 6, result
     assert a.wait_dead(timeout=30) == -9, f"node a did not die at {point}:\n{a.log_tail()}"
+    acknowledged = set(result.acknowledged)
+    rest = [ds for ds in study if str(ds.SOPInstanceUID) not in acknowledged]
+    if rest:  # a loaded machine let a build before the last instances came: the sender retries on b
+        again = send_tracking(b.port, rest, SendResult(), timeout=20)
+        assert len(again.acknowledged) == len(rest), again
+        acknowledged |= set(again.acknowledged)
     catalog = cluster.catalog()
     try:
-        wait_for(lambda: _archived(catalog), timeout=40,
-                 message=f"node b did not take over the archive:\n{b.log_tail()}")
-        wait_for(lambda: catalog.claims() == [], timeout=10, message="a claim was never released")
-        assert len(catalog.events(kinds=["archived"])) == 1
-        states = sorted(s for (s,) in catalog.reader().execute("SELECT state FROM archive_jobs").fetchall())
-        # staging: a's job rolled back, b archived anew; moving: b finished a's job
-        assert states == (["clean", "failed"] if point == "archive.staging" else ["clean"])
+        def taken_over() -> bool:
+            states = [s for (s,) in catalog.reader().execute("SELECT state FROM archive_jobs").fetchall()]
+            return states == (["failed"] if point == "archive.staging" else ["clean"]) and not catalog.claims()
+
+        wait_for(taken_over, timeout=40, message=f"node b did not take over the archive job:\n{b.log_tail()}")
+        archived = catalog.sessions(ARCHIVE)
+        if point == "archive.staging":  # rolled back: the session takes data again, nothing archived
+            assert archived == [] and catalog.events(kinds=["archived"]) == []
+            assert {s.status for s in catalog.sessions(PREARCHIVE)} == {"RECEIVING"}
+        else:  # rolled forward: archived once
+            assert len(archived) == 1 and len(catalog.events(kinds=["archived"])) == 1
     finally:
         catalog.close()
     assert "taking over" in b.log_path.read_text(), b.log_tail()
     cluster.stop()
-    cluster.check_exactly_once(set(result.acknowledged))
+    report = check_only(load(cluster.nodes[0].config_path, {"data_dir": cluster.data_dir}))
+    assert report.ok, report.describe()
+    wrong = {uid: report.copies(uid) for uid in acknowledged if report.copies(uid) != 1}
+    assert not wrong, f"acknowledged instances not exactly once in the stores: {wrong}"
