@@ -77,8 +77,9 @@ class Daemon:
             service.start()
             self.services.append(service)
         logger.info(
-            "dicomd started: data in %s, %d receiver(s), session idle %ss",
-            self.config.data_dir, len(self.receivers), self.config.session_idle_seconds,
+            "dicomd started: data in %s, catalog %s (%s), %d receiver(s), session idle %ss",
+            self.config.data_dir, stores.catalog.url.masked, stores.catalog.dialect, len(self.receivers),
+            self.config.session_idle_seconds,
         )
         return self
 
