@@ -51,12 +51,16 @@ class Daemon:
     _run_lock: RunLock | None = None
 
     def start(self) -> "Daemon":
-        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
+        """Start every part; when one cannot start (a port taken, say), stop what did and re-raise."""
         try:
-            stores = Stores.open(self.config, Role.DAEMON)
+            return self._start()
         except BaseException:
-            self._run_lock.release()
+            self.stop()
             raise
+
+    def _start(self) -> "Daemon":
+        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
+        stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
