@@ -51,12 +51,16 @@ class Daemon:
     _run_lock: RunLock | None = None
 
     def start(self) -> "Daemon":
-        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
+        """Start every part; when one cannot start (a port taken, say), stop what did and re-raise."""
         try:
-            stores = Stores.open(self.config, Role.DAEMON)
+            return self._start()
         except BaseException:
-            self._run_lock.release()
+            self.stop()
             raise
+
+    def _start(self) -> "Daemon":
+        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
+        stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
         node = stores.node
@@ -83,8 +87,9 @@ class Daemon:
             service.start()
             self.services.append(service)
         logger.info(
-            "dicomd started: data in %s, %d receiver(s), session idle %ss",
-            self.config.data_dir, len(self.receivers), self.config.session_idle_seconds,
+            "dicomd started: data in %s, catalog %s (%s), %d receiver(s), session idle %ss",
+            self.config.data_dir, stores.catalog.url.masked, stores.catalog.dialect, len(self.receivers),
+            self.config.session_idle_seconds,
         )
         return self
 

@@ -37,6 +37,10 @@ class StorageFailure(DicomdError):
     """Disk or catalog failure while storing. DIMSE 0xA700, HTTP 500."""
 
 
+class ListenFailure(DicomdError):
+    """A receiver or the HTTP API cannot listen on its address (port taken, no permission)."""
+
+
 class NotFound(DicomdError):
     """A session, scan, file or project that does not exist. HTTP 404."""
 

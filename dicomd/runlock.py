@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dicomd.errors import Conflict
 from dicomd.layout import Layout
+from dicomd.storage import ensure_dir
 
 
 class RunLock:
@@ -19,7 +20,7 @@ class RunLock:
     @classmethod
     def _take(cls, layout: Layout, mode: int, busy: str) -> "RunLock":
         path = lock_file(layout)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_dir(path.parent)  # every new level 0700, the data directory's own included
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
-from dicomd.errors import ConfigError, DicomdError, InvalidInput
+from dicomd.errors import ConfigError, DicomdError, InvalidInput, ListenFailure
 from dicomd.ingest import Ingest, Source, note_refused, quarantine
 from dicomd.logsafe import demote_loggers, escape, escape_loggers
 from dicomd.spool import discard_partial_spool, sweep_spool
@@ -143,14 +143,19 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         address = (self.config.bind, self.config.port if port is None else port)
-        if shared:
-            self._server = ae.make_server(
-                address, evt_handlers=handlers, server_class=SharedPortServer, ssl_context=self._tls()
-            )
-            ae._servers.append(self._server)  # as start_server does, so shutdown() finds it
-            threading.Thread(target=self._server.serve_forever, name=f"scp-{self.config.ae_title}", daemon=True).start()
-        else:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self._tls())
+        try:
+            if shared:
+                self._server = ae.make_server(
+                    address, evt_handlers=handlers, server_class=SharedPortServer, ssl_context=self._tls()
+                )
+                ae._servers.append(self._server)  # as start_server does, so shutdown() finds it
+                threading.Thread(target=self._server.serve_forever, name=f"scp-{self.config.ae_title}",
+                                 daemon=True).start()
+            else:
+                self._server = ae.start_server(address, block=False, evt_handlers=handlers, ssl_context=self._tls())
+        except OSError as exc:
+            raise ListenFailure(f"receiver {self.config.ae_title} cannot listen on "
+                                f"{address[0]}:{address[1]}: {exc.strerror or exc}") from exc
         host, port = self._server.server_address[:2]
         logger.info("receiver %s listening on %s:%d", self.config.ae_title, host, port)
         return Listening(self.config.ae_title, host, port)

@@ -35,7 +35,7 @@ from dicomd.engine.association import Association, Peer
 from dicomd.engine.durable import GroupSync
 from dicomd.engine.spool import Spool
 from dicomd import storage
-from dicomd.errors import ConfigError, DicomdError
+from dicomd.errors import ConfigError, DicomdError, ListenFailure
 from dicomd.ingest import Ingest, Source, note_refused
 from dicomd.logsafe import escape
 from dicomd.scp import TRANSFER_SYNTAXES, Listening, store_status
@@ -145,7 +145,12 @@ class AsyncReceiver:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if shared:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((self.config.bind, port))
+        try:
+            sock.bind((self.config.bind, port))
+        except OSError as exc:
+            sock.close()
+            raise ListenFailure(f"receiver {self.config.ae_title} cannot listen on "
+                                f"{self.config.bind}:{port}: {exc.strerror or exc}") from exc
         sock.listen(128)
         sock.setblocking(False)
         return sock

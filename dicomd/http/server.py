@@ -15,7 +15,7 @@ import uvicorn
 
 from dicomd.config import Config
 from dicomd.stores import Stores
-from dicomd.errors import DicomdError
+from dicomd.errors import ListenFailure
 from dicomd.http import limits
 from dicomd.http.app import create_app
 from dicomd.receiverset import ReceiverSet
@@ -57,7 +57,7 @@ class HttpServer:
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
-            raise DicomdError(f"HTTP API cannot listen on {host}:{port}: {exc}") from exc
+            raise ListenFailure(f"HTTP API cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         sock.listen(128)
         self._socket = sock
         self.port = sock.getsockname()[1]

@@ -57,6 +57,10 @@ def port_open(port: int) -> bool:
         return False
 
 
+class PortTaken(AssertionError):
+    """`serve` could not bind the port chosen for it."""
+
+
 class ServeProcess:
     """`python -m dicomd serve` on a free port, logging into ``log_path``."""
 
@@ -71,6 +75,18 @@ class ServeProcess:
 
     def start(self, crashpoint: str = "", extra_env: dict[str, str] | None = None,
               http: bool | None = None) -> "ServeProcess":
+        """Start on free ports; a port taken between choosing it and binding it (another test, an
+        outgoing connection's ephemeral port) is retried on new ports, at most three times."""
+        for attempt in range(3):
+            try:
+                return self._start_once(crashpoint, extra_env, http)
+            except PortTaken:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, crashpoint: str, extra_env: dict[str, str] | None,
+                    http: bool | None) -> "ServeProcess":
         http = self.http if http is None else http
         self.port = free_port()
         self.http_port = free_port() if http else 0
@@ -93,6 +109,9 @@ class ServeProcess:
         deadline = time.monotonic() + 30
         while not self._started(marker):
             if self.proc.poll() is not None:
+                text = self.log_path.read_text(errors="replace")
+                if "already in use" in text[text.rfind(marker):]:
+                    raise PortTaken(self.log_tail())
                 if crashpoint:  # recovery work at start-up reached the crash point: that is the test
                     return self
                 raise AssertionError(f"dicomd serve exited with {self.proc.returncode}:\n{self.log_tail()}")
