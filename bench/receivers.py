@@ -10,7 +10,9 @@
   sender's AE title at 127.0.0.1: Orthanc 1.10 has no option to bind its DICOM port to loopback)
 * ``dicomd``: ``dicomd serve`` with its full path (stage + catalog), ``receiver_processes`` from
   --dicomd-processes (default one per CPU); ``dicomd-1proc``: the same with one receiver process;
-  ``dicomd-pynetdicom``: the same on the pynetdicom engine (``receivers[].engine``)
+  ``dicomd-pynetdicom``: the same on the pynetdicom engine (``receivers[].engine``);
+  ``dicomd-postgresql``: the same with its catalog on PostgreSQL (``catalog.url``: a fresh database
+  of the server bench.run starts for the section, named by $DICOMD_BENCH_PG)
 
 A receiver's ``work`` folder holds its output, its log and (dicomd) its config.
 """
@@ -210,7 +212,30 @@ def start_dicomd_pynetdicom(work: Path, pdu: int) -> Running:
     return dataclasses.replace(running, name="dicomd-pynetdicom")
 
 
+PG_ENV = "DICOMD_BENCH_PG"  # the admin URL of the section's PostgreSQL server (dicomd.testing.pgserver)
+
+
+def new_pg_database(admin_url: str) -> str:
+    """A fresh database with dicomd's catalog migrations, on the server of ``admin_url``."""
+    import psycopg
+
+    name = f"bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE dicomd_template")  # type: ignore[arg-type]
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def start_dicomd_postgresql(work: Path, pdu: int) -> Running:
+    admin = os.environ.get(PG_ENV)
+    if not admin:
+        raise RuntimeError(f"no PostgreSQL server for the bench (${PG_ENV} unset)")
+    text = dicomd_config(pdu, 3600.0) + f'\n[catalog]\nurl = "{new_pg_database(admin)}"\n'
+    running = start_dicomd(work, pdu, config_text=text)
+    return dataclasses.replace(running, name="dicomd-postgresql")
+
+
 STARTERS = {"bare-pynetdicom": start_bare, "bare-pynetdicom-chunked": start_bare_chunked,
             "bare-pynetdicom-nproc": start_bare_shared,
             "dcmtk-storescp": start_dcmtk, "orthanc": start_orthanc, "dicomd": start_dicomd,
-            "dicomd-1proc": start_dicomd_one_process, "dicomd-pynetdicom": start_dicomd_pynetdicom}
+            "dicomd-1proc": start_dicomd_one_process, "dicomd-pynetdicom": start_dicomd_pynetdicom,
+            "dicomd-postgresql": start_dicomd_postgresql}

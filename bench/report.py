@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from bench.archiving import ArchiveRow
 from bench.catalog_scale import CatalogRow
-from bench.ingest import IngestRow
+from bench.ingest import IngestRow, Measurement
 from bench.memory import MemoryRow
 
 # Sections of issue 7 that need parts of dicomd that do not exist yet: printed, never faked.
@@ -63,12 +64,13 @@ def archive_table(rows: list[ArchiveRow]) -> list[str]:
 
 def catalog_table(rows: list[CatalogRow]) -> list[str]:
     sizes = sorted({r.instance_rows for r in rows})
-    ops = list(dict.fromkeys(r.operation for r in rows))
-    head = f"{'query':<30}" + "".join(f" {f'{n:,} rows: ms':>17} {'results':>7} {'CLI s':>6}" for n in sizes)
+    ops = list(dict.fromkeys((r.backend, r.operation) for r in rows))
+    head = f"{'backend':<10} {'query':<30}" + "".join(f" {f'{n:,} rows: ms':>17} {'results':>7} {'CLI s':>6}"
+                                                    for n in sizes)
     lines = [head + f" {'growth':>7}"]
-    for op in ops:
-        by = {r.instance_rows: r for r in rows if r.operation == op}
-        line = f"{op:<30}"
+    for backend, op in ops:
+        by = {r.instance_rows: r for r in rows if (r.backend, r.operation) == (backend, op)}
+        line = f"{backend:<10} {op:<30}"
         for n in sizes:
             r = by.get(n)
             line += (f" {r.median_ms:>17.3f} {r.result_rows:>7} {_num(r.cli_s, '.2f'):>6}" if r
@@ -76,6 +78,29 @@ def catalog_table(rows: list[CatalogRow]) -> list[str]:
         first, last = by.get(sizes[0]), by.get(sizes[-1])
         growth = last.median_ms / first.median_ms if first and last and first.median_ms else None
         lines.append(line + f" {_num(growth, '.2f'):>6}x")
+    fills = {(r.backend, r.instance_rows): r.fill_s for r in rows if r.fill_s is not None}
+    if fills:
+        lines.append("bulk load (s): " + ", ".join(f"{b} {n:,}: {s:.0f}" for (b, n), s in sorted(fills.items())))
+    return lines
+
+
+def backend_table(raw: list[Measurement]) -> list[str]:
+    """dicomd with its catalog on PostgreSQL against the same on SQLite: per-run ratios, medians."""
+    by = {(m.modality, m.associations, m.run, m.receiver): m for m in raw if m.valid}
+    keys = sorted({(m.modality, m.associations) for m in raw if m.receiver == "dicomd-postgresql"},
+                  key=lambda k: (k[0] != "MR", k[1]))
+    lines = [f"{'modality':<8} {'assoc':>5} {'SQLite inst/s':>13} {'PostgreSQL inst/s':>17} {'PG / SQLite':>11}"]
+    for modality, assoc in keys:
+        pairs = [(m, by.get((modality, assoc, m.run, "dicomd"))) for (mo, a, _r, name), m in by.items()
+                 if (mo, a, name) == (modality, assoc, "dicomd-postgresql")]
+        pairs = [(pg, lite) for pg, lite in pairs if lite is not None]
+        if not pairs:
+            lines.append(f"{modality:<8} {assoc:>5} {'-':>13} {'-':>17} {'-':>11}")
+            continue
+        lite_ips = statistics.median(lite.ips for _pg, lite in pairs)
+        pg_ips = statistics.median(pg.ips for pg, _lite in pairs)
+        ratio = statistics.median(pg.ips / lite.ips for pg, lite in pairs)
+        lines.append(f"{modality:<8} {assoc:>5} {lite_ips:>13.0f} {pg_ips:>17.0f} {ratio:>11.2f}")
     return lines
 
 
@@ -84,7 +109,8 @@ def todo(measured: set[str]) -> list[tuple[str, str, str]]:
 
 
 def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow],
-           archive: list[ArchiveRow] | None = None, catalog: list[CatalogRow] | None = None) -> str:
+           archive: list[ArchiveRow] | None = None, catalog: list[CatalogRow] | None = None,
+           raw: list[Measurement] | None = None) -> str:
     out = [f"dicomd benchmark  {meta['date']}  {meta['cpus']} CPUs  commit {meta['commit']}",
            f"sender: {meta['sender']}; medians of {meta['runs']} runs; 'x bare' / 'x Orthanc' = median of "
            f"per-run ratios to bare-pynetdicom / Orthanc in the same run; max PDU {meta['pdu']}; dicomd receiver_processes "
@@ -95,6 +121,9 @@ def render(meta: dict[str, Any], ingest: list[IngestRow], memory: list[MemoryRow
         out += ["1. Ingest over C-STORE (first association request to last Success; CPU = the receiver's "
                 "user+system time per instance)"]
         out += ingest_table(ingest) + [""]
+    if raw and any(m.receiver == "dicomd-postgresql" for m in raw):
+        out += ["1b. dicomd's catalog on SQLite vs PostgreSQL (same run, same data; median of per-run ratios)"]
+        out += backend_table(raw) + [""]
     if memory:
         out += ["3. Memory: one large multi-frame instance over C-STORE, and the same in a zip over HTTP",
                 "   (RSS summed over the receiver's process tree, sampled every 20 ms; HWM = kernel peak of "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,13 +18,14 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pydicom
 import pynetdicom
 
 from bench.archiving import run_archiving
 from bench.catalog_scale import run_catalog
+from bench.cluster import cluster_table, run_cluster
 from bench.compare import compare
 from bench.data import big_file, instance_files
 from bench.httpimport import measure_http_import
@@ -62,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-receivers", help="receivers for the memory section "
                    "(default: dicomd, dicomd-pynetdicom, bare-pynetdicom-chunked, dcmtk-storescp; "
                    "quick: dicomd, bare-pynetdicom-chunked)")
-    p.add_argument("--sections", default="ingest,memory,archive,catalog,pixels",
-                   help="comma-separated: ingest,memory,archive,catalog,pixels")
+    p.add_argument("--sections", default="ingest,memory,archive,catalog,pixels,cluster",
+                   help="comma-separated: ingest,memory,archive,catalog,pixels,cluster")
     p.add_argument("--pdu", type=int, default=1048576,
                    help="max PDU the receivers accept (dcmtk caps it at 131072)")
     p.add_argument("--dicomd-processes", type=int, default=os.cpu_count() or 1,
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also sample dicomd with py-spy while it receives the MR set (needs py-spy)")
     p.add_argument("--compare", type=Path, metavar="OLD.json",
                    help="also print every figure's change against an earlier result file")
+    p.add_argument("--catalog-sizes", help="comma-separated instance rows for the catalog section "
+                   "(default 1000000,10000000; quick 10000,100000)")
+    p.add_argument("--catalog-backends", default="sqlite,postgresql",
+                   help="catalog backends for the catalog section: sqlite, postgresql (a throwaway server)")
     p.add_argument("--keep", action="store_true", help="keep receiver folders and logs")
     return p
 
@@ -131,7 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(render(res.meta, res.ingest, res.memory, res.archive, res.catalog))
+    print(render(res.meta, res.ingest, res.memory, res.archive, res.catalog, res.raw))
+    if res.meta.get("cluster"):
+        from bench.cluster import ClusterRow
+
+        print("\none node vs two nodes on this machine (MR, C-STORE; both nodes share its cores)")
+        print("\n".join(cluster_table([ClusterRow(**row) for row in res.meta["cluster"]])))
     write_json(args.out, res.meta, res.ingest, res.memory, res.raw, res.archive, res.catalog)
     if args.compare:
         print("\n" + "\n".join(compare(json.loads(args.out.read_text()), args.compare)))
@@ -159,6 +170,7 @@ def _measure(args: argparse.Namespace, work: Path, argv: list[str] | None) -> _R
     sections = {
         "ingest": _ingest, "memory": _memory, "archive": _archive, "profile": _profile, "catalog": _catalog,
         "pixels": _pixels,
+        "cluster": _cluster,
     }
     wanted = set(args.sections.split(",")) | ({"profile"} if args.profile else set())
     for name, section in sections.items():
@@ -185,10 +197,11 @@ def _ingest(args: argparse.Namespace, res: _Results, sender: Sender, work: Path,
     associations = [int(a) for a in args.associations.split(",")]
     keys = [(m, a, r) for m in counts if counts[m] > 0 for a in associations for r in range(runs)]
     sets = {k: instance_files(args.cache, k[0], counts[k[0]], variant=i) for i, k in enumerate(keys)}
-    default = ("dcmtk-storescp,orthanc,dicomd" if args.quick
-               else "bare-pynetdicom-nproc,dcmtk-storescp,orthanc,dicomd-pynetdicom,dicomd")
-    res.raw = run_ingest(sets, _receivers(args.receivers or default), sender, work / "ingest", args.pdu,
-                         progress)
+    default = ("dcmtk-storescp,orthanc,dicomd,dicomd-postgresql" if args.quick
+               else "bare-pynetdicom-nproc,dcmtk-storescp,orthanc,dicomd-pynetdicom,dicomd,dicomd-postgresql")
+    receivers = _receivers(args.receivers or default)
+    with _postgres("dicomd-postgresql" in receivers, res, progress):
+        res.raw = run_ingest(sets, receivers, sender, work / "ingest", args.pdu, progress)
     res.ingest = summarize(res.raw)
 
 
@@ -229,6 +242,42 @@ def _pixels(args: argparse.Namespace, res: _Results, sender: Sender, work: Path,
     res.meta["pixels"] = [dataclasses.asdict(r) for r in run_pixels(work / "pixels", res.meta["runs"], frames)]
 
 
+def _cluster(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
+    """One dicomd node vs two on this machine, on SQLite and (when a server can be had) PostgreSQL."""
+    instances = res.meta["instances"]["MR"] or 200
+    runs = min(res.meta["runs"], 3)
+    progress(f"cluster: {runs} runs x 1 and 2 nodes x {instances} MR instances over 4 associations")
+    with _postgres(True, res, progress) as server:
+        rows = run_cluster(args.cache, work / "cluster", runs, instances, 4, args.pdu, sender, progress,
+                           server.new_database if server is not None else None)
+    res.meta["cluster"] = [dataclasses.asdict(row) for row in rows]
+
+
 def _catalog(args: argparse.Namespace, res: _Results, sender: Sender, work: Path, progress: Progress) -> None:
-    sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
-    res.catalog = run_catalog(work / "catalog", sizes, progress)
+    default = "10000,100000" if args.quick else "1000000,10000000"
+    sizes = [int(n) for n in (args.catalog_sizes or default).split(",")]
+    backends = [b.strip() for b in args.catalog_backends.split(",") if b.strip()]
+    with _postgres("postgresql" in backends, res, progress) as server:
+        fresh = (lambda: server.new_database()) if server is not None else None
+        drop = (lambda url: server.admin(f"DROP DATABASE {url.rsplit('/', 1)[1]}")) if server is not None else None
+        res.catalog = run_catalog(work / "catalog", sizes, progress, fresh, drop, sqlite="sqlite" in backends)
+
+
+@contextlib.contextmanager
+def _postgres(wanted: bool, res: _Results, progress: Progress) -> Iterator[Any]:
+    """A throwaway PostgreSQL server for a section (dicomd.testing.pgserver), named in $DICOMD_BENCH_PG."""
+    if not wanted:
+        yield None
+        return
+    from bench.receivers import PG_ENV
+    from dicomd.testing.pgserver import start_server, stop_server
+
+    progress("starting a throwaway PostgreSQL server")
+    server = start_server(fsync=True, shared_buffers="256MB")
+    res.meta["postgresql"] = {"version": server.bindir.parent.name, "fsync": True, "shared_buffers": "256MB"}
+    os.environ[PG_ENV] = server.url()
+    try:
+        yield server
+    finally:
+        os.environ.pop(PG_ENV, None)
+        stop_server(server)

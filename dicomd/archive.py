@@ -10,18 +10,21 @@ A job goes through three recorded states:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from dicomd import storage
 from dicomd.catalog import ArchiveJob, Catalog, InstanceFields, InstanceRow, PlanItem, SessionRow
+from dicomd.catalog.jobs import Fence
+from dicomd.cluster import SESSION, Node
 from dicomd.config import Config
 from dicomd.crashpoints import crashpoint
-from dicomd.errors import Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
+from dicomd.errors import ClaimLost, Conflict, DicomdError, HeldForReview, InvalidState, Rejected, StorageFailure
 from dicomd.ingest import Source, quarantine
 from dicomd.layout import Layout
 from dicomd.lifecycle import JobState, Stage, Status
@@ -119,11 +122,25 @@ class ArchiveResult:
 
 
 class Archiver:
-    def __init__(self, config: Config, catalog: Catalog, layout: Layout, writers: WriterFactory = CopyWriter) -> None:
+    def __init__(self, config: Config, catalog: Catalog, layout: Layout, writers: WriterFactory = CopyWriter,
+                 node: Node | None = None) -> None:
         self.config = config
         self.catalog = catalog
         self.layout = layout
         self.writers = writers
+        self.node = node  # None: the only process working on this data directory (no claims)
+
+    @contextlib.contextmanager
+    def _claimed(self, session_id: int) -> Iterator[bool]:
+        """The session's cluster-wide claim for the block (always True without a node)."""
+        if self.node is None:
+            yield True
+            return
+        with self.node.trying(SESSION, session_id) as got:
+            yield got
+
+    def _fence(self, session_id: int) -> Fence | None:
+        return None if self.node is None else (SESSION, str(session_id), self.node.id)
 
     # ------------------------------------------------------------------ archive one session
 
@@ -132,7 +149,16 @@ class Archiver:
         """Archive a prearchive session. Raises Conflict (session left in CONFLICT), InvalidState,
         HeldForReview (left in REVIEW). ``label`` archives it under another session label (a way out
         of a label conflict); ``force_review`` archives past a review hold (burned-in data without a
-        redaction rule) and ``confirm_text`` past OCR text found outside the redacted areas."""
+        redaction rule) and ``confirm_text`` past OCR text found outside the redacted areas.
+        The session's claim is held throughout (InvalidState when another node holds it)."""
+        with self._claimed(session_id) as got:
+            if not got:
+                raise InvalidState(f"session {session_id} is being worked on by another node; try again later")
+            return self._archive(session_id, overwrite=overwrite, actor=actor, force_review=force_review,
+                                 label=label, confirm_text=confirm_text)
+
+    def _archive(self, session_id: int, *, overwrite: str | None, actor: str, force_review: bool,
+                 label: str, confirm_text: bool) -> ArchiveResult:
         if label:
             label = check_label(clean_label(label), "label")
         session = self.catalog.session(session_id)
@@ -160,11 +186,14 @@ class Archiver:
         except Exception as exc:
             self._rollback(job_id, session_id, work_dir, Status.ERROR, f"{type(exc).__name__}: {exc}", actor)
             raise
-        self.catalog.plan_archive(job_id, subject, label, plan, study_uid=study_uid, fingerprint=fingerprint)
+        self.catalog.plan_archive(job_id, subject, label, plan, study_uid=study_uid, fingerprint=fingerprint,
+                                  fence=self._fence(session_id))
         crashpoint("archive.planned")
         job = self.catalog.job(job_id)
         try:
             target_id = self._roll_forward(job, study_uid=study_uid, fingerprint=fingerprint, actor=actor)
+        except ClaimLost:
+            raise  # the node that took the claim over finishes the job
         except Exception as exc:  # noqa: BLE001 - a job that cannot finish must not stay half-done
             raise StorageFailure(self._give_up(job, exc, actor)) from exc
         report = writer.report()
@@ -290,7 +319,8 @@ class Archiver:
         fields: dict[str, Any] = {}
         if fingerprint:
             fields["anonymization"] = fingerprint
-        target_id = self.catalog.commit_archive(job, study_uid=study_uid, session_fields=fields, actor=actor)
+        target_id = self.catalog.commit_archive(job, study_uid=study_uid, session_fields=fields, actor=actor,
+                                                fence=self._fence(job.session_id))
         crashpoint("archive.committed")
         self._cleanup(job, plan, old_files)
         return target_id
@@ -332,40 +362,57 @@ class Archiver:
 
     # ------------------------------------------------------------------ recovery
 
-    def recover(self, *, dry_run: bool = False) -> list[str]:
-        """Finish or roll back archive jobs a crash interrupted. Returns what was (or, with
-        ``dry_run``, would be) done; a dry run changes nothing."""
+    def recover(self, *, dry_run: bool = False, sessions: set[int] | None = None) -> list[str]:
+        """Finish or roll back archive jobs a crash interrupted (of ``sessions`` only, when given).
+        Returns what was (or, with ``dry_run``, would be) done; a dry run changes nothing.
+
+        With several nodes, each job is recovered under its session's claim: a job whose session
+        another live node holds is that node's running archive and is left alone."""
         done: list[str] = []
-        for job in self.catalog.archive_jobs([JobState.STAGING]):
+        for state in (JobState.STAGING, JobState.MOVING, JobState.DONE):
+            for job in self.catalog.archive_jobs([state]):
+                if sessions is not None and job.session_id not in sessions:
+                    continue
+                if dry_run:
+                    done += self._recover_job(job, dry_run=True)
+                    continue
+                with self._claimed(job.session_id) as got:
+                    current = self.catalog.job(job.id) if got else None
+                    if current is not None and current.state == state:  # not finished meanwhile
+                        done += self._recover_job(current, dry_run=False)
+        if not dry_run:
+            for line in done:
+                logger.warning("recovery: %s", line)
+        return done
+
+    def _recover_job(self, job: ArchiveJob, *, dry_run: bool) -> list[str]:
+        done: list[str] = []
+        if job.state == JobState.STAGING:
             if not dry_run:
                 work = self.layout.work / f"job-{job.id}"
                 # RECEIVING, not READY: the watcher rebuilds it and re-decides (auto-archive resumes)
                 self._rollback(job.id, job.session_id, work, Status.RECEIVING, "archive interrupted by a restart; rolled back", "recovery")
             done.append(f"archive job {job.id}: rolled back (session {job.session_id} RECEIVING)")
-        for job in self.catalog.archive_jobs([JobState.MOVING]):
+        elif job.state == JobState.MOVING:
             if dry_run:
-                done.append(f"archive job {job.id}: finished (archive {job.project}/{job.label})")
-                continue
+                return [f"archive job {job.id}: finished (archive {job.project}/{job.label})"]
             try:
                 target = self._roll_forward(job, actor="recovery")
+            except ClaimLost:
+                return [f"archive job {job.id}: taken over by another node"]
             except Exception as exc:  # noqa: BLE001 - one job that cannot finish must not stop the start
                 self._give_up(job, exc, "recovery")
-                done.append(f"archive job {job.id}: could not finish; session {job.session_id} ERROR")
-                continue
+                return [f"archive job {job.id}: could not finish; session {job.session_id} ERROR"]
             done.append(f"archive job {job.id}: finished (archive session {target})")
-        for job in self.catalog.archive_jobs([JobState.DONE]):
+        elif job.state == JobState.DONE:
             if not dry_run:
                 try:
                     self._cleanup(job, job.plan, [])
                 except Exception as exc:  # noqa: BLE001 - archived already: only leftovers remain
                     self.catalog.fail_archive(job.id, job.session_id, Status.ERROR,
                                               f"clean-up failed: {_describe(exc)}", "recovery")
-                    done.append(f"archive job {job.id}: clean-up failed ({type(exc).__name__})")
-                    continue
+                    return [f"archive job {job.id}: clean-up failed ({type(exc).__name__})"]
             done.append(f"archive job {job.id}: cleaned up")
-        if not dry_run:
-            for line in done:
-                logger.warning("recovery: %s", line)
         return done
 
 

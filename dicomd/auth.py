@@ -23,8 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from dicomd.migrations import Migrations, Schema
 
 from dicomd.catalog import Catalog
 from dicomd.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -48,8 +47,8 @@ migrations = Migrations("dicomd-auth")
 
 
 @migrations(name="001_users_roles_sessions_tokens")
-def _m001(db: sqlite_utils.Database) -> None:
-    db.executescript(
+def _m001(db: Schema) -> None:
+    db.script(
         """
         CREATE TABLE IF NOT EXISTS users (
             name TEXT PRIMARY KEY,
@@ -58,21 +57,21 @@ def _m001(db: sqlite_utils.Database) -> None:
             created_at REAL NOT NULL
         );
         CREATE TABLE IF NOT EXISTS user_roles (
-            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
             project TEXT NOT NULL,
             role TEXT NOT NULL,
-            PRIMARY KEY (user, project)
+            PRIMARY KEY ("user", project)
         );
         CREATE TABLE IF NOT EXISTS login_sessions (
             id_hash TEXT PRIMARY KEY,
-            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
             created_at REAL NOT NULL,
             expires_at REAL NOT NULL
         );
         CREATE TABLE IF NOT EXISTS alias_tokens (
             alias TEXT PRIMARY KEY,
             secret_hash TEXT NOT NULL,
-            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
             created_at REAL NOT NULL,
             expires_at REAL NOT NULL
         );
@@ -81,7 +80,7 @@ def _m001(db: sqlite_utils.Database) -> None:
 
 
 @migrations(name="002_sessions_opened_by_token")
-def _m002(db: sqlite_utils.Database) -> None:
+def _m002(db: Schema) -> None:
     db.execute("ALTER TABLE login_sessions ADD COLUMN via_token INTEGER NOT NULL DEFAULT 0")
 
 
@@ -208,8 +207,8 @@ class Auth:
 
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE users SET password_hash=? WHERE name=?", (stored, name))
-            conn.execute("DELETE FROM login_sessions WHERE user = ?", (name,))
-            conn.execute("DELETE FROM alias_tokens WHERE user = ?", (name,))
+            conn.execute("DELETE FROM login_sessions WHERE \"user\" = ?", (name,))
+            conn.execute("DELETE FROM alias_tokens WHERE \"user\" = ?", (name,))
 
         self.catalog.write(txn)
         logger.info("password of user %s changed: its login sessions and alias tokens are revoked", name)
@@ -220,21 +219,21 @@ class Auth:
         self._require_user(name)
         self.catalog.write(
             lambda c: c.execute(
-                "INSERT INTO user_roles(user, project, role) VALUES (?,?,?)"
-                " ON CONFLICT(user, project) DO UPDATE SET role=excluded.role",
+                "INSERT INTO user_roles(\"user\", project, role) VALUES (?,?,?)"
+                " ON CONFLICT(\"user\", project) DO UPDATE SET role=excluded.role",
                 (name, project, role),
             )
         )
 
     def remove_role(self, name: str, project: str) -> None:
-        self.catalog.write(lambda c: c.execute("DELETE FROM user_roles WHERE user=? AND project=?", (name, project)))
+        self.catalog.write(lambda c: c.execute("DELETE FROM user_roles WHERE \"user\"=? AND project=?", (name, project)))
 
     def remove_user(self, name: str) -> None:
         self._require_user(name)
 
         def txn(conn: sqlite3.Connection) -> None:
             for table in ("user_roles", "login_sessions", "alias_tokens"):
-                conn.execute(f"DELETE FROM {table} WHERE user = ?", (name,))
+                conn.execute(f"DELETE FROM {table} WHERE \"user\" = ?", (name,))
             conn.execute("DELETE FROM users WHERE name = ?", (name,))
 
         self.catalog.write(txn)
@@ -245,7 +244,7 @@ class Auth:
         row = conn.execute("SELECT name, admin FROM users WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no user {name!r}")
-        roles = dict(conn.execute("SELECT project, role FROM user_roles WHERE user = ?", (name,)).fetchall())
+        roles = dict(conn.execute("SELECT project, role FROM user_roles WHERE \"user\" = ?", (name,)).fetchall())
         return User(row[0], bool(row[1]), roles)
 
     def users(self) -> list[User]:
@@ -290,7 +289,7 @@ class Auth:
 
     def _authenticate_token(self, alias: str, secret: str) -> User | None:
         row = self.catalog.reader().execute(
-            "SELECT secret_hash, user, expires_at FROM alias_tokens WHERE alias = ?", (alias,)
+            "SELECT secret_hash, \"user\", expires_at FROM alias_tokens WHERE alias = ?", (alias,)
         ).fetchone()
         if row is None or row[2] < time.time() or not hmac.compare_digest(row[0], _sha(secret)):
             logger.warning("failed login (unknown user, or bad or expired alias token)")
@@ -308,7 +307,7 @@ class Auth:
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM login_sessions WHERE expires_at < ?", (now,))
             conn.execute(
-                "INSERT INTO login_sessions(id_hash, user, created_at, expires_at, via_token) VALUES (?,?,?,?,?)",
+                "INSERT INTO login_sessions(id_hash, \"user\", created_at, expires_at, via_token) VALUES (?,?,?,?,?)",
                 (_sha(session_id), user.name, now, now + self.session_idle, int(via_token)),
             )
 
@@ -321,7 +320,7 @@ class Auth:
             return None
         key = _sha(session_id)
         row = self.catalog.reader().execute(
-            "SELECT user, expires_at FROM login_sessions WHERE id_hash = ?", (key,)
+            "SELECT \"user\", expires_at FROM login_sessions WHERE id_hash = ?", (key,)
         ).fetchone()
         now = time.time()
         if row is None or row[1] < now:
@@ -356,7 +355,7 @@ class Auth:
         def txn(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM alias_tokens WHERE expires_at < ?", (now,))
             conn.execute(
-                "INSERT INTO alias_tokens(alias, secret_hash, user, created_at, expires_at) VALUES (?,?,?,?,?)",
+                "INSERT INTO alias_tokens(alias, secret_hash, \"user\", created_at, expires_at) VALUES (?,?,?,?,?)",
                 (alias, _sha(secret), user.name, now, expires),
             )
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
+from dicomd import dburl
 from dicomd.allowlist import parse_entry
+from dicomd.dburl import DatabaseUrl
 from dicomd.errors import ConfigError, InvalidInput
 from dicomd.mappings import validate as validate_mapping
 from dicomd.routing import parse_rule
@@ -265,6 +267,38 @@ class SiteAnonymizeConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several `dicomd serve` nodes on one catalog and one data directory (see docs/cluster.md)."""
+
+    heartbeat_seconds: float = field(
+        default=5.0, metadata=_help("how often a node refreshes its heartbeat in the catalog", min=0.05, max=3600)
+    )
+    claim_expiry_seconds: float = field(
+        default=30.0,
+        metadata=_help("a node silent this long has expired: other nodes take over the work it claimed", min=0.1),
+    )
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    url: str = field(
+        default="",
+        metadata=_help("the catalog database: a SQLite file path (relative to data_dir; '' = data_dir/catalog.sqlite)"
+                       " or postgresql://user:pass@host:port/db"),
+    )
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    url: str = field(
+        default="",
+        metadata=_help("the pseudonym keys and map: a SQLite file path (relative to data_dir; '' ="
+                       " data_dir/keys/pseudonyms.sqlite) or a postgresql:// URL of another database or schema with"
+                       " its own credentials (never the catalog's)"),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = field(default=Path("dicomd-data"), metadata=_help("where every store lives"))
     session_idle_seconds: float = field(
@@ -300,7 +334,20 @@ class Config:
         default=(), metadata=_help("redaction rules for burned-in text (Clean Pixel Data)", named=True)
     )
     ocr: OcrConfig = field(default_factory=OcrConfig, metadata=_help("OCR check for burned-in text"))
+    catalog: CatalogConfig = field(default_factory=CatalogConfig, metadata=_help("where the catalog lives"))
+    keys: KeysConfig = field(default_factory=KeysConfig, metadata=_help("where the pseudonym keys live"))
+    cluster: ClusterConfig = field(default_factory=ClusterConfig, metadata=_help("nodes sharing the catalog"))
     source: str = "<defaults>"
+
+    @property
+    def catalog_url(self) -> DatabaseUrl:
+        """The catalog database (catalog.url; a relative file is under data_dir)."""
+        return dburl.parse(self.catalog.url or "catalog.sqlite", self.data_dir)
+
+    @property
+    def keys_url(self) -> DatabaseUrl:
+        """The pseudonym keys and map (keys.url; a relative file is under data_dir)."""
+        return dburl.parse(self.keys.url or "keys/pseudonyms.sqlite", self.data_dir)
 
     def project(self, project_id: str) -> ProjectConfig | None:
         return self.projects.get(project_id)
@@ -395,6 +442,8 @@ def _finish(config: Config, base: Path, source: str) -> Config:
                 projects[pid], anonymize=dataclasses.replace(project.anonymize, script=str(script))
             )
     _check_project_names(projects, source)
+    if config.cluster.claim_expiry_seconds <= 2 * config.cluster.heartbeat_seconds:
+        raise ConfigError(f"{source}: cluster.claim_expiry_seconds: must be more than twice cluster.heartbeat_seconds")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{source}: log_level: must be DEBUG, INFO, WARNING or ERROR")
     for i, receiver in enumerate(config.receivers):
@@ -416,6 +465,7 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         if mapping.project and mapping.project not in projects:
             raise ConfigError(f"{source}: mappings[{i}].project: no project {mapping.project!r} is declared")
     config = dataclasses.replace(config, pixel_rules=_check_pixel_rules(config.pixel_rules, source))
+    _check_databases(config, data_dir.resolve(), source)
     site_script = config.anonymize.site_script
     anonymize = config.anonymize
     if site_script and not Path(site_script).is_absolute():
@@ -428,6 +478,20 @@ def _finish(config: Config, base: Path, source: str) -> Config:
         log_level=config.log_level.upper(),
         source=source,
     )
+
+
+def _check_databases(config: Config, data_dir: Path, source: str) -> None:
+    """catalog.url and keys.url: each understood, and never the same database (the keys stay apart)."""
+    urls = {}
+    for key, value, default in (("catalog.url", config.catalog.url, "catalog.sqlite"),
+                                ("keys.url", config.keys.url, "keys/pseudonyms.sqlite")):
+        try:
+            urls[key] = dburl.parse(value or default, data_dir)
+        except InvalidInput as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    if dburl.same_database(urls["catalog.url"], urls["keys.url"]):
+        raise ConfigError(f"{source}: keys.url: must not be the catalog's database ({urls['keys.url'].masked}):"
+                          " give the keys their own database, schema or file, with their own credentials")
 
 
 def check_receiver(receiver: ReceiverConfig, projects: Mapping[str, Any], where: str) -> None:

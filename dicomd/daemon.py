@@ -17,7 +17,9 @@ from dicomd.dropfolder import DropFolders
 from dicomd.http.server import HttpServer
 from dicomd.pipeline import SessionWatcher
 from dicomd.engine.receivers import ReceiverGroup
+from dicomd.layout import Layout
 from dicomd.receiverset import ReceiverSet
+from dicomd.runlock import RunLock
 from dicomd.scp import Listening, configure_pynetdicom
 from dicomd.stores import Role, Stores
 from dicomd.workers import ReceiverProcesses
@@ -46,6 +48,7 @@ class Daemon:
     workers: ReceiverProcesses | None = None
     receiver_set: ReceiverSet | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    _run_lock: RunLock | None = None
 
     def start(self) -> "Daemon":
         """Start every part; when one cannot start (a port taken, say), stop what did and re-raise."""
@@ -56,29 +59,37 @@ class Daemon:
             raise
 
     def _start(self) -> "Daemon":
+        self._run_lock = RunLock.serving(Layout(self.config.data_dir))  # no catalog migration meanwhile
         stores = Stores.open(self.config, Role.DAEMON)
         self.stores = stores
         configure_pynetdicom(stores.layout.tmp)
+        node = stores.node
+        if node is not None:
+            node.start(http_port=self.config.http.port if self.config.http.enabled else None)
+        # with other live nodes: only the work no live node holds (see dicomd.cluster)
         self.recovered = stores.archiver.recover() + stores.prearchive.recover()
         shared = self.config.receiver_processes > 1
         self.group = ReceiverGroup(stores.ingest)
         for index, receiver_config in enumerate(self.config.receivers):
             self.listening.append(self.group.start(index, receiver_config, shared=shared))
         self.receivers = list(self.group.receivers)
+        if node is not None:
+            node.start([item.port for item in self.listening], node.http_port)
         if shared and self.receivers:
             self.workers = ReceiverProcesses(self.config, [item.port for item in self.listening])
             self.workers.start(self.config.receiver_processes - 1)
         # receivers added over /xapi/dicomscp (stored in the catalog): this process only
         self.receiver_set = ReceiverSet(stores.ingest, list(zip(self.receivers, self.listening)))
         self.receiver_set.start(stores.catalog.receivers())
-        self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver)
+        self.watcher = SessionWatcher(self.config, stores.catalog, stores.prearchive, stores.archiver, node)
         self.watcher.start()
         for service in self._optional_services(stores):
             service.start()
             self.services.append(service)
         logger.info(
-            "dicomd started: data in %s, %d receiver(s), session idle %ss",
-            self.config.data_dir, len(self.receivers), self.config.session_idle_seconds,
+            "dicomd started: data in %s, catalog %s (%s), %d receiver(s), session idle %ss",
+            self.config.data_dir, stores.catalog.url.masked, stores.catalog.dialect, len(self.receivers),
+            self.config.session_idle_seconds,
         )
         return self
 
@@ -113,6 +124,9 @@ class Daemon:
         if self.stores is not None:
             self.stores.close()
             self.stores = None
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
         self._stopped.set()
         logger.info("dicomd stopped")
 

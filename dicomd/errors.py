@@ -75,3 +75,7 @@ class RateLimited(DicomdError):
 
 class ScriptError(DicomdError):
     """An anonymization script does not parse or cannot run; the message has line and column."""
+
+
+class ClaimLost(InvalidState):
+    """This node's claim on a unit of work was taken over (it had expired): stop, change nothing more."""

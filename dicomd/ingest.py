@@ -7,17 +7,14 @@ into its own kind of answer (DIMSE status, HTTP status, quarantine entry).
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
@@ -90,7 +87,8 @@ class Ingest:
         self._site_table = RoutingTable.from_text(site)
         self._sessions: dict[tuple[str, str, str], SessionRow] = {}
         self._lock = threading.Lock()
-        self._same_file = StripedLock(layout.locks)
+        # flock on SQLite, an advisory lock on PostgreSQL (dicomd.catalog.locks)
+        self._same_file = catalog.key_lock(layout.locks)
         # A receive engine's batched durability (dicomd.engine.durable): makes a new file durable
         # (data and folder entry) after its rename. None: each file is synced before its rename.
         self.barrier: Callable[[Path], None] | None = None
@@ -224,30 +222,6 @@ class Ingest:
             if len(self._sessions) > 10000:
                 self._sessions.clear()
         return row
-
-
-class StripedLock:
-    """Mutual exclusion per key (hashed onto a few stripes) between threads and processes.
-
-    A thread lock per stripe plus ``flock`` on a per-stripe file: flock alone does not exclude
-    threads sharing one descriptor, a thread lock alone does not exclude receiver processes.
-    """
-
-    def __init__(self, folder: Path, stripes: int = 256) -> None:
-        self.folder = folder
-        self._locks = [threading.Lock() for _ in range(stripes)]
-
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        index = zlib.crc32(key.encode()) % len(self._locks)
-        with self._locks[index]:
-            storage.ensure_dir(self.folder)
-            fd = os.open(self.folder / f"{index:03d}", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
-                yield
-            finally:
-                os.close(fd)
 
 
 def _after_rename(_fd: int) -> None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from dicomd.migrations import Migrations, Schema
 
 from dicomd import dicomtags
 from dicomd.errors import InvalidInput, NotFound
@@ -36,8 +34,8 @@ migrations = Migrations("dicomd-mappings")
 
 
 @migrations(name="001_dicom_mappings")
-def _m001(db: sqlite_utils.Database) -> None:
-    db.executescript(
+def _m001(db: Schema) -> None:
+    db.script(
         """
         CREATE TABLE IF NOT EXISTS dicom_mappings (
             id INTEGER PRIMARY KEY,
@@ -144,7 +142,7 @@ class MappingStore:
         values = validate(body)
         wanted_id = body.get("id")
 
-        def txn(conn: sqlite3.Connection) -> int:
+        def txn(conn: Any) -> int:
             now = time.time()
             row = None
             if wanted_id not in (None, "", 0):
@@ -163,14 +161,14 @@ class MappingStore:
                 return int(row[0])
             cur = conn.execute(
                 "INSERT INTO dicom_mappings(scope, scope_object_id, field_name, field_type, dicom_tag, level,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (*values.values(), now, now),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
         try:
             mapping_id = self.catalog.write(txn)
-        except sqlite3.IntegrityError as exc:
+        except self.catalog.IntegrityError as exc:
             raise InvalidInput(f"mapping clashes with an existing one: {exc}") from None
         return self.get(mapping_id)
 

@@ -400,7 +400,7 @@ def preview_anonymization(stores: Stores, actor: Actor, session: SessionRow,
         from dicomd.anonymize.ordered import in_order
     except ImportError:  # pragma: no cover - the package ships with dicomd
         return _preview_off(session, "this build has no anonymization support")
-    store = PseudonymStore(stores.layout.pseudonyms)
+    store = PseudonymStore(stores.config.keys_url)
     anonymizer = in_order(Anonymizer(session.project, project.anonymize, store), store,
                           archive_order(stores.config, stores.catalog, session.project))  # as the archive runs it
     labels = Labels(session.project, session.subject, session.label, session.subject_from or "default",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from dicomd import storage
 from dicomd.catalog import Catalog, NewInstance, SessionRow
+from dicomd.cluster import SCAN, SESSION, Node
 from dicomd.config import Config
 from dicomd.crashpoints import crashpoint
 from dicomd.errors import Ambiguous, DicomdError, InvalidInput, InvalidState, NotFound
@@ -33,6 +36,23 @@ class Prearchive:
     extract_fields: FieldExtractor | None = None
     inspect_pixels: Callable[[SessionRow], dict[str, Any] | None] | None = None  # the OCR check
     on_forget: Callable[[int], None] = field(default=lambda _sid: None)
+    node: Node | None = None  # None: the only process working on this data directory (no claims)
+
+    @contextlib.contextmanager
+    def _claimed(self, kind: str, item: int | str) -> Iterator[bool]:
+        """The cluster-wide claim for the block (always True without a node)."""
+        if self.node is None:
+            yield True
+            return
+        with self.node.trying(kind, item) as got:
+            yield got
+
+    @contextlib.contextmanager
+    def _holding(self, session_id: int) -> Iterator[None]:
+        with self._claimed(SESSION, session_id) as got:
+            if not got:
+                raise InvalidState(f"session {session_id} is being worked on by another node; try again later")
+            yield
 
     # ------------------------------------------------------------------ naming
 
@@ -63,8 +83,13 @@ class Prearchive:
     def build(self, session_id: int, *, actor: str = "build") -> SessionRow | None:
         """Summarize a session (scans, counts, dates, mapped fields) and make it READY.
 
-        Returns the built row, or None when new data arrived meanwhile (it stays RECEIVING).
+        Returns the built row, or None when new data arrived meanwhile (it stays RECEIVING) or
+        another node holds the session's claim (it builds it).
         """
+        with self._claimed(SESSION, session_id) as got:
+            return self._build(session_id, actor) if got else None
+
+    def _build(self, session_id: int, actor: str) -> SessionRow | None:
         try:
             folder = self.layout.session_dir(self.catalog.session(session_id).relative_dir)
         except NotFound:
@@ -108,9 +133,10 @@ class Prearchive:
 
     def rebuild(self, session_id: int, *, actor: str = "") -> SessionRow | None:
         """Re-scan the session folder (adopt files the catalog lacks, drop rows whose file is gone), then build."""
-        session = self.catalog.session(session_id)
-        self.reconcile_session(session)
-        return self.build(session_id, actor=actor or "rebuild")
+        with self._holding(session_id):
+            session = self.catalog.session(session_id)
+            self.reconcile_session(session)
+            return self.build(session_id, actor=actor or "rebuild")
 
     # ------------------------------------------------------------------ move / delete
 
@@ -118,6 +144,10 @@ class Prearchive:
         target = self.config.resolve_project(new_project) if new_project != "Unassigned" else "Unassigned"
         if target is None:
             raise NotFound(f"no project {new_project!r}")
+        with self._holding(session_id):
+            return self._move(session_id, target, actor)
+
+    def _move(self, session_id: int, target: str, actor: str) -> SessionRow:
         session = self.catalog.session(session_id)
         if session.project == target:
             return session
@@ -151,10 +181,11 @@ class Prearchive:
         return built or self.catalog.session(session.id)
 
     def delete(self, session_id: int, *, actor: str = "") -> None:
-        session = self.catalog.set_status(session_id, Status.DELETING, expect=RECEIVABLE, actor=actor)
-        self.on_forget(session_id)
-        crashpoint("delete.started")
-        self._finish_delete(session, actor)
+        with self._holding(session_id):
+            session = self.catalog.set_status(session_id, Status.DELETING, expect=RECEIVABLE, actor=actor)
+            self.on_forget(session_id)
+            crashpoint("delete.started")
+            self._finish_delete(session, actor)
 
     def _finish_delete(self, session: SessionRow, actor: str) -> None:
         folder = self.layout.session_dir(session.relative_dir)
@@ -238,25 +269,87 @@ class Prearchive:
         return [f"{where}: folder without a catalog session; adopted as {row.ref}",
                 *self.reconcile_session(row)]
 
-    def recover(self, *, dry_run: bool = False) -> list[str]:
+    def recover(self, *, dry_run: bool = False, sessions: set[int] | None = None) -> list[str]:
         """Repair what a crash left: half-moved or half-deleted sessions, interrupted builds,
-        temp files, and differences between session folders and the catalog."""
+        temp files, and differences between session folders and the catalog.
+
+        ``sessions``: only those sessions' interrupted moves, deletes and builds (a take-over of
+        an expired node's claims). With several nodes each session is recovered under its claim,
+        and the scan of the whole data directory runs only on a node that finds no other alive."""
         done: list[str] = []
-        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.MOVING]):
+        for status in (Status.MOVING, Status.DELETING, Status.BUILDING):
+            for session in self.catalog.sessions_in(Stage.PREARCHIVE, [status]):
+                if sessions is not None and session.id not in sessions:
+                    continue
+                if dry_run:
+                    done += self._recover_session(session, dry_run=True)
+                    continue
+                with self._claimed(SESSION, session.id) as got:
+                    row = self._current(session.id) if got else None
+                    if row is not None and row.status == status:  # still interrupted, now ours
+                        done += self._recover_session(row, dry_run=False)
+        if sessions is not None:
+            return self._log_recovered(done, dry_run)
+        if dry_run or self.node is None:
+            return self._log_recovered(done + self._recover_disk(dry_run=dry_run), dry_run)
+        with self._claimed(SCAN, "data") as got:
+            if not got:  # a node starting at the same time scans: receive only once it is done
+                self._wait_for_scan()
+                return self._log_recovered(done, dry_run)
+            others = self.node.others_alive()
+            if others:  # their receives are under way: only a node starting alone reconciles the whole disk
+                logger.info("recovery: %d other live node(s): the scan of the whole data directory is left"
+                            " to a node that starts alone", len(others))
+                return self._log_recovered(done, dry_run)
+            done += self._recover_disk(dry_run=False)
+        return self._log_recovered(done, dry_run)
+
+    def _current(self, session_id: int) -> SessionRow | None:
+        try:
+            return self.catalog.session(session_id)
+        except NotFound:
+            return None
+
+    def _wait_for_scan(self) -> None:
+        """Until the node scanning the whole data directory has finished (or expired)."""
+        assert self.node is not None
+        pause, said = threading.Event(), ""
+        while True:
+            holder = self.catalog.holder(SCAN, "data")
+            if not holder or holder in self.node.expired():
+                return
+            if holder != said:
+                logger.info("recovery: waiting for node %s to finish its scan of the data directory", holder)
+                said = holder
+            pause.wait(0.2)
+
+    def _recover_session(self, session: SessionRow, *, dry_run: bool) -> list[str]:
+        """Finish one session's interrupted move or delete, or send its interrupted build back."""
+        if session.status == Status.MOVING:
             info = json.loads(session.summary or "{}").get("moving_to")
-            done.append(f"{session.ref}: move interrupted; finished")
             if not dry_run and info:
                 target, stamp = info
                 new_rel = SessionRef.prearchive(target, stamp, session.label).relative_dir
                 self._finish_move(session, target, stamp, new_rel, "recovery")
-        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.DELETING]):
-            done.append(f"{session.ref}: delete interrupted; finished")
+            return [f"{session.ref}: move interrupted; finished"]
+        if session.status == Status.DELETING:
             if not dry_run:
                 self._finish_delete(session, "recovery")
-        for session in self.catalog.sessions_in(Stage.PREARCHIVE, [Status.BUILDING]):
-            done.append(f"{session.ref}: build interrupted; back to RECEIVING")
-            if not dry_run:
-                self.catalog.set_status(session.id, Status.RECEIVING, "build interrupted by a restart", actor="recovery")
+            return [f"{session.ref}: delete interrupted; finished"]
+        if not dry_run:
+            self.catalog.set_status(session.id, Status.RECEIVING, "build interrupted by a restart", actor="recovery")
+        return [f"{session.ref}: build interrupted; back to RECEIVING"]
+
+    @staticmethod
+    def _log_recovered(done: list[str], dry_run: bool) -> list[str]:
+        for line in done if not dry_run else ():
+            logger.warning("recovery: %s", line)
+        return done
+
+    def _recover_disk(self, *, dry_run: bool) -> list[str]:
+        """The whole data directory against the catalog: rows without files, files without rows,
+        folders without sessions, temporary files. Only safe when no other node is receiving."""
+        done: list[str] = []
         for session in self.catalog.sessions_in(Stage.PREARCHIVE, RECEIVABLE):
             done += self.reconcile_session(session, dry_run=dry_run)
             folder = self.layout.session_dir(session.relative_dir)
@@ -287,6 +380,4 @@ class Prearchive:
             for leftover in self.layout.tmp.iterdir():
                 if leftover.is_file():
                     leftover.unlink(missing_ok=True)
-        for line in done if not dry_run else ():
-            logger.warning("recovery: %s", line)
         return done

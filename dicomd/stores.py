@@ -8,6 +8,11 @@ Three roles open them, each through :meth:`Stores.open`:
   nothing is recorded on open.
 - ``Role.CLI``: every other command. Opening changes nothing in the catalog (`dicomd check` is
   read-only); the daemon may hold its own stores on the same data directory at the same time.
+  A command that archives, moves or deletes joins the cluster as a node (dicomd.cluster) while
+  it does, so no daemon takes its work for abandoned.
+
+The daemon and the CLI get a `Node` (their claims on cluster-wide work); a receiver process only
+stages data and has none.
 
 This module only composes: it imports the pipeline stages, never the receivers or the faces.
 """
@@ -22,6 +27,7 @@ from dicomd import storage
 from dicomd.anonymize.hooks import AnonymizationHooks, build_hooks
 from dicomd.archive import Archiver
 from dicomd.catalog import Catalog
+from dicomd.cluster import Node
 from dicomd.config import Config
 from dicomd.ingest import Ingest
 from dicomd.layout import Layout
@@ -49,25 +55,29 @@ class Stores:
     archiver: Archiver
     hooks: AnonymizationHooks
     role: Role = Role.DAEMON
+    node: Node | None = None
 
     @classmethod
     def open(cls, config: Config, role: Role = Role.DAEMON) -> "Stores":
         layout = Layout(config.data_dir)
         for folder in layout.folders():
             storage.ensure_dir(folder)
-        catalog = Catalog(layout.catalog)
+        catalog = Catalog(config.catalog_url)
         if role is Role.DAEMON:
             _record_config(config, catalog)
         hooks = build_hooks(config, layout, catalog)
         ingest = Ingest(config, catalog, layout, site_transform=hooks.site_transform)
+        node = None if role is Role.RECEIVER else Node(catalog, config.cluster, role=role.value)
         prearchive = Prearchive(
             config, catalog, layout, extract_fields=hooks.extract_fields, inspect_pixels=hooks.inspect_pixels,
-            on_forget=ingest.forget_session
+            on_forget=ingest.forget_session, node=node
         )
-        archiver = Archiver(config, catalog, layout, hooks.writers)
-        return cls(config, layout, catalog, ingest, prearchive, archiver, hooks, role)
+        archiver = Archiver(config, catalog, layout, hooks.writers, node=node)
+        return cls(config, layout, catalog, ingest, prearchive, archiver, hooks, role, node)
 
     def close(self) -> None:
+        if self.node is not None:
+            self.node.stop()
         self.hooks.close()
         self.catalog.close()
 

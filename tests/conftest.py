@@ -14,8 +14,11 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomd.config import Config, load
 from dicomd.daemon import Daemon
+from tests.pgserver import pg_url, postgres  # noqa: F401 - fixtures: a throwaway PostgreSQL server
 
 ENGINE_ENV = "DICOMD_TEST_ENGINE"
+CATALOG_ENV = "DICOMD_TEST_CATALOG"  # catalog.url for write_config, set per test by the ``backend`` fixture
+BACKENDS = ("sqlite", "postgresql")
 
 
 def write_config(tmp_path: Path, extra: str = "", *, projects: str | None = None, receiver: str = "",
@@ -51,6 +54,8 @@ enabled = false
 {extra}
 {projects}
 """
+    if os.environ.get(CATALOG_ENV):
+        text += f'\n[catalog]\nurl = "{os.environ[CATALOG_ENV]}"\n'
     path = tmp_path / "dicomd.toml"
     path.write_text(text)
     return path
@@ -62,6 +67,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("both_engines") and "engine" in metafunc.fixturenames:
         metafunc.parametrize("engine", ["asyncio", pytest.param("pynetdicom", marks=pytest.mark.slow)],
                              indirect=True)
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +76,18 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """The receive engine this test's configs name (write_config reads $DICOMD_TEST_ENGINE)."""
     name = getattr(request, "param", None) or os.environ.get(ENGINE_ENV) or "asyncio"
     monkeypatch.setenv(ENGINE_ENV, name)
+    return str(name)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The catalog backend this test's configs name: sqlite (the default), or postgresql for the
+    tests marked ``both_backends`` (write_config then names a fresh database of the test server)."""
+    name = getattr(request, "param", None) or "sqlite"
+    if name == "postgresql":
+        monkeypatch.setenv(CATALOG_ENV, request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv(CATALOG_ENV, raising=False)
     return str(name)
 
 

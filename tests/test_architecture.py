@@ -16,15 +16,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomd"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("dicomd.errors", "dicomd.lifecycle", "dicomd.layout", "dicomd.storage", "dicomd.routing",
               "dicomd.allowlist", "dicomd.dicomtags", "dicomd.crashpoints", "dicomd.header", "dicomd.mappings",
-              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress")),
+              "dicomd.config", "dicomd.spool", "dicomd.logsafe", "dicomd.ratelimit", "dicomd.progress",
+              "dicomd.dburl", "dicomd.migrations", "dicomd.runlock")),
     ("stores", ("dicomd.catalog", "dicomd.auth")),
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pixels", "dicomd.pipeline",
-                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors")),
+                "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors", "dicomd.cluster")),
     ("composition", ("dicomd.stores",)),
     ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers",
                    "dicomd.receiverset")),
     ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs", "dicomd.dicomscp",
-                    "dicomd.processing")),
+                    "dicomd.processing", "dicomd.catalogmove")),
     ("faces", ("dicomd.http", "dicomd.daemon", "dicomd.cli", "dicomd.__main__")),
 )
 # Within the faces, who may import whom (the daemon serves the HTTP face; the CLI starts the daemon).

@@ -36,6 +36,7 @@ def reopen(stores):
     return Stores.open(config)
 
 
+@pytest.mark.both_backends
 def test_crash_while_staging_rolls_back(stores, tmp_path):
     session = stage_study(stores, tmp_path)
     job = stores.catalog.begin_archive(session.id, overwrite="none", actor="t", work_dir="")
@@ -54,6 +55,7 @@ def test_crash_while_staging_rolls_back(stores, tmp_path):
     stores.close()
 
 
+@pytest.mark.both_backends
 def test_crash_while_moving_rolls_forward(stores, tmp_path):
     session = stage_study(stores, tmp_path)
     archiver = stores.archiver

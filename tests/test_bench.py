@@ -169,3 +169,24 @@ def test_the_pixels_section_measures_redaction_frames_per_second(tmp_path: Path)
     assert [r.source for r in rows] == ["US RGB native", "US JPEG baseline YBR_FULL_422", "XA 16-bit native"]
     assert all(r.frames_per_s > 0 for r in rows) and rows[1].output_syntax == "1.2.840.10008.1.2.5"
     assert "RLE Lossless" in "\n".join(pixels_table(rows))
+
+
+def test_backend_table_pairs_postgresql_with_sqlite_by_run() -> None:
+    from bench.report import backend_table
+
+    raw = [_m("dicomd", 0, 1.0), _m("dicomd", 1, 2.0), _m("dicomd-postgresql", 0, 2.0), _m("dicomd-postgresql", 1, 2.0)]
+    # per-run ratios 0.5 and 1.0 -> median 0.75
+    assert backend_table(raw)[1].split()[-1] == "0.75"
+
+
+@pytest.mark.slow
+def test_catalog_section_fills_and_queries_both_backends(tmp_path: Path, postgres) -> None:  # type: ignore[no-untyped-def]
+    from bench.catalog_scale import measure_size
+
+    rows = measure_size(tmp_path / "lite", 1000, print) + measure_size(tmp_path / "pg", 1000, print,
+                                                                          postgres.new_database())
+    by = {(r.backend, r.operation): r for r in rows}
+    for backend in ("sqlite", "postgresql"):
+        assert by[(backend, "instance by SOP Instance UID")].result_rows == 1
+        assert by[(backend, "prearchive list")].result_rows == 1  # 2 sessions: one in each stage
+        assert by[(backend, "archive list --where site=S7")].cli_s is not None  # the CLI ran on that backend

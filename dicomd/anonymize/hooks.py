@@ -105,15 +105,20 @@ class Anonymizers:
         archived = [s for s in self.catalog.sessions(ARCHIVE, projects=[project]) if s.anonymization]
         if archived:
             raise StorageFailure(
-                f"the pseudonym key of project {project} is missing from {self.layout.relative(self.layout.pseudonyms)}"
+                f"the pseudonym key of project {project} is missing from {self._where_keys()}"
                 f" while the archive holds {len(archived)} de-identified session(s) of it; restore the key with"
                 " `dicomd anon key import BACKUP` (a new key would give every patient new pseudonyms)"
             )
 
     def _pseudonyms(self) -> PseudonymStore:
         if self._store is None:
-            self._store = PseudonymStore(self.layout.pseudonyms)
+            self._store = PseudonymStore(self.config.keys_url)
         return self._store
+
+    def _where_keys(self) -> str:
+        url = self.config.keys_url
+        return self.layout.relative(url.path) if url.path is not None and url.path.is_relative_to(self.layout.root) \
+            else url.masked
 
     def close(self) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """Per-project secret keys, keyed pseudonym generation, and the original -> pseudonym map.
 
-The key never leaves this module's SQLite file (owner-only). Values are generated with dicognito's
+The key never leaves this module's database: a SQLite file (owner-only; the default
+keys/pseudonyms.sqlite) or a PostgreSQL database of its own (``keys.url``), never the catalog's. Values are generated with dicognito's
 generators (names from its name lists, 12-character IDs, the number behind each UID) driven by the
 key, so the same original gives the same pseudonym in every run, forever, and nobody without the
 key can recompute it.
@@ -40,6 +41,11 @@ from dicognito.randomizer import Randomizer
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+import psycopg
+
+from dicomd.catalog.pg import PgConnection
+from dicomd.catalog.pg import connect as pg_connect
+from dicomd.dburl import DatabaseUrl, mask
 from dicomd.errors import Conflict, InvalidInput, StorageFailure
 
 logger = logging.getLogger(__name__)
@@ -75,15 +81,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class PseudonymStore:
-    """One SQLite file holding each project's key and its original -> pseudonym rows.
+_KEYS_LOCK = 0x6B657973  # "keys": the advisory lock a key transaction holds on PostgreSQL
 
-    The file is created 0600 inside a 0700 directory. Thread-safe: one connection per thread,
-    writes serialised by SQLite's own locking (with a busy timeout).
+
+class PseudonymStore:
+    """One database holding each project's key and its original -> pseudonym rows.
+
+    A SQLite file is created 0600 inside a 0700 directory; a PostgreSQL URL names a database (or
+    schema) of its own with its own credentials. Thread-safe: one connection per thread, key
+    writes serialised by SQLite's write lock or a PostgreSQL advisory lock.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, target: Path | DatabaseUrl) -> None:
+        self.url = target if isinstance(target, DatabaseUrl) else None
+        self.postgresql = bool(self.url and self.url.is_postgresql)
+        self.path = Path(self.url.path if self.url and self.url.path else ("" if self.postgresql else target))
+        self.where = self.url.masked if self.postgresql and self.url else self.path.name  # for messages
         self._local = threading.local()
         self._lock = threading.Lock()
         self._keys: dict[str, bytes] = {}
@@ -91,6 +104,15 @@ class PseudonymStore:
         self._create()
 
     def _create(self) -> None:
+        if self.postgresql:
+            try:
+                conn = self._conn()
+                for statement in _SCHEMA.replace("BLOB", "BYTEA").split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            except psycopg.Error as exc:
+                raise StorageFailure(f"pseudonym store {self.where}: {mask(str(exc).strip())}") from None
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.path.parent, 0o700)
@@ -101,9 +123,14 @@ class PseudonymStore:
         except (OSError, sqlite3.Error) as exc:
             raise StorageFailure(f"pseudonym store {self.path.name}: {exc}") from exc
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> sqlite3.Connection | PgConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None and self.postgresql:
+            assert self.url is not None
+            conn = PgConnection(pg_connect(self.url.dsn))
+            conn.execute("SET synchronous_commit TO off")  # as SQLite's NORMAL below; key writes are synchronous
+            self._local.conn = conn
+        elif conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             # WAL + NORMAL: recording a pair costs no fsync. Pairs are recomputable from the key, so a
             # power cut can only lose map rows, never consistency; the key itself is written FULL.
@@ -123,8 +150,7 @@ class PseudonymStore:
             if project in self._keys:
                 return self._keys[project], self._versions[project]
             conn = self._conn()
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_key_write(conn)
             try:
                 row = conn.execute("SELECT key FROM project_keys WHERE project = ?", (project,)).fetchone()
                 if row is None:
@@ -132,7 +158,8 @@ class PseudonymStore:
                     conn.execute(
                         "INSERT INTO project_keys (project, key, created) VALUES (?, ?, ?)", (project, key, _now())
                     )
-                    conn.execute("INSERT OR REPLACE INTO key_derivations (project, version) VALUES (?, ?)",
+                    conn.execute("INSERT INTO key_derivations (project, version) VALUES (?, ?)"
+                                 " ON CONFLICT(project) DO UPDATE SET version = excluded.version",
                                  (project, CURRENT_DERIVATION))
                     version = CURRENT_DERIVATION
                     logger.info("created the pseudonym key for %s", project)
@@ -144,13 +171,27 @@ class PseudonymStore:
                 conn.execute("ROLLBACK")
                 raise
             finally:
-                conn.execute("PRAGMA synchronous=NORMAL")
+                self._end_key_write(conn)
             self._keys[project] = key
             self._versions[project] = version
             return key, version
 
+    def _begin_key_write(self, conn: sqlite3.Connection | PgConnection) -> None:
+        """A transaction that writes keys: synchronous, and one at a time across processes."""
+        if self.postgresql:
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit TO on")
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_KEYS_LOCK,))
+        else:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+
+    def _end_key_write(self, conn: sqlite3.Connection | PgConnection) -> None:
+        if not self.postgresql:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
     @staticmethod
-    def _version_of(conn: sqlite3.Connection, project: str) -> int:
+    def _version_of(conn: sqlite3.Connection | PgConnection, project: str) -> int:
         row = conn.execute("SELECT version FROM key_derivations WHERE project = ?", (project,)).fetchone()
         return int(row[0]) if row else 1
 
@@ -187,15 +228,15 @@ class PseudonymStore:
         same: list[str] = []
         with self._lock:
             conn = self._conn()
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_key_write(conn)
             try:
                 for project, key, created, version in parsed:
                     row = conn.execute("SELECT key FROM project_keys WHERE project = ?", (project,)).fetchone()
                     if row is None:
                         conn.execute("INSERT INTO project_keys (project, key, created) VALUES (?, ?, ?)",
                                      (project, key, created))
-                        conn.execute("INSERT OR REPLACE INTO key_derivations (project, version) VALUES (?, ?)",
+                        conn.execute("INSERT INTO key_derivations (project, version) VALUES (?, ?)"
+                                     " ON CONFLICT(project) DO UPDATE SET version = excluded.version",
                                      (project, version))
                         added.append(project)
                     elif bytes(row[0]) == key and self._version_of(conn, project) == version:
@@ -207,7 +248,7 @@ class PseudonymStore:
                 conn.execute("ROLLBACK")
                 raise
             finally:
-                conn.execute("PRAGMA synchronous=NORMAL")
+                self._end_key_write(conn)
             self._keys.clear()
             self._versions.clear()
         return added, same
@@ -215,7 +256,8 @@ class PseudonymStore:
     def record(self, project: str, kind: str, original: str, pseudonym: str) -> None:
         """Remember one original -> pseudonym pair (the first one recorded is kept)."""
         self._conn().execute(
-            "INSERT OR IGNORE INTO pseudonyms (project, kind, original, pseudonym, first_seen) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pseudonyms (project, kind, original, pseudonym, first_seen) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (project, kind, original, pseudonym, _now()),
         )
 

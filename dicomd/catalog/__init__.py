@@ -1,10 +1,11 @@
-"""The SQLite catalog: every SQL statement dicomd's sessions, instances, archive jobs,
+"""The catalog (SQLite or PostgreSQL): every SQL statement dicomd's sessions, instances, archive jobs,
 quarantine and history run, one module per table group.
 
 One `Catalog` per process, composed of the per-concept parts below over one `Engine` (the
 file, its readers and the group-commit writer):
 
-  engine.py      connections, migrations, readers, the writer thread
+  engine.py      connections, migrations, readers, the writer thread (SQLite or PostgreSQL)
+  pg.py          PostgreSQL connections in sqlite3's shape (placeholders, the reader pool)
   schema.py      the named migrations of the catalog's own tables
   rows.py        the frozen rows (SessionRow, InstanceRow, ArchiveJob, PlanItem, ...)
   sessions.py    finding, opening and changing sessions
@@ -16,6 +17,8 @@ file, its readers and the group-commit writer):
   projects.py    the configured projects
   receivers.py   DICOM receivers added over the API
   processors.py  the order and enabled flags of the archive-time steps
+  nodes.py       the nodes sharing the catalog, their heartbeats and claims (dicomd.cluster)
+  locks.py       the same-key lock of ingest: flock on SQLite, advisory locks on PostgreSQL
 
 The rules of the session lifecycle (statuses, which may follow which) are in dicomd.lifecycle.
 """
@@ -24,12 +27,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dicomd.dburl import DatabaseUrl
+
 from dicomd.catalog import schema
 from dicomd.catalog.arrivals import Arrivals
 from dicomd.catalog.engine import Engine
 from dicomd.catalog.events import Events
 from dicomd.catalog.instances import InstanceOutcome, Instances
 from dicomd.catalog.jobs import ArchiveJobs
+from dicomd.catalog.locks import KeyLock, KeyLocks
+from dicomd.catalog.nodes import ClaimRow, NodeRow, Nodes
 from dicomd.catalog.projects import Projects
 from dicomd.catalog.processors import ProcessorSettings
 from dicomd.catalog.quarantine import Quarantine
@@ -40,11 +47,11 @@ from dicomd.lifecycle import ARCHIVABLE, RECEIVABLE, Stage, Status
 
 
 class Catalog(Sessions, Instances, ArchiveJobs, Quarantine, Events, Arrivals, Projects, Receivers, ProcessorSettings,
-              Engine):
+              Nodes, KeyLocks, Engine):
     """The catalog database. Thread-safe; one per process."""
 
-    def __init__(self, path: Path, *, batch_max: int = 256) -> None:
-        super().__init__(path, batch_max=batch_max)
+    def __init__(self, target: Path | str | DatabaseUrl, *, batch_max: int = 256) -> None:
+        super().__init__(target, batch_max=batch_max)
         self.apply_migrations(schema.migrations)
 
 
@@ -55,7 +62,7 @@ ARCHIVING, MOVING, DELETING = Status.ARCHIVING, Status.MOVING, Status.DELETING
 ERROR, CONFLICT, ARCHIVED, REVIEW = Status.ERROR, Status.CONFLICT, Status.ARCHIVED, Status.REVIEW
 
 __all__ = [
-    "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "DELETING",
-    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
-    "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
+    "ARCHIVABLE", "ARCHIVE", "ARCHIVED", "ARCHIVING", "ArchiveJob", "BUILDING", "CONFLICT", "Catalog", "ClaimRow", "DELETING",
+    "ERROR", "InstanceFields", "InstanceOutcome", "InstanceRow", "KeyLock", "MOVING", "NewInstance", "PREARCHIVE", "PlanItem", "QuarantineRow",
+    "NodeRow", "READY", "RECEIVABLE", "RECEIVING", "REVIEW", "ReceiverRow", "SessionRow",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -27,9 +28,10 @@ def insert_instance(conn: sqlite3.Connection, session_id: int, inst: NewInstance
                     replace: bool = False) -> None:
     """The one INSERT of an instance row (ingest, archive commit, adoption from disk)."""
     columns = ("session_id", *NEW_INSTANCE_FIELDS, "received_at")
+    upsert = (" ON CONFLICT(session_id, sop_instance_uid) DO UPDATE SET "
+              + ", ".join(f"{c}=excluded.{c}" for c in columns[1:])) if replace else ""
     conn.execute(
-        f"INSERT {'OR REPLACE ' if replace else ''}INTO instances({', '.join(columns)})"
-        f" VALUES ({', '.join('?' * len(columns))})",
+        f"INSERT INTO instances({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}){upsert}",
         (session_id, *(getattr(inst, k) for k in NEW_INSTANCE_FIELDS), received_at),
     )
 
@@ -42,23 +44,24 @@ def refresh_counts(conn: sqlite3.Connection, session_id: int) -> None:
         "INSERT INTO scans(session_id, scan_id, series_instance_uid, series_number, description, modality,"
         " instances, bytes) SELECT session_id, scan_id, MIN(series_instance_uid), MIN(series_number),"
         " MIN(series_description), MIN(modality), COUNT(*), SUM(size) FROM instances WHERE session_id=?"
-        " GROUP BY scan_id",
+        " GROUP BY session_id, scan_id",
         (session_id,),
     )
     conn.executemany(
         "UPDATE scans SET custom=? WHERE session_id=? AND scan_id=?",
         [(c, session_id, sid) for sid, c in old_custom.items()],
     )
+    modalities = [m for (m,) in conn.execute(
+        "SELECT DISTINCT modality FROM instances WHERE session_id=? AND modality != ''", (session_id,)).fetchall()]
     conn.execute(
         "UPDATE sessions SET instances=(SELECT COUNT(*) FROM instances WHERE session_id=:s),"
         " bytes=(SELECT COALESCE(SUM(size),0) FROM instances WHERE session_id=:s),"
         " scans=(SELECT COUNT(*) FROM scans WHERE session_id=:s),"
-        " modalities=COALESCE((SELECT GROUP_CONCAT(m, ',') FROM (SELECT DISTINCT modality AS m FROM instances"
-        "   WHERE session_id=:s AND modality != '' ORDER BY m)), ''),"
+        " modalities=:modalities,"
         " scan_date=COALESCE((SELECT MIN(study_date) FROM instances WHERE session_id=:s AND study_date != ''), ''),"
         " scan_time=COALESCE((SELECT MIN(study_time) FROM instances WHERE session_id=:s AND study_time != ''), '')"
         " WHERE id=:s",
-        {"s": session_id},
+        {"s": session_id, "modalities": ",".join(sorted(modalities))},
     )
 
 
@@ -83,9 +86,15 @@ def _take_out_previous(conn: sqlite3.Connection, session_id: int, inst: NewInsta
 def _opens_scan(conn: sqlite3.Connection, session_id: int, scan_id: str) -> bool:
     """Whether the instance just inserted is its scan's first."""
     return conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE session_id=? AND scan_id=? LIMIT 2)",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE session_id=? AND scan_id=? LIMIT 2) AS firsts",
         (session_id, scan_id),
     ).fetchone()[0] == 1
+
+
+def _leading_number(text: str) -> int:
+    """SQLite's CAST(text AS INTEGER): the leading digits (after an optional sign), else 0."""
+    match = re.match(r"\s*[+-]?\d+", text)
+    return int(match.group(0)) if match else 0
 
 
 class Instances(Engine):
@@ -101,15 +110,22 @@ class Instances(Engine):
         cur = self.reader().execute("SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,))
         return every(InstanceRow, cur)
 
-    def iter_all_instance_paths(self) -> Iterator[tuple[int, int, str, int]]:
-        cur = self.reader().execute("SELECT id, session_id, path, size FROM instances")
-        yield from cur
+    def iter_all_instance_paths(self, page: int = 10_000) -> Iterator[tuple[int, int, str, int]]:
+        """Every instance row (id, session_id, path, size), read a page at a time (bounded memory)."""
+        last = 0
+        while True:
+            rows = self.reader().execute(
+                "SELECT id, session_id, path, size FROM instances WHERE id > ? ORDER BY id LIMIT ?", (last, page)
+            ).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     def scans(self, session_id: int) -> list[dict[str, Any]]:
-        cur = self.reader().execute(
-            "SELECT * FROM scans WHERE session_id = ? ORDER BY CAST(scan_id AS INTEGER), scan_id", (session_id,)
-        )
-        return dicts(cur)
+        """The session's scans in scan number order (a scan ID's leading digits, then its text)."""
+        cur = self.reader().execute("SELECT * FROM scans WHERE session_id = ? ORDER BY scan_id", (session_id,))
+        return sorted(dicts(cur), key=lambda scan: (_leading_number(scan["scan_id"]), scan["scan_id"]))
 
     def add_instance(self, session_id: int, inst: NewInstance, sync_dir: Path | None = None) -> InstanceOutcome:
         """Record a durable file in a prearchive session, which goes back to RECEIVING.

@@ -16,14 +16,26 @@ from typing import Any, Sequence
 from dicomd.catalog.engine import Engine, marks
 from dicomd.catalog.events import record_event, record_history
 from dicomd.catalog.instances import insert_instance, refresh_counts
+from dicomd.catalog.nodes import holds
 from dicomd.catalog.rows import ArchiveJob, PlanItem, SessionRow, dicts, plan_to_json
 from dicomd.catalog.sessions import delete_session, fetch_session, update_session
-from dicomd.errors import InvalidState, NotFound
+from dicomd.errors import ClaimLost, InvalidState, NotFound
 from dicomd.lifecycle import ARCHIVABLE, JobState, Stage, Status
 
 
 def _set_job(conn: sqlite3.Connection, job_id: int, sets: dict[str, Any]) -> None:
     conn.execute(f"UPDATE archive_jobs SET {', '.join(f'{k}=?' for k in sets)} WHERE id=?", (*sets.values(), job_id))
+
+
+# (kind, item, node): the claim the caller must still hold for its transaction to go ahead
+Fence = tuple[str, str, str]
+
+
+def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
+    """Refuse the transaction when the caller's claim was taken over (it had expired): the node
+    that took it over finishes the job instead."""
+    if fence is not None and not holds(conn, *fence):
+        raise ClaimLost(f"the claim on {fence[0]} {fence[1]} was taken over by another node")
 
 
 def _archive_session(conn: sqlite3.Connection, job: ArchiveJob, study_uid: str, source: str,
@@ -41,10 +53,10 @@ def _archive_session(conn: sqlite3.Connection, job: ArchiveJob, study_uid: str, 
         return int(target[0])
     cur = conn.execute(
         "INSERT INTO sessions(stage, project, subject, label, study_instance_uid, status, source,"
-        " created_at, updated_at, archived_at, anonymization) VALUES ('archive',?,?,?,?,?,?,?,?,?,?)",
+        " created_at, updated_at, archived_at, anonymization) VALUES ('archive',?,?,?,?,?,?,?,?,?,?) RETURNING id",
         (job.project, job.subject, job.label, study_uid, Status.ARCHIVED, source, now, now, now, anonymization),
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def _put_instances(conn: sqlite3.Connection, target_id: int, plan: Sequence[PlanItem], *, deidentified: bool) -> None:
@@ -126,24 +138,35 @@ class ArchiveJobs(Engine):
             record_history(conn, session_id, Status.ARCHIVING, f"overwrite={overwrite}", actor)
             cur = conn.execute(
                 "INSERT INTO archive_jobs(session_id, state, overwrite, project, subject, label, work_dir, started_at)"
-                " VALUES (?, ?, ?, ?, '', '', ?, ?)",
+                " VALUES (?, ?, ?, ?, '', '', ?, ?) RETURNING id",
                 (session_id, JobState.STAGING, overwrite, row[2], work_dir, now),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
         return self.write(txn)
 
     def plan_archive(self, job_id: int, subject: str, label: str, plan: Sequence[PlanItem], *,
-                     study_uid: str = "", fingerprint: str = "") -> None:
+                     study_uid: str = "", fingerprint: str = "", fence: Fence | None = None) -> None:
         """The point of no return: from here a restart rolls the job forward."""
         sets = {"state": JobState.MOVING, "subject": subject, "label": label, "plan": plan_to_json(plan),
                 "study_uid": study_uid, "fingerprint": fingerprint}
-        self.write(lambda conn: _set_job(conn, job_id, sets))
+
+        def txn(conn: sqlite3.Connection) -> None:
+            _check_fence(conn, fence)
+            state = conn.execute("SELECT state FROM archive_jobs WHERE id=?", (job_id,)).fetchone()
+            if state is None or state[0] != JobState.STAGING:
+                raise ClaimLost(f"archive job {job_id} is no longer staging")
+            _set_job(conn, job_id, sets)
+
+        self.write(txn)
 
     def fail_archive(self, job_id: int, session_id: int, status: str, reason: str, actor: str = "") -> None:
         """The job is rolled back: the session leaves ARCHIVING for ``status``."""
 
         def txn(conn: sqlite3.Connection) -> None:
+            state = conn.execute("SELECT state FROM archive_jobs WHERE id=?", (job_id,)).fetchone()
+            if state is not None and state[0] in (JobState.FAILED, JobState.CLEAN):
+                return  # another node rolled it back or finished it already: the session is not this job's now
             _set_job(conn, job_id, {"state": JobState.FAILED, "error": reason, "finished_at": time.time()})
             changed = conn.execute(
                 "UPDATE sessions SET status=?, reason=?, updated_at=? WHERE id=? AND status=?",
@@ -161,14 +184,18 @@ class ArchiveJobs(Engine):
         study_uid: str,
         session_fields: dict[str, Any],
         actor: str = "",
+        fence: Fence | None = None,
     ) -> int:
         """Swap catalog rows from the prearchive session to the archive session; returns its id.
         Idempotent: a job already done answers the archive session it made."""
 
         def txn(conn: sqlite3.Connection) -> int:
             state = conn.execute("SELECT state, target_session_id FROM archive_jobs WHERE id=?", (job.id,)).fetchone()
-            if state and state[0] == JobState.DONE:
+            if state and state[0] in (JobState.DONE, JobState.CLEAN):
                 return int(state[1])
+            _check_fence(conn, fence)
+            if state is None or state[0] != JobState.MOVING:
+                raise ClaimLost(f"archive job {job.id} is no longer moving")
             now = time.time()
             pre = fetch_session(conn, job.session_id)
             deidentified = bool(session_fields.get("anonymization"))

@@ -18,11 +18,12 @@ class Quarantine(Engine):
         def txn(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO quarantine(at, source, reason, path, size, sop_instance_uid, status)"
-                " VALUES (?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?) RETURNING id",
                 (time.time(), source, reason, path, size, sop_instance_uid, QuarantineStatus.HELD),
             )
+            entry_id = int(cur.fetchone()[0])
             record_event(conn, "quarantined", {"source": source, "reason": reason, "path": path})
-            return int(cur.lastrowid or 0)
+            return entry_id
 
         return self.write(txn)
 

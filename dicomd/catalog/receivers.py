@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from dicomd.catalog.engine import Engine
 from dicomd.errors import NotFound
@@ -30,7 +30,7 @@ class ReceiverRow:
 _COLUMNS = ("ae_title", "port", "bind", "allowed", "project", "prevent_anon", "enabled")
 
 
-def _row(values: sqlite3.Row | tuple[Any, ...]) -> ReceiverRow:
+def _row(values: Sequence[Any]) -> ReceiverRow:
     (id_, ae, port, bind, allowed, project, prevent_anon, enabled, created, updated, by) = values
     return ReceiverRow(id_, ae, port, bind, tuple(json.loads(allowed)), project, bool(prevent_anon), bool(enabled),
                        created, updated, by)
@@ -66,8 +66,8 @@ class Receivers(Engine):
                 return row.id
             cur = conn.execute(
                 f"INSERT INTO receivers({', '.join(_COLUMNS)}, created_at, updated_at, updated_by)"
-                f" VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})", (*_values(row), now, now, actor))
-            return int(cur.lastrowid or 0)
+                f" VALUES ({', '.join('?' * (len(_COLUMNS) + 3))}) RETURNING id", (*_values(row), now, now, actor))
+            return int(cur.fetchone()[0])
 
         return self.receiver(self.write(txn))
 

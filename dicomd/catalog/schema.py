@@ -1,4 +1,4 @@
-"""The catalog's own tables, as named sqlite-utils migrations (set "dicomd").
+"""The catalog's own tables, as named migrations (set "dicomd"; see dicomd.migrations).
 
 Applied migrations are recorded by name, so these names and bodies never change: a new column or
 table is a new migration at the end. Auth and mappings keep their tables in the same file with
@@ -7,15 +7,14 @@ their own migration sets, in their own modules; the pseudonym map has its own fi
 
 from __future__ import annotations
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from dicomd.migrations import POSTGRESQL, Migrations, Schema
 
 migrations = Migrations("dicomd")
 
 
 @migrations(name="001_initial")
-def _m001(db: sqlite_utils.Database) -> None:
-    db.executescript(
+def _m001(db: Schema) -> None:
+    db.script(
         """
         CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT, aliases TEXT, auto_archive INTEGER,
             overwrite TEXT, updated_at REAL);
@@ -137,10 +136,10 @@ def _m001(db: sqlite_utils.Database) -> None:
 
 
 @migrations(name="002_archive_job_identity")
-def _m002(db: sqlite_utils.Database) -> None:
+def _m002(db: Schema) -> None:
     """What a rolled-forward job must record on the archive row: the (new) Study UID and the
     anonymization fingerprint."""
-    db.executescript(
+    db.script(
         """
         ALTER TABLE archive_jobs ADD COLUMN study_uid TEXT NOT NULL DEFAULT '';
         ALTER TABLE archive_jobs ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
@@ -149,9 +148,9 @@ def _m002(db: sqlite_utils.Database) -> None:
 
 
 @migrations(name="003_receivers")
-def _m003(db: sqlite_utils.Database) -> None:
+def _m003(db: Schema) -> None:
     """DICOM receivers added over the API (/xapi/dicomscp); the config file's are not stored here."""
-    db.executescript(
+    db.script(
         """
         CREATE TABLE receivers (
             id INTEGER PRIMARY KEY,
@@ -171,10 +170,10 @@ def _m003(db: sqlite_utils.Database) -> None:
 
 
 @migrations(name="004_processor_settings")
-def _m004(db: sqlite_utils.Database) -> None:
+def _m004(db: Schema) -> None:
     """The order and enabled flags of the archive-time steps (/xapi/processors), per project, with the
     site's defaults under scope ''; a step without a row keeps what the config makes of it."""
-    db.executescript(
+    db.script(
         """
         CREATE TABLE processor_settings (
             scope TEXT NOT NULL,
@@ -187,3 +186,49 @@ def _m004(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations(name="005_postgresql_functions")
+def _m005(db: Schema) -> None:
+    """SQLite's json_extract(text, '$."field"') for the custom-field filters of sessions(), on
+    PostgreSQL (nothing to do on SQLite). Only the one-level paths dicomd writes are understood."""
+    if db.dialect != POSTGRESQL:
+        return
+    db.raw(
+        "CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE"
+        " AS $fn$ SELECT (doc::jsonb) ->> regexp_replace(regexp_replace(path, '^[$][.]', ''), '^\"(.*)\"$', '\\1')"
+        " $fn$"
+    )
+
+
+# Portable SQL (SQLite and PostgreSQL): text ids, float epoch times, no autoincrement.
+NODES_DDL = """
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    process TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL DEFAULT 'daemon',
+    dicom_ports TEXT NOT NULL DEFAULT '',
+    http_port INTEGER,
+    version TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL
+);
+CREATE TABLE claims (
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL,
+    node TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (kind, item)
+);
+CREATE INDEX claims_node ON claims(node);
+"""
+
+
+@migrations(name="006_nodes")
+def _m006(db: Schema) -> None:
+    """The nodes (`dicomd serve` processes, and CLI commands while they work) sharing this catalog,
+    with their heartbeats, and the work each has claimed (dicomd.cluster)."""
+    db.script(NODES_DDL)

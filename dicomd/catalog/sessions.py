@@ -30,7 +30,7 @@ def update_session(conn: sqlite3.Connection, session_id: int, sets: dict[str, An
 
 
 def delete_session(conn: sqlite3.Connection, session_id: int) -> None:
-    """Remove a session's row with its instance, scan and history rows (session ids are reused by
+    """Remove a session's row with its instance, scan and history rows (session ids may be reused by
     SQLite, so a history left behind would become the next session's). Its events stay."""
     conn.execute("DELETE FROM history WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM instances WHERE session_id = ?", (session_id,))
@@ -187,7 +187,11 @@ class Sessions(Engine):
         prevent_anon: bool,
     ) -> SessionRow:
         """The prearchive session new data for this key joins; created (RECEIVING) if none takes
-        new data. A new session records which session it is late for, if any (see late_for)."""
+        new data. A new session records which session it is late for, if any (see late_for).
+
+        Race-free across receiver processes and nodes: the look-up and the insert are one write
+        transaction, and write transactions are serialized (BEGIN IMMEDIATE on SQLite, the writer's
+        advisory lock on PostgreSQL), so a study sent half to each of two nodes is one session."""
 
         def txn(conn: sqlite3.Connection) -> SessionRow:
             existing = _receiving_session(conn, project, study_uid, label)
@@ -199,13 +203,13 @@ class Sessions(Engine):
             cur = conn.execute(
                 "INSERT INTO sessions(stage, project, subject, label, timestamp, study_instance_uid, status,"
                 " subject_from, session_from, source, auto_archive, prevent_anon, late_for, created_at,"
-                " updated_at, last_received_at) VALUES ('prearchive',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " updated_at, last_received_at) VALUES ('prearchive',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (
                     project, subject, label, stamp, study_uid, Status.RECEIVING, subject_from, session_from, source,
                     None if auto_archive is None else int(auto_archive), int(prevent_anon), late, now, now, now,
                 ),
             )
-            session_id = int(cur.lastrowid or 0)
+            session_id = int(cur.fetchone()[0])
             reason = "late data for a study being archived or archived" if late else "new session"
             record_history(conn, session_id, Status.RECEIVING, reason, source)
             return fetch_session(conn, session_id)  # type: ignore[return-value]
@@ -219,10 +223,11 @@ class Sessions(Engine):
             now = time.time()
             cur = conn.execute(
                 "INSERT INTO sessions(stage, project, subject, label, timestamp, study_instance_uid, status, source,"
-                " created_at, updated_at, last_received_at) VALUES ('prearchive',?,?,?,?,?,?,'recovered',?,?,?)",
+                " created_at, updated_at, last_received_at) VALUES ('prearchive',?,?,?,?,?,?,'recovered',?,?,?)"
+                " RETURNING id",
                 (project, subject, label, timestamp, study_uid, Status.RECEIVING, now, now, now),
             )
-            session_id = int(cur.lastrowid or 0)
+            session_id = int(cur.fetchone()[0])
             record_history(conn, session_id, Status.RECEIVING, "recovered from disk", "recovery")
             return fetch_session(conn, session_id)  # type: ignore[return-value]
 

@@ -52,7 +52,7 @@ def _register() -> None:
     main.add_command(serve.receiver_process)
     main.add_command(prearchive.prearchive)
     main.add_command(archive.archive)
-    for name in ("ops", "anon", "users", "importing", "quarantine", "mappings"):
+    for name in ("ops", "anon", "users", "importing", "quarantine", "mappings", "catalog"):
         try:
             module = __import__(f"dicomd.cli.{name}", fromlist=["commands"])
         except ModuleNotFoundError:

@@ -12,7 +12,7 @@ import pydicom
 from dicomd.cli.common import print_json, print_table, store_options
 from dicomd.config import Config
 from dicomd.errors import InvalidInput, NotFound, ScriptError
-from dicomd.layout import Layout
+from dicomd.dburl import DatabaseUrl
 
 
 @click.group()
@@ -66,7 +66,7 @@ def preview_file(config: Config, file: str, project: str, subject: str, session:
             ds = pydicom.dcmread(file)
     except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
         raise InvalidInput(f"{file}: not readable as DICOM: {exc}") from None
-    store = PseudonymStore(Layout(config.data_dir).pseudonyms)
+    store = PseudonymStore(config.keys_url)
     anonymizer = Anonymizer(project, settings.anonymize, store)
     changes = preview(ds, anonymizer, Labels(project, subject, session))
     decision = PixelPolicy(config.pixel_rules, settings.anonymize.allow_burned_in).decide(ds)
@@ -88,6 +88,14 @@ def _row(change: dict[str, Any]) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in change.items()}
 
 
+def _existing_keys(config: Config) -> DatabaseUrl:
+    """keys.url, refused when it is a file that does not exist (nothing to read)."""
+    url = config.keys_url
+    if url.path is not None and not url.path.exists():
+        raise NotFound(f"no pseudonym store at {url.path}")
+    return url
+
+
 @anon.command("map")
 @click.argument("project")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -101,10 +109,7 @@ def pseudonym_map(config: Config, project: str, as_json: bool) -> None:
     """
     from dicomd.anonymize import PseudonymStore
 
-    path = Layout(config.data_dir).pseudonyms
-    if not path.exists():
-        raise NotFound(f"no pseudonym store at {path}")
-    rows = PseudonymStore(path).lookup(project)
+    rows = PseudonymStore(_existing_keys(config)).lookup(project)
     if as_json:
         print_json(rows)
         return
@@ -113,7 +118,7 @@ def pseudonym_map(config: Config, project: str, as_json: bool) -> None:
 
 @anon.group("key")
 def key() -> None:
-    """Back up and restore the projects' pseudonym keys (keys/pseudonyms.sqlite).
+    """Back up and restore the projects' pseudonym keys (keys.url; by default keys/pseudonyms.sqlite).
 
     A project's key decides every pseudonym its patients get: lose it and the same patient gets
     new pseudonyms; keep the backup as safe as the identified data.
@@ -136,10 +141,7 @@ def key_export(config: Config, output: str) -> None:
 
     from dicomd.anonymize import PseudonymStore
 
-    path = Layout(config.data_dir).pseudonyms
-    if not path.exists():
-        raise NotFound(f"no pseudonym store at {path}")
-    keys = PseudonymStore(path).export_keys()
+    keys = PseudonymStore(_existing_keys(config)).export_keys()
     text = json.dumps({"dicomd_keys": 1, "keys": keys}, indent=2) + "\n"
     if output == "-":
         click.echo(text, nl=False)
@@ -170,7 +172,7 @@ def key_import(config: Config, backup: str) -> None:
         rows = data["keys"]
     except (OSError, ValueError, KeyError, TypeError):
         raise InvalidInput(f"{backup}: not a key backup written by `dicomd anon key export`") from None
-    added, same = PseudonymStore(Layout(config.data_dir).pseudonyms).import_keys(rows)
+    added, same = PseudonymStore(config.keys_url).import_keys(rows)
     click.echo(f"imported {len(added)} key(s){': ' + ', '.join(added) if added else ''};"
                f" {len(same)} already present")
 

@@ -24,7 +24,9 @@ from dicomd.cli.common import (
     stamp,
     store_options,
 )
+from dicomd.cluster import NodeState
 from dicomd.config import Config
+from dicomd.dburl import DatabaseUrl
 from dicomd.dicomtags import BadTag, element_rows, parse_tag
 from dicomd.errors import ConfigError, InvalidInput, NotFound
 from dicomd.lifecycle import NEEDS_ATTENTION, QuarantineStatus, Stage
@@ -42,7 +44,8 @@ MAX_VALUE = 100
 @json_option
 def status(config: Config, as_json: bool) -> None:
     """Receivers and ports, what arrived in the last hour through each way in, sessions per state,
-    disk free and the last errors (works while the daemon runs).
+    disk free, the last errors, and the nodes sharing the catalog with their heartbeats and the work
+    each holds (works while the daemon runs).
 
     Example:
 
@@ -66,10 +69,13 @@ def status(config: Config, as_json: bool) -> None:
              "detail": _event_text(e["detail"])}
             for e in stores.catalog.events(kinds=PROBLEM_EVENTS, limit=8)
         ]
+        nodes = [_node_fields(state) for state in stores.node.states()] if stores.node is not None else []
     disk = shutil.disk_usage(config.data_dir)
     data = {
         "config": config.source,
         "data_dir": str(config.data_dir),
+        "catalog": _backend(config.catalog_url),
+        "keys": _backend(config.keys_url),
         "receivers": [
             {"ae_title": r.ae_title, "bind": r.bind, "port": r.port, "project": r.project,
              "listening": _listening(r.bind, r.port), "source": "config"}
@@ -87,6 +93,7 @@ def status(config: Config, as_json: bool) -> None:
         "problems": problems,
         "last_errors": events,
         "ocr": _ocr_status(config),
+        "nodes": nodes,
     }
     if as_json:
         print_json(data)
@@ -104,11 +111,32 @@ def _ocr_status(config: Config) -> dict[str, Any]:
     return {"enabled": True, "available": found.available, "engine": found.engine}
 
 
+def _node_fields(state: NodeState) -> dict[str, Any]:
+    row = state.row
+    return {
+        "id": row.id, "host": row.host, "pid": row.pid, "role": row.role, "version": row.version,
+        "dicom_ports": [int(p) for p in row.dicom_ports.split(",") if p], "http_port": row.http_port,
+        "started": stamp(row.started_at), "heartbeat_age_seconds": round(state.heartbeat_age, 1),
+        "state": state.state, "holds": [f"{c.kind} {c.item}" for c in state.claims],
+    }
+
+
+def _print_nodes(nodes: list[dict[str, Any]]) -> None:
+    click.echo(colour("\nnodes", bold=True))
+    rows = [{**n, "ports": ",".join(str(p) for p in n["dicom_ports"]) or "-",
+             "heartbeat": f"{n['heartbeat_age_seconds']:.0f} s ago",
+             "state": colour(n["state"], "green" if n["state"] == "alive" else "red" if n["state"] == "expired" else None),
+             "holds": ", ".join(n["holds"]) or "-"} for n in nodes]
+    print_table(rows, ("id", "role", "ports", "started", "heartbeat", "state", "holds"))
+
+
 def _print_status(data: dict[str, Any]) -> None:
     disk = data["disk"]
     free = f"{human_bytes(disk['free'])} of {human_bytes(disk['total'])} (floor {human_bytes(disk['min_free'])})"
     ocr = data["ocr"]
     print_fields([("config", data["config"]), ("data", data["data_dir"]),
+                  ("catalog", f"{data['catalog']['backend']}: {data['catalog']['url']}"),
+                  ("keys", f"{data['keys']['backend']}: {data['keys']['url']}"),
                   ("disk free", colour(free, "red") if disk["below_floor"] else free),
                   ("ocr (burned-in text)", ocr["engine"] if ocr["available"] else colour(ocr["engine"], "yellow"))])
     click.echo(colour("\nreceivers", bold=True))
@@ -134,6 +162,13 @@ def _print_status(data: dict[str, Any]) -> None:
     if data["last_errors"]:
         click.echo(colour("\nlast errors", bold=True))
         print_table(data["last_errors"], ("when", "kind", "detail"))
+    if data["nodes"]:
+        _print_nodes(data["nodes"])
+
+
+def _backend(url: DatabaseUrl) -> dict[str, str]:
+    """Which database: its backend and where (a PostgreSQL password is shown as ***)."""
+    return {"backend": url.kind, "url": url.masked}
 
 
 def _yes_no(value: bool | None) -> str:
@@ -339,9 +374,12 @@ def check(config: Config, verify_hashes: bool, as_json: bool) -> None:
         recovery = stores.archiver.recover(dry_run=True) + stores.prearchive.recover(dry_run=True)
         report = check_store(stores.layout, stores.catalog, verify_hashes=verify_hashes)
     findings = [{"kind": f.kind, "where": f.where, "detail": f.detail} for f in report.findings]
+    catalog = _backend(config.catalog_url)
     if as_json:
-        print_json({"ok": not recovery and not findings, "recovery": recovery, "findings": findings})
+        print_json({"ok": not recovery and not findings, "catalog": catalog, "recovery": recovery,
+                    "findings": findings})
     else:
+        click.echo(f"catalog: {catalog['backend']}: {catalog['url']}")
         click.echo(colour("recovery at the next start would:", bold=True))
         for line in recovery or ["(nothing)"]:
             click.echo(f"  {line}")

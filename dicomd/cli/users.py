@@ -19,7 +19,7 @@ from dicomd.routing import UNASSIGNED
 def _auth(config: Config) -> tuple[Auth, Catalog]:
     layout = Layout(config.data_dir)
     storage.ensure_dir(layout.root)
-    catalog = Catalog(layout.catalog)
+    catalog = Catalog(config.catalog_url)
     return Auth(catalog), catalog
 
 

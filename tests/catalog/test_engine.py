@@ -16,14 +16,7 @@ from dicomd.catalog import Catalog
 from dicomd.errors import StorageFailure
 from tests.conftest import wait_for
 
-FULL, NORMAL = 2, 1  # PRAGMA synchronous
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(tmp_path / "catalog.sqlite")
-    yield cat
-    cat.close()
+FULL, NORMAL = 2, 1  # PRAGMA synchronous (synchronous_commit on/off on PostgreSQL)
 
 
 @contextmanager
@@ -50,7 +43,7 @@ def one_batch(catalog: Catalog, calls: int) -> Iterator[ThreadPoolExecutor]:
 
 def insert_event(kind: str) -> Callable[[sqlite3.Connection], int]:
     def txn(conn: sqlite3.Connection) -> int:
-        return int(conn.execute("INSERT INTO events(at, kind) VALUES (0, ?)", (kind,)).lastrowid or 0)
+        return int(conn.execute("INSERT INTO events(at, kind) VALUES (0, ?) RETURNING id", (kind,)).fetchone()[0])
 
     return txn
 
@@ -100,12 +93,12 @@ def test_a_raising_call_is_rolled_back_alone(catalog: Catalog) -> None:
 def test_a_failed_commit_fails_every_call_in_its_batch(catalog: Catalog) -> None:
     # Given a table whose foreign key is checked only at COMMIT
     catalog.write(lambda conn: conn.execute(
-        "CREATE TABLE notes(id INTEGER PRIMARY KEY,"
-        " session_id INTEGER REFERENCES sessions(id) DEFERRABLE INITIALLY DEFERRED)"
+        "CREATE TABLE notes(id BIGINT PRIMARY KEY,"
+        " session_id BIGINT REFERENCES sessions(id) DEFERRABLE INITIALLY DEFERRED)"
     ))
 
     def dangling(conn: sqlite3.Connection) -> str:
-        conn.execute("INSERT INTO notes(session_id) VALUES (424242)")
+        conn.execute("INSERT INTO notes(id, session_id) VALUES (1, 424242)")
         return "inserted"
 
     # When a batch holds a call that breaks it and an innocent call
@@ -124,7 +117,10 @@ def test_a_failed_commit_fails_every_call_in_its_batch(catalog: Catalog) -> None
 
 
 def synchronous(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    """The batch's commit mode: SQLite's PRAGMA synchronous, or PostgreSQL's synchronous_commit."""
+    if isinstance(conn, sqlite3.Connection):
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    return {"on": FULL, "off": NORMAL}[conn.execute("SHOW synchronous_commit").fetchone()[0]]
 
 
 def test_durable_flag_sets_the_batch_synchronous_mode(catalog: Catalog) -> None:
@@ -154,8 +150,8 @@ def test_a_closed_catalog_refuses_writes(catalog: Catalog) -> None:
 
 
 def test_readers_see_commits_from_other_threads(catalog: Catalog, tmp_path: Path) -> None:
-    # Given a second Catalog on the same file (the CLI next to the daemon)
-    other = Catalog(tmp_path / "catalog.sqlite")
+    # Given a second Catalog on the same database (the CLI next to the daemon)
+    other = Catalog(catalog.url)
     try:
         event_id = catalog.write(insert_event("shared"))
         seen: list[Any] = []
@@ -165,3 +161,28 @@ def test_readers_see_commits_from_other_threads(catalog: Catalog, tmp_path: Path
         assert seen == ["shared"]
     finally:
         other.close()
+
+
+def test_the_catalog_comes_back_after_its_connections_are_killed(catalog: Catalog) -> None:
+    if catalog.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite file has no server connection to lose")
+    # Given a catalog that has written and read (a writer connection and a pooled reader)
+    first = catalog.write(insert_event("before"))
+    assert kinds(catalog)[first] == "before"
+    # When the server ends every one of its connections (a restart, an operator's pg_terminate_backend)
+    killer = Catalog(catalog.url)
+    try:
+        killer.reader().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()")
+    finally:
+        killer.close()
+    # Then reads go on, and a write fails at most once (never reported as committed) before the writer reconnects
+    assert kinds(catalog)[first] == "before"
+    results = []
+    for attempt in range(2):
+        try:
+            results.append(catalog.write(insert_event(f"after{attempt}")))
+        except StorageFailure:
+            continue
+    assert results and all(kinds(catalog)[i].startswith("after") for i in results)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,6 @@ TODAYS_ITEM = {
     "study_date": "20240101", "study_time": "120000", "transfer_syntax": "1.2.840.10008.1.2.1",
     "size": 1234, "sha256": "ab" * 32,
 }
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(tmp_path / "catalog.sqlite")
-    yield cat
-    cat.close()
 
 
 def prearchive_session(catalog: Catalog) -> int:
@@ -89,6 +81,7 @@ def test_a_missing_job_is_not_found(catalog: Catalog) -> None:
         catalog.job(12345)
 
 
+@pytest.mark.both_backends
 def test_a_job_planned_before_the_upgrade_rolls_forward(tmp_path: Path) -> None:
     # Given a session staged for archiving whose plan was recorded in the old format (dicts)
     stores = Stores.open(load(write_config(tmp_path)))

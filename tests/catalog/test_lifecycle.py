@@ -80,13 +80,6 @@ def test_job_states_only_move_forward() -> None:
 # ---------------------------------------------------------------- set_status and expect=
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog(tmp_path / "catalog.sqlite")
-    yield cat
-    cat.close()
-
-
 def open_session(catalog: Catalog, label: str = "S1") -> int:
     return catalog.open_prearchive_session(
         project="demo", subject="P1", label=label, study_uid=f"2.25.{len(label)}", subject_from="", session_from="",
@@ -157,13 +150,19 @@ class Sender:
         return staged[-1].session.id
 
 
+@pytest.mark.both_backends
 def test_every_status_change_the_code_makes_is_in_the_table(stores: Stores, tmp_path: Path) -> None:
     catalog, prearchive, archiver = stores.catalog, stores.prearchive, stores.archiver
     # history rows go with their session (deleted or archived): a trigger keeps a copy for this test
-    catalog.write(lambda conn: conn.execute("CREATE TABLE history_seen AS SELECT * FROM history WHERE 0"))
-    catalog.write(lambda conn: conn.execute(
-        "CREATE TRIGGER history_seen AFTER INSERT ON history BEGIN"
-        " INSERT INTO history_seen VALUES (NEW.id, NEW.session_id, NEW.at, NEW.status, NEW.reason, NEW.actor); END"))
+    catalog.write(lambda conn: conn.execute("CREATE TABLE history_seen AS SELECT * FROM history WHERE 1 = 0"))
+    copy = "INSERT INTO history_seen VALUES (NEW.id, NEW.session_id, NEW.at, NEW.status, NEW.reason, NEW.actor);"
+    if catalog.dialect == "sqlite":
+        catalog.write(lambda conn: conn.execute(f"CREATE TRIGGER history_seen AFTER INSERT ON history BEGIN {copy} END"))
+    else:
+        catalog.write(lambda conn: conn.execute(
+            f"CREATE FUNCTION history_seen() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN {copy} RETURN NEW; END $f$"))
+        catalog.write(lambda conn: conn.execute(
+            "CREATE TRIGGER history_seen AFTER INSERT ON history FOR EACH ROW EXECUTE FUNCTION history_seen()"))
     send = Sender(stores, tmp_path)
     watcher = SessionWatcher(stores.config, catalog, prearchive, archiver)
 

@@ -10,6 +10,8 @@ import zipfile
 
 from fastapi.testclient import TestClient
 
+import pytest
+
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.http.app import create_app
 from tests.http.conftest import Site, study_files, zip_bytes
@@ -22,6 +24,7 @@ def _uris(response) -> list[str]:  # type: ignore[no-untyped-def]
     return response.text.strip().split("\r\n")
 
 
+@pytest.mark.both_backends
 def test_zip_body_as_xnatpy_sends_it(site: Site) -> None:
     body = zip_bytes(study_files(site.tmp))
     response = site.as_user("member").post(
@@ -102,6 +105,7 @@ def test_empty_and_garbage_bodies(site: Site) -> None:
     assert admin.post("/data/services/import?project=nosuch", content=b"x").status_code == 404
 
 
+@pytest.mark.both_backends
 def test_dest_archive_archives_right_away(site: Site) -> None:
     body = zip_bytes(study_files(site.tmp, seed=4))
     response = site.as_user("owner").post(

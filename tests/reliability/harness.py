@@ -226,7 +226,7 @@ def recover_and_check(config_path: Path, data_dir: Path, *, verify_hashes: bool 
 
 
 def check_only(config: Config, *, verify_hashes: bool = True) -> StoreReport:
-    catalog = Catalog(Layout(config.data_dir).catalog)
+    catalog = Catalog(config.catalog_url)
     try:
         return check_store(Layout(config.data_dir), catalog, verify_hashes=verify_hashes)
     finally:

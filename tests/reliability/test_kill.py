@@ -65,16 +65,26 @@ PIPELINE_POINTS = [
 OPERATOR_POINTS = ["move.started", "move.renamed", "delete.started", "delete.removed"]
 
 
-def _snapshot(data_dir: Path) -> tuple:
+def _snapshot(data_dir: Path, config_path: Path) -> tuple:
     """Files (size, mtime) and the catalog's session, instance and job rows: what check must not change."""
     import sqlite3
 
     files = tuple(sorted(tree_files(data_dir).items()))
     # SQLite files (catalog, pseudonym keys) may be checkpointed by SQLite itself on open: rows are compared instead
     files = tuple(f for f in files if not f[0].startswith(("catalog.sqlite", "locks/", "keys/")))
+    url = load(config_path, {"data_dir": data_dir}).catalog_url
+    tables = ("sessions", "instances", "archive_jobs")
+    if url.is_postgresql:
+        catalog = Catalog(url)
+        try:
+            rows = tuple(tuple(tuple(r) for r in catalog.reader().execute(f"SELECT * FROM {t} ORDER BY id").fetchall())
+                         for t in tables)
+        finally:
+            catalog.close()
+        return files, rows
     conn = sqlite3.connect(f"file:{data_dir / 'catalog.sqlite'}?mode=ro", uri=True)
     try:
-        rows = tuple(tuple(conn.execute(f"SELECT * FROM {t} ORDER BY id")) for t in ("sessions", "instances", "archive_jobs"))
+        rows = tuple(tuple(conn.execute(f"SELECT * FROM {t} ORDER BY id")) for t in tables)
     finally:
         conn.close()
     return files, rows
@@ -83,7 +93,10 @@ def _snapshot(data_dir: Path) -> tuple:
 class Campaign:
     """One data directory, the studies sent into it, and what the daemon acknowledged."""
 
-    def __init__(self, tmp_path: Path, idle: float = 0.3, extra: str = "") -> None:
+    def __init__(self, tmp_path: Path, idle: float = 0.3, extra: str = "", catalog_url: str = "") -> None:
+        """``catalog_url``: a postgresql:// catalog ('' = the SQLite file in the data directory)."""
+        if catalog_url:
+            extra += f'\n[catalog]\nurl = "{catalog_url}"\n'
         self.config_path = write_config(tmp_path, extra, projects=PROJECTS)
         text = self.config_path.read_text().replace("session_idle_seconds = 0.5", f"session_idle_seconds = {idle}")
         text = text.replace("watch_interval_seconds = 0.1", "watch_interval_seconds = 0.05")
@@ -112,9 +125,9 @@ class Campaign:
         assert not result.refused, f"refused: {result.refused}"
 
     def after_kill(self, what: str, *, deleted: bool = False) -> StoreReport:
-        before = _snapshot(self.data_dir)
+        before = _snapshot(self.data_dir, self.config_path)
         pending = self.dicomd_check()  # read-only: reports, changes nothing
-        after = _snapshot(self.data_dir)
+        after = _snapshot(self.data_dir, self.config_path)
         changed = sorted(set(before[0]) ^ set(after[0]))
         assert after == before, f"after {what}: dicomd check changed the store: {changed[:6]} rows equal: {before[1] == after[1]}"
         done, report = recover_and_check(self.config_path, self.data_dir)
@@ -145,7 +158,7 @@ class Campaign:
                 self.record(result)
                 assert not self.unacknowledged, f"still unacknowledged: {result}"
             config = load(self.config_path, {"data_dir": self.data_dir})
-            catalog = Catalog(Layout(config.data_dir).catalog)
+            catalog = Catalog(config.catalog_url)
             try:
                 wait_for(lambda: not catalog.sessions(PREARCHIVE), timeout=30)
             except AssertionError:
@@ -176,8 +189,15 @@ def test_crash_at_every_step_of_receive_on_the_pynetdicom_engine(tmp_path: Path,
     _crash_at(tmp_path, RECEIVE_POINTS)
 
 
-def _crash_at(tmp_path: Path, points: list[str]) -> None:
-    campaign = Campaign(tmp_path)
+@pytest.mark.slow
+def test_crash_at_every_step_of_build_and_archive_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The same campaign on a PostgreSQL catalog: every crash point of the pipeline and the
+    recorded one of receive (the installed one is about files, the same on both backends)."""
+    _crash_at(tmp_path, ["ingest.recorded"] + PIPELINE_POINTS, catalog_url=pg_url)
+
+
+def _crash_at(tmp_path: Path, points: list[str], catalog_url: str = "") -> None:
+    campaign = Campaign(tmp_path, catalog_url=catalog_url)
     for seed, point in enumerate(points, start=100):
         campaign.serve.start(crashpoint=point)
         thread, result = send_in_thread(campaign.serve.port, campaign.outbox(campaign.study(seed)), timeout=1.5)
@@ -225,7 +245,16 @@ def _stage_ready_sessions(campaign: Campaign, tmp_path: Path, seeds: list[int]) 
 
 
 def test_crash_during_move_and_delete(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path)
+    _crash_during_move_and_delete(tmp_path)
+
+
+@pytest.mark.slow
+def test_crash_during_move_and_delete_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    _crash_during_move_and_delete(tmp_path, catalog_url=pg_url)
+
+
+def _crash_during_move_and_delete(tmp_path: Path, catalog_url: str = "") -> None:
+    campaign = Campaign(tmp_path, catalog_url=catalog_url)
     sessions = _stage_ready_sessions(campaign, tmp_path, list(range(len(OPERATOR_POINTS))))
     per_study = len(campaign.study(0, project="demo"))
     for seed, point in enumerate(OPERATOR_POINTS):
