@@ -18,7 +18,7 @@ from typing import Sequence
 
 from dicomd.catalog import ReceiverRow
 from dicomd.config import ReceiverConfig
-from dicomd.errors import Conflict, DicomdError
+from dicomd.errors import ListenFailure, Conflict, DicomdError
 from dicomd.ingest import Ingest
 from dicomd.scp import Association, Listening, Receiver
 
@@ -109,9 +109,8 @@ class ReceiverSet:
         receiver = Receiver(None, settings, self.ingest)
         try:
             listening = receiver.start()
-        except OSError as exc:
-            raise Conflict(f"receiver {settings.ae_title} cannot listen on {settings.bind}:{settings.port}: "
-                           f"{exc.strerror or exc}") from None
+        except ListenFailure as exc:
+            raise Conflict(str(exc)) from None
         logger.info("receiver %d (%s) listening on port %d", receiver_id, settings.ae_title, listening.port)
         return receiver, listening
 

@@ -22,6 +22,7 @@ from dicomd.stores import Stores
 from dicomd.errors import (
     Ambiguous,
     Conflict,
+    ListenFailure,
     DicomdError,
     Forbidden,
     InvalidInput,
@@ -58,6 +59,7 @@ STATUS_FOR: tuple[tuple[type[DicomdError], int], ...] = (
     (InvalidInput, 400),
     (Ambiguous, 400),
     (Conflict, 409),  # includes InvalidState
+    (ListenFailure, 409),  # a receiver port that is taken
     (StorageFull, 507),
 )
 
