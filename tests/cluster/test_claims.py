@@ -112,15 +112,21 @@ def test_a_clean_stop_releases_every_claim(two: tuple[Stores, Stores]) -> None:
     assert {s.row.id: s.state for s in b.node.states()}[a.node.id] == "stopped"
 
 
+def _staging_job(stores: Stores, tmp_path: Path) -> tuple[int, int]:
+    """A built session whose archive job ``stores``' node has begun (staging) while holding its claim."""
+    assert stores.node
+    session = _session(stores, tmp_path)
+    stores.prearchive.build(session)
+    assert stores.node.claim(SESSION, session)
+    return session, stores.catalog.begin_archive(session, overwrite="none", actor="a", work_dir="")
+
+
 def test_recovery_leaves_a_live_nodes_archive_alone_and_rolls_back_an_expired_ones(
         two: tuple[Stores, Stores], tmp_path: Path) -> None:
     a, b = two
     assert a.node and b.node
-    session = _session(a, tmp_path)
-    a.prearchive.build(session)
     # node a is in the middle of archiving (its job is staging) and holds the session
-    assert a.node.claim(SESSION, session)
-    job = a.catalog.begin_archive(session, overwrite="none", actor="a", work_dir="")
+    session, job = _staging_job(a, tmp_path)
     assert b.archiver.recover() == [] and b.prearchive.recover() == []
     assert b.catalog.job(job).state == JobState.STAGING
     with pytest.raises(InvalidState):
@@ -141,10 +147,7 @@ def test_recovery_leaves_a_live_nodes_archive_alone_and_rolls_back_an_expired_on
 def test_a_node_that_lost_its_claim_cannot_plan_or_commit(two: tuple[Stores, Stores], tmp_path: Path) -> None:
     a, b = two
     assert a.node and b.node
-    session = _session(a, tmp_path)
-    a.prearchive.build(session)
-    assert a.node.claim(SESSION, session)
-    job = a.catalog.begin_archive(session, overwrite="none", actor="a", work_dir="")
+    session, job = _staging_job(a, tmp_path)
     _expire(a)
     assert b.node.claim(SESSION, session)  # b took the expired claim over
     with pytest.raises(ClaimLost):
