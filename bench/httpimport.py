@@ -76,4 +76,4 @@ def measure_http_import(big: Path, work: Path, pdu: int, keep: bool) -> MemoryRo
     peak = sampler.result()
     note = "" if stored else f"HTTP {status}: {text.strip()[:150]}"
     return MemoryRow(NAME, size, peak.start_bytes, peak.tree_peak_bytes, peak.process_hwm_bytes, seconds,
-                     stored, note)
+                     stored, note, peak.start_pss_bytes, peak.tree_pss_peak_bytes, peak.largest_process_bytes)

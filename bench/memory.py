@@ -25,6 +25,9 @@ class MemoryRow:
     seconds: float | None
     stored: bool
     note: str
+    idle_pss: int | None = None  # tree PSS (smaps_rollup: shared pages split) just before sending
+    peak_pss: int | None = None  # largest sampled tree PSS while receiving
+    largest_process: int | None = None  # largest sampled RSS of one process of the tree
 
 
 def measure_memory(receiver: str, big: Path, sender: DcmtkSender | PynetdicomSender, work: Path,
@@ -49,4 +52,4 @@ def measure_memory(receiver: str, big: Path, sender: DcmtkSender | PynetdicomSen
     peak = sampler.result()
     note = "" if stored else (result.errors or "not stored")[:200]
     return MemoryRow(receiver, size, peak.start_bytes, peak.tree_peak_bytes, peak.process_hwm_bytes,
-                     seconds, stored, note)
+                     seconds, stored, note, peak.start_pss_bytes, peak.tree_pss_peak_bytes, peak.largest_process_bytes)

@@ -96,11 +96,26 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages (the interpreter, libraries) split among the processes
+    mapping them, so summing it over a tree counts each page once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 @dataclass(frozen=True)
 class RssPeak:
     tree_peak_bytes: int  # largest sampled sum of VmRSS over the process tree
     process_hwm_bytes: int  # largest VmHWM (kernel-tracked peak) of any process in the tree
     start_bytes: int  # tree RSS when sampling started
+    tree_pss_peak_bytes: int = 0  # largest sampled sum of PSS (smaps_rollup) over the tree
+    start_pss_bytes: int = 0
+    largest_process_bytes: int = 0  # largest sampled VmRSS of one process
 
 
 class RssSampler:
@@ -110,11 +125,16 @@ class RssSampler:
         self._pid, self._interval = pid, interval
         self._stop = threading.Event()
         self._peak = self._start = self._tree_rss()
+        self._pss_peak = self._pss_start = self._tree_pss()
+        self._largest = 0
         self._hwm = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _tree_rss(self) -> int:
         return sum(_status_kb(p, "VmRSS") for p in tree(self._pid)) * 1024
+
+    def _tree_pss(self) -> int:
+        return sum(_pss_kb(p) for p in tree(self._pid)) * 1024
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -123,7 +143,10 @@ class RssSampler:
 
     def _sample(self) -> None:
         pids = tree(self._pid)
-        self._peak = max(self._peak, sum(_status_kb(p, "VmRSS") for p in pids) * 1024)
+        rss = [_status_kb(p, "VmRSS") * 1024 for p in pids]
+        self._peak = max(self._peak, sum(rss))
+        self._largest = max([self._largest] + rss)
+        self._pss_peak = max(self._pss_peak, sum(_pss_kb(p) for p in pids) * 1024)
         self._hwm = max([self._hwm] + [_status_kb(p, "VmHWM") * 1024 for p in pids])
 
     def __enter__(self) -> "RssSampler":
@@ -136,4 +159,4 @@ class RssSampler:
         self._thread.join()
 
     def result(self) -> RssPeak:
-        return RssPeak(self._peak, self._hwm, self._start)
+        return RssPeak(self._peak, self._hwm, self._start, self._pss_peak, self._pss_start, self._largest)

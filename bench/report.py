@@ -45,11 +45,13 @@ def ingest_table(rows: list[IngestRow]) -> list[str]:
 
 def memory_table(rows: list[MemoryRow]) -> list[str]:
     lines = [f"{'receiver':<24} {'object MB':>9} {'idle MB':>8} {'peak RSS MB':>11} {'peak-idle':>9} "
-             f"{'max HWM MB':>10} {'seconds':>7}  stored  note"]
+             f"{'idle PSS':>8} {'peak PSS MB':>11} {'max proc MB':>11} {'max HWM MB':>10} {'seconds':>7}  stored  note"]
     for r in rows:
         grew = None if r.peak_rss is None or r.idle_rss is None else r.peak_rss - r.idle_rss
         lines.append(f"{r.receiver:<24} {_mb(r.object_bytes):>9} {_mb(r.idle_rss):>8} "
-                     f"{_mb(r.peak_rss):>11} {_mb(grew):>9} {_mb(r.peak_hwm):>10} {_num(r.seconds, '.1f'):>7}  "
+                     f"{_mb(r.peak_rss):>11} {_mb(grew):>9} {_mb(getattr(r, 'idle_pss', None)):>8} "
+                     f"{_mb(getattr(r, 'peak_pss', None)):>11} {_mb(getattr(r, 'largest_process', None)):>11} "
+                     f"{_mb(r.peak_hwm):>10} {_num(r.seconds, '.1f'):>7}  "
                      f"{'yes' if r.stored else 'no':<6}  {r.note}")
     return lines
 

@@ -52,6 +52,10 @@ class SessionWriter(Protocol):
     def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written | None:
         """Write the archived form of ``src`` under ``work_dir``; None drops the instance."""
 
+    def write_all(self, items: Sequence[tuple[Path, InstanceRow]], work_dir: Path) -> Iterator[Written | Rejected | None]:
+        """``write`` for each item, in order; a Rejected is yielded (not raised) for an instance the
+        project's script rejects. Every file is written once the iterator is exhausted or closed."""
+
     def review_reason(self) -> str | None:
         """Why the session must wait for a person (burned-in annotation, ...), or None."""
 
@@ -60,6 +64,16 @@ class SessionWriter(Protocol):
 
     def report(self) -> dict[str, Any] | None:
         """What the writer did that the catalog records as a `pixels` event (no PHI), or None."""
+
+
+def written_in_turn(writer: SessionWriter, items: Sequence[tuple[Path, InstanceRow]],
+                    work_dir: Path) -> Iterator[Written | Rejected | None]:
+    """``write_all`` in the job's own process, one instance after the other."""
+    for src, inst in items:
+        try:
+            yield writer.write(src, inst, work_dir)
+        except Rejected as exc:
+            yield exc
 
 
 class WriterFactory(Protocol):
@@ -85,6 +99,9 @@ class CopyWriter:
 
     def report(self) -> dict[str, Any] | None:
         return None
+
+    def write_all(self, items: Sequence[tuple[Path, InstanceRow]], work_dir: Path) -> Iterator[Written | Rejected | None]:
+        return written_in_turn(self, items, work_dir)
 
     def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written:
         rel = f"SCANS/{inst.scan_id}/DICOM/{Layout.instance_name(inst.sop_instance_uid)}"
@@ -217,28 +234,17 @@ class Archiver:
         storage.ensure_dir(work_dir)
         plan: list[PlanItem] = []
         study_uids: set[str] = set()
-        for inst in instances:
-            src = self.layout.resolve(inst.path)
-            try:
-                written = writer.write(src, inst, work_dir)
-            except Rejected as exc:
-                plan.append(self._drop(session, inst, src, exc))
-                continue
-            if written is None:
-                continue
-            crashpoint("archive.staging")
-            study_uids.add(written.study_instance_uid)
-            final = f"archive/{session.project}/{subject}/{label}/{written.relpath}"
-            plan.append(
-                PlanItem(
-                    work=str(work_dir / written.relpath),
-                    final=final,
-                    prearchive=inst.path,
-                    received_at=inst.received_at,
-                    source=inst.source,
-                    **written.instance_fields(),
-                )
-            )
+        items = [(self.layout.resolve(inst.path), inst) for inst in instances]
+        results = writer.write_all(items, work_dir)
+        try:
+            for (src, inst), written in zip(items, results, strict=True):
+                item = self._planned(session, inst, src, written, work_dir, subject, label, study_uids)
+                if item is not None:
+                    plan.append(item)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # a pool's chunks still running finish before the work folder may be removed
         if all(item.dropped for item in plan):
             raise DicomdError("the project's script rejected every instance (they are in the quarantine)")
         storage.flush_everything()  # every work file and folder durable before the plan is recorded
@@ -251,6 +257,24 @@ class Archiver:
         study_uid = sorted(study_uids)[0] if study_uids else session.study_instance_uid
         self._check_conflicts(session.project, label, study_uid, plan, policy)
         return plan, subject, label, study_uid, writer.fingerprint
+
+    def _planned(self, session: SessionRow, inst: InstanceRow, src: Path, written: Written | Rejected | None,
+                 work_dir: Path, subject: str, label: str, study_uids: set[str]) -> PlanItem | None:
+        """The plan's line for one written (or rejected) instance; None when the writer dropped it."""
+        if isinstance(written, Rejected):
+            return self._drop(session, inst, src, written)
+        if written is None:
+            return None
+        crashpoint("archive.staging")
+        study_uids.add(written.study_instance_uid)
+        return PlanItem(
+            work=str(work_dir / written.relpath),
+            final=f"archive/{session.project}/{subject}/{label}/{written.relpath}",
+            prearchive=inst.path,
+            received_at=inst.received_at,
+            source=inst.source,
+            **written.instance_fields(),
+        )
 
     def _drop(self, session: SessionRow, inst: InstanceRow, src: Path, exc: Rejected) -> PlanItem:
         """A rejected instance: a copy goes to the quarantine with the reason now; its prearchive

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import os
 import re
 import tomllib
 import types
@@ -146,6 +147,22 @@ class ArchiveLimitsConfig:
     max_member_bytes: int = field(
         default=4 * 2**30, metadata=_help("most bytes one archive member may expand to", min=1)
     )
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """How archive jobs use the machine."""
+
+    workers: int = field(
+        default=0,
+        metadata=_help("processes that write the de-identified instances of an archive job (0 = one per core,"
+                       " 1 = in the job's own process); started on first use and shared by every job",
+                       min=0, max=256),
+    )
+
+    def pool_size(self) -> int:
+        """The number of worker processes ``workers`` asks for (1 = none: the job writes itself)."""
+        return self.workers or os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -321,6 +338,7 @@ class Config:
     archive_limits: ArchiveLimitsConfig = field(
         default_factory=ArchiveLimitsConfig, metadata=_help("limits on uploaded and dropped archives")
     )
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig, metadata=_help("archive jobs"))
     routing: RoutingRules = field(default_factory=RoutingRules, metadata=_help("site-wide routing rules"))
     session_label: str = field(
         default="study",

@@ -31,7 +31,7 @@ class ReceiverProcesses:
         self._procs: list[subprocess.Popen[str]] = []
 
     def start(self, count: int) -> None:
-        args = [sys.executable, "-m", "dicomd", "receiver-process", "--data-dir", str(self.config.data_dir),
+        args = [sys.executable, "-m", "dicomd.receivermain", "--data-dir", str(self.config.data_dir),
                 "--ports", ",".join(str(p) for p in self.ports)]
         if self.config.source != "<defaults>":
             args += ["--config", self.config.source]
@@ -44,6 +44,9 @@ class ReceiverProcesses:
                 self.stop()
                 raise RuntimeError(f"a receiver process did not start (exit code {proc.poll()})")
         logger.info("%d extra receiver process(es) sharing ports %s", count, self.ports)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
 
     def stop(self) -> None:
         for proc in self._procs:

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stages", ("dicomd.ingest", "dicomd.prearchive", "dicomd.archive", "dicomd.anonymize", "dicomd.pixels", "dicomd.pipeline",
                 "dicomd.snapshot", "dicomd.storecheck", "dicomd.views", "dicomd.processors", "dicomd.cluster")),
     ("composition", ("dicomd.stores",)),
-    ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers",
+    ("receivers", ("dicomd.scp", "dicomd.engine", "dicomd.bulk", "dicomd.dropfolder", "dicomd.workers", "dicomd.receivermain",
                    "dicomd.receiverset")),
     ("operations", ("dicomd.operations", "dicomd.snapshots", "dicomd.importjobs", "dicomd.dicomscp",
                     "dicomd.processing", "dicomd.catalogmove")),

@@ -1,6 +1,7 @@
 """Several receiver processes share one port (SO_REUSEPORT) over one catalog."""
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,10 @@ def test_two_processes_one_port_one_session(make_daemon, tmp_path):
     path.write_text(path.read_text().replace("min_free_bytes = 0", "min_free_bytes = 0\nreceiver_processes = 2"))
     daemon = make_daemon(path)
     assert daemon.workers is not None
+    for pid in daemon.workers.pids():  # the lean entry point: no HTTP stack, no NumPy/pandas/Pillow
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert not [name for name in ("fastapi", "pydantic_core", "numpy", "pandas", "PIL") if f"/{name}/" in maps]
+        assert b"dicomd.receivermain" in Path(f"/proc/{pid}/cmdline").read_bytes()
     study = generate_study(5, series=3, instances_per_series=6, study_description="demo")
     chunks = [study[i::6] for i in range(6)]
     results = [[] for _ in chunks]

@@ -13,28 +13,24 @@ import copy
 import logging
 import os
 import threading
-import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
-import pydicom
-from pydicom.dataset import Dataset
 
-from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels, SiteScript, key_owner
 from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.ordered import ScriptFirst, script_first
 from dicomd.anonymize.pseudonyms import PseudonymStore
-from dicomd.archive import CopyWriter, SessionWriter, Written
+from dicomd.anonymize.parallel import ArchivePool, PixelStep, WorkerSpec, anonymize_file, read_dataset
+from dicomd.archive import CopyWriter, SessionWriter, Written, written_in_turn
 from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
 from dicomd.config import Config
-from dicomd.errors import StorageFailure
+from dicomd.errors import Rejected, StorageFailure
 from dicomd.header import HeaderInfo, read_header
 from dicomd.layout import Layout
 from dicomd.mappings import MappingStore, convert
 from dicomd.pixels.policy import PIXEL_TEXT, PixelPolicy, inspect_session, session_marks, text_outside
-from dicomd.pixels.redact import CannotRedact, redact
 from dicomd.pixels.rules import Box
 from dicomd.processors import PROFILE, SCRIPT, archive_order, mappings_enabled
 from dicomd.routing import Route
@@ -46,10 +42,7 @@ def labels_of(session: SessionRow) -> Labels:
     return Labels(session.project, session.subject, session.label, session.subject_from, session.session_from)
 
 
-def _read(path: Path) -> Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path)
+_read = read_dataset
 
 
 class Anonymizers:
@@ -63,6 +56,7 @@ class Anonymizers:
         self._by_project: dict[str, Anonymizer | None] = {}
         self._script_first: dict[str, ScriptFirst] = {}
         self._lock = threading.Lock()
+        self.pool = ArchivePool(config.archive.pool_size())  # no process starts until a large job
 
     def for_project(self, project: str) -> Anonymizer | None:
         with self._lock:
@@ -121,6 +115,7 @@ class Anonymizers:
             else url.masked
 
     def close(self) -> None:
+        self.pool.close()
         with self._lock:
             if self._store is not None:
                 self._store.close()
@@ -130,11 +125,12 @@ class Anonymizers:
 
 
 class AnonymizingWriter:
-    """Writes each prearchive instance, de-identified, into the archive job's work folder; the
-    instances a redaction rule matches have its rectangles blanked (Clean Pixel Data)."""
+    """Writes each prearchive instance, de-identified, into the archive job's work folder (in the
+    job's process, or spread over the archive pool for a large session: dicomd.anonymize.parallel);
+    the instances a redaction rule matches have its rectangles blanked (Clean Pixel Data)."""
 
     def __init__(self, session: SessionRow, anonymizer: Anonymizer | ScriptFirst, first: Path,
-                 policy: PixelPolicy) -> None:
+                 policy: PixelPolicy, pool: ArchivePool | None = None, spec: WorkerSpec | None = None) -> None:
         self.session = session
         self.anonymizer = anonymizer
         self.policy = policy
@@ -150,6 +146,8 @@ class AnonymizingWriter:
         """The anonymizer's, and the redaction rules that ran (recorded on the archive row)."""
         base = self.anonymizer.fingerprint
         return f"{base};clean-pixels:{','.join(sorted(self._ran))}" if self._ran else base
+        self._pool = pool
+        self._spec = spec
 
     def labels(self) -> tuple[str, str]:
         return self._archive_labels
@@ -179,51 +177,28 @@ class AnonymizingWriter:
             self._review = reason
 
     def write(self, src: Path, inst: InstanceRow, work_dir: Path) -> Written:
-        ds = _read(src)
-        decision = self.policy.decide(ds)
-        if decision.hold:
-            self._hold(decision.hold)
-        self.anonymizer.apply(ds, self._labels)
-        if decision.rule is not None:
-            try:
-                redact(ds, decision.rule)
-            except CannotRedact as exc:
-                if not self.policy.allow_burned_in:
-                    self._hold(f"rule {decision.rule.name}: {exc}")
-                self._unredacted += bool(decision.reasons)
-            else:
-                self._ran[decision.rule.name] = self._ran.get(decision.rule.name, 0) + 1
-                self._areas.setdefault(inst.scan_id, []).extend(decision.areas(ds))
-        elif decision.reasons:
-            self._unredacted += 1
-        sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
-        fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
-        # the scan folder: the Series Number, else the new Series UID (never the original's, which
-        # the prearchive folder is named from when there is no number: SR, KO, PR, ECG ...)
-        scan_id = Layout.scan_id(str(ds.get("SeriesNumber", "") or ""), str(ds.get("SeriesInstanceUID", "") or ""))
-        rel = Layout.instance_relpath(scan_id, sop_uid)
-        dst = work_dir / rel
-        storage.ensure_dir(dst.parent)
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            ds.save_as(out, enforce_file_format=False)  # made durable once per job by the archiver
-        digest, size = storage.sha256_file(dst)
-        return Written(
-            relpath=rel,
-            scan_id=scan_id,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=str(ds.get("SOPClassUID", inst.sop_class_uid)),
-            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-            series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-            series_number=str(ds.get("SeriesNumber", inst.series_number) or ""),
-            series_description=str(ds.get("SeriesDescription", "") or "")[:256],
-            modality=inst.modality,
-            study_date=str(ds.get("StudyDate", "") or "")[:8],
-            study_time=str(ds.get("StudyTime", "") or "")[:16],
-            transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", inst.transfer_syntax)),
-            size=size,
-            sha256=digest,
-        )
+        written, step = anonymize_file(self.anonymizer, self._labels, self.policy, src, inst, work_dir)
+        self._count(inst.scan_id, step)
+        return written
+
+    def write_all(self, items: Sequence[tuple[Path, InstanceRow]], work_dir: Path) -> Iterator[Written | Rejected]:
+        if self._pool is None or self._spec is None or not self._pool.wanted(len(items)):
+            yield from written_in_turn(self, items, work_dir)
+            return
+        for (_, inst), outcome in zip(items, self._pool.run(self._spec, self._labels, self.policy, work_dir, items)):
+            if outcome.written is None:
+                yield Rejected(outcome.rejected)
+                continue
+            self._count(inst.scan_id, outcome.pixels)
+            yield outcome.written
+
+    def _count(self, scan_id: str, step: PixelStep) -> None:
+        if step.hold:
+            self._hold(step.hold)
+        if step.rule is not None:
+            self._ran[step.rule] = self._ran.get(step.rule, 0) + 1
+            self._areas.setdefault(scan_id, []).extend(step.areas)
+        self._unredacted += step.unredacted
 
 
 class WriterFactory:
@@ -239,8 +214,10 @@ class WriterFactory:
         instances = self.catalog.instances(session.id)
         if not instances:
             return CopyWriter(session)
+        spec = WorkerSpec(session.project, anonymizer.settings, isinstance(anonymizer, ScriptFirst),
+                          anonymizer.fingerprint, self.anonymizers.config.keys_url)
         return AnonymizingWriter(session, anonymizer, self.layout.resolve(instances[0].path),
-                                 self.anonymizers.pixel_policy(session.project))
+                                 self.anonymizers.pixel_policy(session.project), self.anonymizers.pool, spec)
 
 
 class SiteTransform:

@@ -29,11 +29,11 @@ import logging
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pydicom import config
 from pydicom.dataelem import DataElement
-from pydicom.datadict import dictionary_has_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -213,8 +213,14 @@ class ProfileRun:
                 continue
             if tag == _PIXEL_DATA:
                 continue
-            elem = ds[tag]
             action = self.rules.action(int(tag))
+            if _untouched(ds, tag, action, mode):
+                continue  # kept as received: never decoded, so written back byte for byte
+            if action == "X" and not mode.clean_text:
+                del ds[tag]  # removed whatever its value (a date under K/C or cleaned text never gets here)
+                self.tally.removed += 1
+                continue
+            elem = ds[tag]
             self._parent = parent
             if action is None:
                 self._default(ds, elem, mode, top)
@@ -500,6 +506,41 @@ class ProfileRun:
 _SAFE_PRIVATE = table.SAFE_PRIVATE
 
 
+def _raw_vr(ds: Dataset, tag: BaseTag) -> str | None:
+    """The VR of an element that has not been decoded yet, when it is certain without decoding:
+    its explicit VR, or (implicit VR) the dictionary's when that is a single VR. None for a
+    decoded element, UN (decoding may replace it by the dictionary's), or an ambiguous VR."""
+    raw = ds.get_item(tag)
+    if not raw.is_raw:
+        return None
+    vr = raw.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    return vr if len(vr) == 2 and vr != "UN" else None
+
+
+def _untouched(ds: Dataset, tag: BaseTag, action: str | None, mode: _Mode) -> bool:
+    """Whether the walk would leave this public element as it is, decided without decoding it
+    (decoding and re-encoding every kept element was most of the profile's cost): the same
+    decisions as ``_default`` and ``_act`` make for what they keep unchanged."""
+    vr = _raw_vr(ds, tag)
+    if vr is None or vr == "SQ" or vr in _DATE_VRS:
+        return False
+    if action == "K":
+        return True
+    if action is not None or vr == "UI" or not dictionary_has_tag(tag):
+        return False
+    number = int(tag)
+    if number in safe.CLEANED_TAGS or (mode.clean_text and vr in _FREE_TEXT_VRS):
+        return False
+    if number in safe.SAFE_TAGS or vr in safe.BINARY_VRS or number in safe.SAFE_BULK_TAGS:
+        return True
+    return vr in safe.CODED_VRS and tag.group in safe.CODED_GROUPS
+
+
 def _by_type(action: str, required: int) -> str:
     """Resolve an action for the attribute's type: type 1 needs a value, type 2 needs to be present."""
     if required == 1:
@@ -568,7 +609,7 @@ def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
     institution and station names, AE titles. Short values count too (whole words only)."""
     tokens: set[str] = set()
     meta = getattr(ds, "file_meta", None)
-    elements: list[DataElement] = list(ds.iterall())
+    elements: list[DataElement] = list(_person_and_id_elements(ds))
     if meta is not None:
         elements += list(meta)
     for elem in elements:
@@ -586,6 +627,21 @@ def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
                 if len(value_text) >= 2:
                     tokens.add(value_text)
     return tuple(sorted(tokens, key=len, reverse=True))
+
+
+def _person_and_id_elements(ds: Dataset) -> Iterator[DataElement]:
+    """Every element, in every sequence, that may be a person name or an identifier: PN, the ID
+    tags, and whatever is private or of uncertain VR. Others are not decoded (what ``iterall``
+    would cost on every element of every instance)."""
+    for tag in list(ds.keys()):
+        vr = None if tag.is_private else _raw_vr(ds, tag)
+        if vr is not None and vr not in ("PN", "SQ") and int(tag) not in _ID_TAGS:
+            continue
+        elem = ds[tag]
+        yield elem
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                yield from _person_and_id_elements(item)
 
 
 def _known(tag: int, vr: str, value: object) -> DataElement:

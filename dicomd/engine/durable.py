@@ -4,11 +4,18 @@ Ingest renames a received file into the prearchive and then calls ``barrier(path
 data and its new folder entry must be on disk before its catalog row is committed and its
 C-STORE answered. With `GroupSync` as that barrier, the threads committing instances for every
 association of the process meet here: the first to arrive becomes the leader and makes everything
-queued by then durable at once, with one ``syncfs`` of the data file system (one journal commit,
-where a file takes an fdatasync and a folder fsync otherwise); the others wait for it. The catalog
-writer then commits their rows in one transaction (it batches concurrent writers the same way).
-Where syncfs is missing or fails, each file is fdatasync'd and its folder fsync'd, and each caller
+queued by then durable at once, with one ``syncfs`` of the data file system (one journal commit
+and one device cache flush); the others wait for it. The catalog writer then commits their rows
+in one transaction (it batches concurrent writers the same way). Where syncfs is missing or
+fails, each file is fdatasync'd and each folder with new entries fsync'd once, and each caller
 gets its own file's error. Every caller returns only once its own file is durable, or raises.
+
+The spool (`engine/spool.py`) starts each file's writeback while the data set streams in and when
+it ends (``start_writeback``: sync_file_range with SYNC_FILE_RANGE_WRITE), so the sync finds the
+data mostly written. Measured on the benchmark machine (ext4 on a virtio disk), the fdatasync +
+folder fsync alternative costs a cache flush per call: 7.3 ms for one 135 KB file against 4.0 ms
+for a syncfs, and more with every file of a batch; early writeback took a syncfs of one 520 KB
+file from 5-7 ms to about 4 ms.
 
 A file that replaces an existing one is not renamed before its sync (ingest syncs it first, so a
 power cut can never leave an acknowledged instance's name on unsynced data).
@@ -39,6 +46,30 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 
 _SYNCFS = _load_syncfs()
+SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writeback of the range's dirty pages, do not wait
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now (Linux ``sync_file_range`` with
+    SYNC_FILE_RANGE_WRITE; ``length`` 0 = to the end), without waiting. Durability still comes
+    from the batch's sync; this only makes that sync find the data already on its way. A
+    no-op where the call is missing or refused."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 def syncfs(fd: int) -> None:
@@ -120,8 +151,25 @@ class GroupSync:
                 return
             except OSError as exc:
                 logger.debug("syncfs failed (%s): syncing file by file", exc)
-        for waiter in batch:
+        folders: dict[Path, list[_Waiter]] = {}
+        for waiter in batch:  # the data of each file (its writeback began while it streamed in)
             try:
-                sync_one(waiter.path)
+                fd = os.open(waiter.path, os.O_RDONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 waiter.error = exc
+                continue
+            folders.setdefault(waiter.path.parent, []).append(waiter)
+        for folder, waiters in folders.items():  # then each folder's new entries, once per folder
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                for waiter in waiters:
+                    waiter.error = exc

@@ -1,0 +1,115 @@
+"""Archive jobs spread over worker processes (`[archive] workers`): the same archived bytes as
+the job's own process writes, a worker that dies fails the job cleanly (the next job works), and
+the CLI's archive path uses the pool too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dicomd.anonymize.parallel import MIN_PARALLEL_INSTANCES
+from dicomd.anonymize.pseudonyms import PseudonymStore
+from dicomd.catalog import ARCHIVE, PREARCHIVE
+from dicomd.cli import main
+from dicomd.config import load
+from dicomd.crashpoints import CRASHPOINT_ENV
+from dicomd.errors import StorageFailure
+from dicomd.ingest import Source
+from dicomd.lifecycle import JobState
+from dicomd.stores import Stores
+from dicomd.testing.generator import generate_study, write_study
+from tests.conftest import write_config
+
+PROJECTS = """
+[projects.anon]
+auto_archive = 0
+
+[projects.anon.anonymize]
+enabled = true
+profile = "basic"
+options = ["retain_long_modified_dates"]
+"""
+KEY = {"project": "anon", "key": "a7" * 32, "created": "2026-12-02T00:00:00+00:00", "derivation": 2}
+SERIES, PER_SERIES = 2, 10  # 20 instances: enough for the pool
+assert SERIES * PER_SERIES >= MIN_PARALLEL_INSTANCES
+
+
+def open_stores(tmp: Path, workers: int) -> Stores:
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = load(write_config(tmp, f"[archive]\nworkers = {workers}\n", projects=PROJECTS))
+    stores = Stores.open(config)
+    PseudonymStore(stores.layout.pseudonyms).import_keys([KEY])  # the same pseudonyms in every store
+    return stores
+
+
+def stage(stores: Stores, tmp: Path, seed: int = 5) -> int:
+    study = generate_study(seed, series=SERIES, instances_per_series=PER_SERIES, study_description="anon")
+    for f in write_study(study, tmp / f"in-{seed}"):
+        stores.ingest.stage(f, Source(kind="TEST", fixed_project="anon"), move=True)
+    session = stores.catalog.sessions(PREARCHIVE)[0]
+    return stores.prearchive.build(session.id).id
+
+
+def archived_files(stores: Stores) -> dict[str, bytes]:
+    root = stores.layout.archive
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.dcm"))}
+
+
+def test_workers_write_the_same_bytes_as_the_jobs_own_process(tmp_path):
+    results = {}
+    for workers in (1, 2):
+        stores = open_stores(tmp_path / f"w{workers}", workers)
+        try:
+            session = stage(stores, tmp_path / f"w{workers}")
+            assert stores.archiver.archive(session).instances == SERIES * PER_SERIES
+            assert stores.hooks.anonymizers.pool.started == (workers > 1)
+            results[workers] = archived_files(stores)
+        finally:
+            stores.close()
+    assert len(results[1]) == SERIES * PER_SERIES
+    assert results[1] == results[2]  # same paths (pseudonymized labels, new UIDs) and same bytes
+
+
+def test_a_worker_killed_mid_job_fails_the_job_and_the_next_job_works(tmp_path, monkeypatch):
+    stores = open_stores(tmp_path, 2)
+    try:
+        session = stage(stores, tmp_path)
+        originals = sorted(p.name for p in stores.layout.prearchive.rglob("*.dcm"))
+        monkeypatch.setenv(CRASHPOINT_ENV, "archive.worker")  # the pool's workers start with it: SIGKILL
+        with pytest.raises(StorageFailure, match="worker process ended"):
+            stores.archiver.archive(session)
+        monkeypatch.delenv(CRASHPOINT_ENV)
+        row = stores.catalog.session(session)
+        assert row.status == "ERROR" and "worker" in row.reason
+        assert sorted(p.name for p in stores.layout.prearchive.rglob("*.dcm")) == originals
+        assert not list(stores.layout.work.iterdir())  # the work folder went with the rollback
+        assert not stores.catalog.archive_jobs([JobState.STAGING, JobState.MOVING])
+        assert stores.archiver.recover() == []  # nothing half-done for a restart to find
+        assert not stores.catalog.sessions(ARCHIVE)
+        # the broken pool was dropped: the next job starts a new one and archives everything
+        assert stores.archiver.archive(session).instances == SERIES * PER_SERIES
+        assert len(archived_files(stores)) == SERIES * PER_SERIES
+        assert not stores.catalog.sessions(PREARCHIVE)
+    finally:
+        stores.close()
+
+
+def test_the_cli_archive_command_uses_the_pool(tmp_path):
+    stores = open_stores(tmp_path, 2)
+    try:
+        session = stores.catalog.session(stage(stores, tmp_path))
+    finally:
+        stores.close()
+    config = tmp_path / "dicomd.toml"
+    result = CliRunner().invoke(main, ["prearchive", "archive", session.label, "--config", str(config), "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["instances"] == SERIES * PER_SERIES
+    stores = Stores.open(load(config))
+    try:
+        assert len(archived_files(stores)) == SERIES * PER_SERIES
+    finally:
+        stores.close()
