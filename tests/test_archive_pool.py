@@ -4,9 +4,11 @@ the CLI's archive path uses the pool too."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import pydicom
 import pytest
 from click.testing import CliRunner
 
@@ -16,12 +18,13 @@ from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.cli import main
 from dicomd.config import load
 from dicomd.crashpoints import CRASHPOINT_ENV
-from dicomd.errors import StorageFailure
+from dicomd.errors import HeldForReview, StorageFailure
 from dicomd.ingest import Source
 from dicomd.lifecycle import JobState
 from dicomd.stores import Stores
 from dicomd.testing.generator import generate_study, write_study
 from tests.conftest import write_config
+from tests.pixels.images import make_instance, write
 
 PROJECTS = """
 [projects.anon]
@@ -111,5 +114,66 @@ def test_the_cli_archive_command_uses_the_pool(tmp_path):
     stores = Stores.open(load(config))
     try:
         assert len(archived_files(stores)) == SERIES * PER_SERIES
+    finally:
+        stores.close()
+
+
+US_RULE = """
+[ocr]
+enabled = false
+
+[[pixel_rules]]
+name = "acme-sono5"
+rectangles = [[0, 0, 320, 40]]
+[pixel_rules.match]
+Manufacturer = "ACME*"
+"""
+US_INSTANCES = MIN_PARALLEL_INSTANCES + 2
+
+
+def stage_ultrasound(stores: Stores, tmp: Path) -> int:
+    base = generate_study(9, series=1, instances_per_series=1, study_description="anon")[0]
+    for n in range(US_INSTANCES):
+        write(make_instance("US", seed=9, base=base, number=n + 1), tmp / "us" / f"{n}.dcm")
+        stores.ingest.stage(tmp / "us" / f"{n}.dcm", Source(kind="TEST", fixed_project="anon"), move=True)
+    return stores.prearchive.build(stores.catalog.sessions(PREARCHIVE)[0].id).id
+
+
+def test_the_pool_runs_the_pixel_rules_and_holds_what_no_rule_cleans(tmp_path):
+    # Given an ultrasound session large enough for the pool, with text burned into its pixels
+    results = {}
+    for workers in (1, 2):
+        tmp = tmp_path / f"w{workers}"
+        tmp.mkdir()
+        config = load(write_config(tmp, f"[archive]\nworkers = {workers}\n" + US_RULE, projects=PROJECTS))
+        stores = Stores.open(config)
+        try:
+            PseudonymStore(stores.layout.pseudonyms).import_keys([KEY])
+            session = stage_ultrasound(stores, tmp)
+            # When it is archived with the rule configured
+            assert stores.archiver.archive(session).instances == US_INSTANCES
+            assert stores.hooks.anonymizers.pool.started == (workers > 1)
+            # Then every instance was cleaned by the rule, whichever process wrote it
+            (event,) = stores.catalog.events(kinds=["pixels"])
+            assert event["detail"]["redacted"] == {"acme-sono5": US_INSTANCES}
+            assert "clean-pixels:acme-sono5" in stores.catalog.sessions(ARCHIVE)[0].anonymization
+            results[workers] = archived_files(stores)
+        finally:
+            stores.close()
+    assert results[1] == results[2]
+    for data in results[2].values():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        assert not ds.pixel_array[0:40, :].any() and ds.pixel_array[40:, :].any()
+    # And without a rule, the pool's workers report the burned-in reason: the session is held
+    tmp = tmp_path / "norule"
+    tmp.mkdir()
+    stores = Stores.open(load(write_config(tmp, "[archive]\nworkers = 2\n[ocr]\nenabled = false\n",
+                                           projects=PROJECTS)))
+    try:
+        session = stage_ultrasound(stores, tmp)
+        with pytest.raises(HeldForReview, match="modality US"):
+            stores.archiver.archive(session)
+        assert stores.hooks.anonymizers.pool.started
+        assert stores.catalog.session(session).status == "REVIEW" and not stores.catalog.sessions(ARCHIVE)
     finally:
         stores.close()

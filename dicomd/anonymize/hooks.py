@@ -140,14 +140,14 @@ class AnonymizingWriter:
         self._ran: dict[str, int] = {}  # rule name -> instances it redacted
         self._unredacted = 0  # instances with a burned-in reason that no rule cleaned
         self._areas: dict[str, list[Box]] = {}  # prearchive scan id -> rectangles blanked in it
+        self._pool = pool
+        self._spec = spec
 
     @property
     def fingerprint(self) -> str:
         """The anonymizer's, and the redaction rules that ran (recorded on the archive row)."""
         base = self.anonymizer.fingerprint
         return f"{base};clean-pixels:{','.join(sorted(self._ran))}" if self._ran else base
-        self._pool = pool
-        self._spec = spec
 
     def labels(self) -> tuple[str, str]:
         return self._archive_labels
