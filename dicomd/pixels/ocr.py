@@ -13,8 +13,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where pixels are read: a receiver process never loads NumPy or Pillow
+    import numpy as np
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ def _frames(path: Path) -> int:
 
 def to_grey(arr: np.ndarray, photometric: str) -> Image.Image:
     """A decoded frame (rows x columns [x 3]) as 8-bit grey, light ground (Tesseract reads dark text best)."""
+    import numpy as np
+    from PIL import Image
+
     if arr.ndim == 3:
         grey = Image.fromarray(arr.astype(np.uint8) if arr.dtype != np.uint8 else arr).convert("L")
         values = np.asarray(grey, dtype=np.float64)

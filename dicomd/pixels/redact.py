@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
+from typing import TYPE_CHECKING
+
 import pydicom.uid as uids
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -25,6 +26,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from dicomd.config import PixelRuleConfig
 from dicomd.pixels.detect import NOT_IMAGES, VIDEO_TRANSFER_SYNTAXES, transfer_syntax
 from dicomd.pixels.rules import Box, clipped
+
+if TYPE_CHECKING:  # imported where pixels are decoded: a receiver process never loads NumPy
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +106,8 @@ def decode(ds: Dataset) -> tuple[np.ndarray, str]:
 
 def blank(frames: np.ndarray, boxes: Sequence[Box], value: Sequence[int]) -> None:
     """Set every box of every frame to ``value`` (in place)."""
+    import numpy as np
+
     fill = np.asarray(value, dtype=frames.dtype)
     for x, y, width, height in boxes:
         frames[:, y:y + height, x:x + width, :] = fill
@@ -109,6 +115,8 @@ def blank(frames: np.ndarray, boxes: Sequence[Box], value: Sequence[int]) -> Non
 
 def redact(ds: Dataset, rule: PixelRuleConfig) -> Redaction:
     """Blank ``rule``'s rectangles in every frame of ``ds`` and record it in the header (in place)."""
+    import numpy as np
+
     check_redactable(ds)
     if "PixelData" not in ds:
         raise CannotRedact("no Pixel Data to redact")
@@ -130,6 +138,8 @@ def redact(ds: Dataset, rule: PixelRuleConfig) -> Redaction:
 
 def _store(ds: Dataset, frames: np.ndarray, source: str, photometric: str, bits_allocated: int) -> str:
     """Write ``frames`` back into ``ds``: native as native, compressed as RLE Lossless. Returns the syntax."""
+    import numpy as np
+
     samples = frames.shape[-1]
     single = frames.shape[0] == 1 and int(ds.get("NumberOfFrames") or 1) == 1
     shaped = frames[0] if single else frames
