@@ -119,7 +119,7 @@ class Ingest:
                     deferred = self.barrier is not None and not existed and not prefix
                     sha256, size = storage.install_file(path, dst, move=move, prefix=prefix, sync_dir=False,
                                                         digest=None if prefix else digest,
-                                                        datasync=_after_rename if deferred else None)
+                                                        sync_after=deferred)
                     crashpoint("ingest.installed")
                     record = NewInstance(
                         scan_id=scan_id,
@@ -222,10 +222,6 @@ class Ingest:
             if len(self._sessions) > 10000:
                 self._sessions.clear()
         return row
-
-
-def _after_rename(_fd: int) -> None:
-    """install_file's datasync when the barrier makes the file durable after its rename."""
 
 
 def _durable(barrier: Callable[[Path], None], dst: Path) -> None:

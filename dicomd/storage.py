@@ -9,7 +9,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from dicomd.errors import StorageFailure, StorageFull
 
@@ -83,8 +83,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_dir: bool = True,
-                 digest: tuple[str, int] | None = None,
-                 datasync: Callable[[int], None] | None = None) -> tuple[str, int]:
+                 digest: tuple[str, int] | None = None, sync_after: bool = False) -> tuple[str, int]:
     """Put ``src`` at ``dst`` durably (fsync'd file, atomic rename, fsync'd folder).
 
     With ``sync_dir=False`` the folder is not fsync'd here: the caller must do it (ingest hands
@@ -93,8 +92,9 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_
     With ``move`` the source is renamed when it is on the same file system and ``prefix`` is empty
     (no copy at all); otherwise it is copied (``prefix`` first) through a temporary name beside
     ``dst``. Returns (sha256, size) of what is now at ``dst``. ``digest`` is the caller's (sha256,
-    size) of ``src`` when it already knows it (a rename then reads nothing); ``datasync`` syncs a
-    file's data (the asyncio receive engine batches these across associations).
+    size) of ``src`` when it already knows it (a rename then reads nothing). With ``sync_after`` a
+    renamed file is not synced here: the caller makes it durable after the rename (the asyncio receive engine batches that across
+    associations, dicomd.engine.durable).
     """
     ensure_dir(dst.parent)
     tmp: Path | None = None
@@ -102,8 +102,9 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_
         if move and not prefix:
             try:
                 sha, size = digest if digest is not None else sha256_file(src)
-                with open(src, "rb+") as fh:
-                    (datasync or os.fdatasync)(fh.fileno())
+                if not sync_after:
+                    with open(src, "rb+") as fh:
+                        os.fdatasync(fh.fileno())
                 os.chmod(src, 0o600)
                 os.replace(src, dst)
                 if sync_dir:

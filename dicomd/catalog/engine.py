@@ -3,9 +3,11 @@
 ``catalog.url`` picks the backend: a file path is SQLite (the default, nothing to install), a
 ``postgresql://`` URL is PostgreSQL (psycopg 3). Both behave the same to the rest of dicomd:
 
-- Writes go through one writer thread that commits whatever is queued in a single transaction
-  (group commit), each call in its own savepoint: concurrent associations share fsyncs without
-  anyone being answered before their row is committed. On PostgreSQL each batch also takes a
+- Writes are group-committed: whatever is queued is committed in a single transaction, each call
+  in its own savepoint, so concurrent associations share fsyncs without anyone being answered
+  before their row is committed. There is no writer thread: the first caller to find no commit
+  under way leads the batch on the one writer connection (its own call and every call queued by
+  then) while later callers wait for it; a lone caller commits without any thread hand-off. On PostgreSQL each batch also takes a
   transaction-level advisory lock, so writers of several processes (receiver processes, the CLI,
   other nodes) are serialized like SQLite's BEGIN IMMEDIATE.
 - Readers: on SQLite a per-thread connection (WAL mode); on PostgreSQL a psycopg_pool
@@ -44,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sqlite3
 import threading
 from concurrent.futures import Future
@@ -178,10 +179,11 @@ class Engine:
         self.url = target if isinstance(target, DatabaseUrl) else sqlite_file(Path(target))
         self._backend = _backend(self.url)
         self.dialect = self._backend.dialect
-        self._queue: queue.Queue[_Write | None] = queue.Queue()
+        self._cond = threading.Condition()
+        self._pending: list[_Write] = []  # queued calls, in order
+        self._leading = False  # a caller is committing a batch on the writer connection
+        self._conn: Any = None  # the writer connection (used by one leader at a time)
         self._batch_max = batch_max
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
         self._closed = False
 
     @property
@@ -219,52 +221,46 @@ class Engine:
         batch commit without waiting for the log flush (see the module docstring). Only ingest uses
         it; operations that move data stay fully synchronous.
         """
-        if self._closed:
-            raise StorageFailure("the catalog is closed")
-        self._ensure_writer()
         call = _Write(fn, durable, sync_dirs)
-        self._queue.put(call)
+        with self._cond:
+            if self._closed:
+                raise StorageFailure("the catalog is closed")
+            self._pending.append(call)
+            while not call.future.done():
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                batch = self._pending[:self._batch_max]
+                del self._pending[:len(batch)]
+                self._leading = True
+                self._cond.release()
+                try:
+                    self._lead(batch)
+                finally:
+                    self._cond.acquire()
+                    self._leading = False
+                    self._cond.notify_all()
         return call.future.result()
 
-    def _ensure_writer(self) -> None:
-        if self._writer is not None:
-            return
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="catalog-writer", daemon=True)
-                self._writer.start()
+    @property
+    def queued_writes(self) -> int:
+        """Calls waiting for the batch under way to end (tests use it to build a batch)."""
+        with self._cond:
+            return len(self._pending)
 
-    def _write_loop(self) -> None:
-        conn: Any = None
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch, stop = self._take_batch(first)
+    def _lead(self, batch: list[_Write]) -> None:
+        """Commit ``batch`` on the writer connection; every call in it is answered, whatever happens."""
+        try:
             try:
-                conn = self._backend.writer_connection(conn)
+                self._conn = self._backend.writer_connection(self._conn)
             except (psycopg.Error, sqlite3.Error, OSError) as exc:
+                self._conn = None
                 self._fail(batch, exc)
-                conn = None
-            else:
-                self._commit_batch(conn, batch)
-            if stop:
-                break
-        if conn is not None:
-            conn.close()
-
-    def _take_batch(self, first: _Write) -> tuple[list[_Write], bool]:
-        """``first`` and whatever else is queued (up to batch_max); True when close() was queued."""
-        batch = [first]
-        while len(batch) < self._batch_max:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return batch, True
-            batch.append(more)
-        return batch, False
+                return
+            self._commit_batch(self._conn, batch)
+        except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: no caller may wait forever
+            self._fail(batch, exc)
+            raise
 
     def _commit_batch(self, conn: Any, batch: list[_Write]) -> None:
         results: list[tuple[_Write, bool, Any]] = []
@@ -317,11 +313,13 @@ class Engine:
         return call, True, value
 
     def close(self) -> None:
-        self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=10)
-            self._writer = None
+        """Refuse new writes, let the calls already queued commit, then close the connections."""
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: not self._leading and not self._pending, timeout=10)
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         self._backend.close()
 
 

@@ -6,7 +6,11 @@ one message at a time) -> released or aborted. Every protocol violation ends in 
 A-ASSOCIATE-RJ during negotiation) for this peer alone.
 
 Timeouts: ``acse_timeout`` for the association request, ``network_timeout`` for a silent peer
-between messages, the smaller of it and ``dimse_timeout`` while a message is half received.
+between messages, the smaller of it and ``dimse_timeout`` while a message is half received (and
+while the peer does not take our response). Once established, the silence limits are kept by one
+watchdog timer per association rather than a timer per read: each read only notes when it began
+waiting and how long it may wait; the watchdog looks a few times per limit and cancels the
+association's task when a read has waited too long, which ends like any timeout (an A-ABORT).
 A release collision (PS3.8 7.2) cannot happen: this acceptor never requests a release; an
 unexpected A-RELEASE-RP is a protocol error like any other unexpected PDU.
 """
@@ -89,13 +93,16 @@ class Association:
         self._spool: Spool | None = None
         self._message: dimse.Command | None = None
         self._context_id = 0
+        self._waiting_since = 0.0  # loop time at which the pending read began waiting
+        self._may_wait = 0.0  # seconds the pending read may wait (0: no read is waiting)
+        self._expired = False  # the watchdog ended the association
 
     # ------------------------------------------------------------------ the whole life
 
     async def run(self) -> None:
         try:
             if await self._negotiate():
-                await self._serve()
+                await self._watched(self._serve())
         except pdu.ProtocolError as exc:
             logger.warning("association from %s aborted: %s", self._who(), exc)
             await self._send(pdu.encode_abort(exc.reason))
@@ -108,6 +115,11 @@ class Association:
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             logger.debug("connection from %s lost: %s", self._who(), exc)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._expired and task is not None and task.uncancel() == 0:
+                logger.warning("association from %s aborted: no data within the timeout", self._who())
+                await self._send(pdu.encode_abort(None))
+                return
             await self._send(pdu.encode_abort(None))
             raise
         finally:
@@ -131,6 +143,43 @@ class Association:
             return await self.reader.readexactly(n)
         except asyncio.IncompleteReadError:
             raise Closed from None
+
+    # ------------------------------------------------------------------ silence limits (established)
+
+    async def _watched(self, serving: Any) -> None:
+        """Run ``serving`` under the watchdog that keeps the silence limits of its reads."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        limits = (self.config.network_timeout, self.config.dimse_timeout)
+        period = min(1.0, max(0.05, min(limits) / 4))
+        handle: asyncio.TimerHandle | None = None
+
+        def look() -> None:
+            nonlocal handle
+            if self._may_wait and loop.time() - self._waiting_since > self._may_wait:
+                self._expired = True
+                task.cancel()
+                return
+            handle = loop.call_later(period, look)
+
+        handle = loop.call_later(period, look)
+        try:
+            await serving
+        finally:
+            handle.cancel()
+
+    async def _wait_for_peer(self, awaitable: Any, limit: float) -> Any:
+        """Await a read (or a drain) that the peer must satisfy within ``limit`` seconds."""
+        self._waiting_since = asyncio.get_running_loop().time()
+        self._may_wait = limit
+        try:
+            return await awaitable
+        finally:
+            self._may_wait = 0.0
+
+    def _in_message_limit(self) -> float:
+        return min(self.config.network_timeout, self.config.dimse_timeout)
 
     # ------------------------------------------------------------------ negotiation
 
@@ -217,8 +266,7 @@ class Association:
             timeout = self.config.network_timeout
             if in_message:
                 timeout = min(timeout, self.config.dimse_timeout)
-            async with asyncio.timeout(timeout):
-                header = await self._read(6)
+            header = await self._wait_for_peer(self._read(6), timeout)
             kind, _reserved, length = pdu.HEADER.unpack(header)
             if kind == pdu.P_DATA_TF:
                 if self.our_max_pdu and length > self.our_max_pdu:
@@ -246,8 +294,7 @@ class Association:
                 raise pdu.ProtocolError(f"unknown PDU type 0x{kind:02X}", pdu.UNRECOGNIZED_PDU)
 
     async def _timed(self, awaitable: Any) -> Any:
-        async with asyncio.timeout(min(self.config.network_timeout, self.config.dimse_timeout)):
-            return await awaitable
+        return await self._wait_for_peer(awaitable, self._in_message_limit())
 
     async def _p_data(self, length: int) -> None:
         remaining = length

@@ -79,15 +79,21 @@ class HeaderScanner:
     def _feed(self, data: memoryview) -> None:
         offset, end = 0, len(data)
         while offset < end:
-            if self._state == _SKIP:
+            state = self._state
+            if state == _SKIP:
                 step = min(self._skip, end - offset)
                 self._skip -= step
                 offset += step
                 if self._skip == 0:
                     self._state = self._top()
                 continue
-            if self._state == _VALUE:
+            if state == _VALUE:
                 need = self._want_length - len(self._pending)
+                if not self._pending and need <= end - offset:  # the whole value is in this piece
+                    self.values[self._want_tag] = bytes(data[offset:offset + need])
+                    offset += need
+                    self._state = self._top()
+                    continue
                 self._pending += data[offset:offset + need]
                 offset += min(need, end - offset)
                 if len(self._pending) == self._want_length:
@@ -95,30 +101,36 @@ class HeaderScanner:
                     self._pending = bytearray()
                     self._state = self._top()
                 continue
-            # an element or item header: gather up to 12 bytes across pieces
-            need = 12 - len(self._pending)
-            self._pending += data[offset:offset + need]
-            offset += min(need, end - offset)
-            used = self._header(self._pending)
+            if not self._pending:  # an element or item header, read where it lies in this piece
+                used = self._header(data, offset, end)
+                if used:
+                    offset += used
+                else:  # it goes on in the next piece
+                    self._pending += data[offset:end]
+                    offset = end
+                continue
+            # a header begun in an earlier piece: complete it from this one (at most 12 bytes)
+            before = len(self._pending)
+            self._pending += data[offset:offset + 12 - before]
+            used = self._header(self._pending, 0, len(self._pending))
             if used == 0:
-                continue  # not enough bytes yet (only possible at the end of this piece)
-            rest = self._pending[used:]
+                offset = min(end, offset + 12 - before)
+                continue
+            offset += used - before  # used > before: the previous piece could not complete it
             self._pending = bytearray()
-            if rest:  # bytes read ahead belong to what follows: run them through again
-                self._feed(memoryview(bytes(rest)))
 
     def _top(self) -> int:
         return self._stack[-1] if self._stack else _ELEMENT
 
-    def _header(self, buf: bytearray) -> int:
-        """Consume one header from ``buf``; returns its size, or 0 when ``buf`` is too short."""
-        if len(buf) < 8:
+    def _header(self, buf: bytearray | memoryview, at: int, end: int) -> int:
+        """Consume one header from ``buf[at:end]``; returns its size, or 0 when that is too short."""
+        if end - at < 8:
             return 0
-        group, element = _TAG.unpack_from(buf, 0)
+        group, element = _TAG.unpack_from(buf, at)
         tag = (group << 16) | element
         in_sequence = self._state == _ITEMS
         if group == 0xFFFE:
-            length = _U32.unpack_from(buf, 4)[0]
+            length = _U32.unpack_from(buf, at + 4)[0]
             self._delimiter(tag, length, in_sequence)
             return 8
         if in_sequence:
@@ -126,17 +138,17 @@ class HeaderScanner:
         top_level = not self._stack
         if self.implicit:
             vr = b""
-            length = _U32.unpack_from(buf, 4)[0]
+            length = _U32.unpack_from(buf, at + 4)[0]
             size = 8
         else:
-            vr = bytes(buf[4:6])
+            vr = bytes(buf[at + 4:at + 6])
             if vr in _LONG_VRS:
-                if len(buf) < 12:
+                if end - at < 12:
                     return 0
-                length = _U32.unpack_from(buf, 8)[0]
+                length = _U32.unpack_from(buf, at + 8)[0]
                 size = 12
             elif vr in _SHORT_VRS:
-                length = _U16.unpack_from(buf, 6)[0]
+                length = _U16.unpack_from(buf, at + 6)[0]
                 size = 8
             else:
                 raise _GiveUp  # an unknown VR: pydicom has its own ways with those

@@ -24,7 +24,6 @@ from dicomd.engine.headscan import HeaderScanner
 from dicomd.errors import DicomdError, StorageFailure, StorageFull
 
 logger = logging.getLogger(__name__)
-BUFFER = 1024 * 1024
 WRITEBACK_EVERY = 4 * 1024 * 1024  # a large instance's pages go to disk as it streams, not all at the end
 _NAMES = itertools.count()
 _PREFIX = uuid.uuid4().hex[:12]  # per process: receiver processes share data/tmp
@@ -39,15 +38,14 @@ class Spool:
         self.refusal = refusal  # why this instance is answered 0xA700 ('' = not refused)
         self.size = 0
         self._digest = hashlib.sha256()
-        self._file = None
+        self._fd = -1  # unbuffered: fragments arrive in pieces of up to 256 KiB, written as they come
         self._written_back = 0  # bytes whose writeback has been started
         if refusal:
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._file = os.fdopen(fd, "wb", buffering=BUFFER)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             head = file_meta(sop_class, sop_instance, transfer_syntax)
-            self._file.write(head)
+            _write_all(self._fd, head)
         except (OSError, ValueError, UnicodeEncodeError) as exc:
             self._refuse(f"cannot write the spool file: {exc}")
             return
@@ -62,7 +60,7 @@ class Spool:
             self._refuse(f"more than max_instance_bytes ({self.limit})")
             return
         try:
-            self._file.write(chunk)  # type: ignore[union-attr]
+            _write_all(self._fd, chunk)
         except OSError as exc:
             self._refuse(f"cannot write the spool file: {exc.strerror or exc}")
             return
@@ -74,8 +72,7 @@ class Spool:
     def _start_writeback(self) -> None:
         """Start the kernel writing what is written so far (the batch's sync then waits less)."""
         try:
-            self._file.flush()  # type: ignore[union-attr]
-            start_writeback(self._file.fileno(), self._written_back, self.size - self._written_back)  # type: ignore[union-attr]
+            start_writeback(self._fd, self._written_back, self.size - self._written_back)
         except OSError:
             return  # the write error, if any, comes back from the next write or from finish()
         self._written_back = self.size
@@ -89,26 +86,31 @@ class Spool:
         if self.refusal:
             raise DicomdError(self.refusal)
         try:
-            self._file.flush()  # type: ignore[union-attr]
-            start_writeback(self._file.fileno(), self._written_back, 0)  # type: ignore[union-attr]
-            self._file.close()  # type: ignore[union-attr]
+            start_writeback(self._fd, self._written_back, 0)
+            fd, self._fd = self._fd, -1
+            os.close(fd)
         except OSError as exc:
             self._refuse(f"cannot write the spool file: {exc.strerror or exc}")
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             raise (StorageFull if full else StorageFailure)(self.refusal) from exc
-        self._file = None
         return self._digest.hexdigest(), self.size
 
     def discard(self) -> None:
-        if self._file is not None:
+        if self._fd >= 0:
             try:
-                self._file.close()
+                os.close(self._fd)
             except OSError:
                 pass
-            self._file = None
+            self._fd = -1
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             logger.warning("could not remove a spool file %s: %s", self.path.name, exc)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

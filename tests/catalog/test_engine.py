@@ -35,7 +35,7 @@ def one_batch(catalog: Catalog, calls: int) -> Iterator[ThreadPoolExecutor]:
         try:
             yield pool
             # the queue is the writer's own: the only way to know every call is waiting in it
-            wait_for(lambda: catalog._queue.qsize() == calls, message=f"{calls} writes never queued")
+            wait_for(lambda: catalog.queued_writes == calls, message=f"{calls} writes never queued")
         finally:
             release.set()
         held.result(timeout=30)
@@ -80,7 +80,7 @@ def test_a_raising_call_is_rolled_back_alone(catalog: Catalog) -> None:
     with one_batch(catalog, 3) as pool:
         before = pool.submit(catalog.write, insert_event("before"))
         failing = pool.submit(catalog.write, fails)
-        wait_for(lambda: catalog._queue.qsize() == 2)  # keep the order: good, raising, good
+        wait_for(lambda: catalog.queued_writes == 2)  # keep the order: good, raising, good
         after = pool.submit(catalog.write, insert_event("after"))
     # Then the raising call gets its own exception and leaves nothing behind; the others commit
     with pytest.raises(ValueError, match="refused"):
