@@ -6,6 +6,10 @@ share. `AsyncReceiver` is one configured receiver (AE title, port, bind address)
 with the same start/stop face as dicomd.scp.Receiver; receiver processes share its port with
 SO_REUSEPORT exactly as they do for the pynetdicom engine.
 
+Connections are accepted by the receiver itself (not asyncio.start_server) so that, when
+receiver processes share the port, each new connection can first be offered to a sibling that
+serves fewer (dicomd.engine.balance); the one that keeps it then opens it, TLS included.
+
 Association slots: a connection holds one only once its association is accepted, so peers that
 never finish negotiating cannot use up ``max_associations``. They are dropped when ARTIM
 (``acse_timeout``) runs out, and when more than MAX_PENDING are negotiating at once the oldest
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import ipaddress
 import logging
 import socket
@@ -32,6 +37,7 @@ from dicomd.allowlist import Allowlist
 from dicomd.config import ReceiverConfig
 from dicomd.engine import dimse
 from dicomd.engine.association import Association, Peer
+from dicomd.engine.balance import Balancer
 from dicomd.engine.durable import GroupSync
 from dicomd.engine.spool import Spool
 from dicomd import storage
@@ -51,6 +57,8 @@ CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700
 MAX_PENDING = 64  # connections still negotiating, per receiver
 STREAM_LIMIT = 1024 * 1024
+ACCEPT_BURST = 16  # connections accepted per wake-up of the listening socket
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 VERIFICATION = "1.2.840.10008.1.1"
 
 
@@ -119,7 +127,10 @@ class AsyncReceiver:
                                    for cx in AllStoragePresentationContexts]
         self.supported_contexts.append(build_context(VERIFICATION, TRANSFER_SYNTAXES[:3]))
         self._storage = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._balancer: Balancer | None = None
+        self._opening: set[asyncio.Task[None]] = set()  # connections whose TLS handshake runs
         self._tasks: dict[asyncio.Task[None], Association | None] = {}
         self._negotiating: dict[Association, asyncio.Task[None]] = {}
         self._active: set[Association] = set()
@@ -132,10 +143,14 @@ class AsyncReceiver:
     # ------------------------------------------------------------------ start / stop
 
     def start(self, *, port: int | None = None, shared: bool = False) -> Listening:
-        tls = tls_context(self.config)
+        self._tls = tls_context(self.config)
         sock = self._socket(self.config.port if port is None else port, shared)
-        self._server = self.engine.call(self._serve(sock, tls))
         host, bound = sock.getsockname()[:2]
+        if shared:
+            balancer = Balancer(self.ingest.layout.tmp, bound)
+            self._balancer = balancer if balancer.join() else None
+        self._listener = sock
+        self.engine.call(self._listen())
         logger.info("receiver %s listening on %s:%d (asyncio engine)", self.config.ae_title, host, bound)
         return Listening(self.config.ae_title, host, bound)
 
@@ -155,24 +170,105 @@ class AsyncReceiver:
         sock.setblocking(False)
         return sock
 
-    async def _serve(self, sock: socket.socket, tls: ssl.SSLContext | None) -> asyncio.AbstractServer:
-        return await asyncio.start_server(self._connected, sock=sock, ssl=tls, limit=STREAM_LIMIT,
-                                          ssl_handshake_timeout=self.config.acse_timeout if tls else None)
+    async def _listen(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._listener.fileno(), self._accept)
+        if self._balancer is not None and self._balancer.listener is not None:
+            loop.add_reader(self._balancer.listener.fileno(), self._handed_over)
 
     def stop(self) -> None:
-        if self._server is not None and not self.engine.loop.is_closed():
+        if self._listener is not None and not self.engine.loop.is_closed():
             self.engine.call(self._close())
-        self._server = None
+        self._listener = None
 
     async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        tasks = list(self._tasks)
+        loop = asyncio.get_running_loop()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+        balancer, self._balancer = self._balancer, None
+        if balancer is not None:
+            if balancer.listener is not None:
+                loop.remove_reader(balancer.listener.fileno())
+            balancer.leave()
+        tasks = [*self._opening, *self._tasks]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        await self._server.wait_closed()
+
+    # ------------------------------------------------------------------ accepting
+
+    def _accept(self) -> None:
+        """The listening socket is readable: accept, and keep or hand over each connection."""
+        for _ in range(ACCEPT_BURST):
+            if self._listener is None:
+                return
+            try:
+                conn, _address = self._listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FILES:
+                    self._pause_accepting(exc)
+                else:
+                    logger.warning("receiver %s: accept failed: %s", self.config.ae_title, exc.strerror or exc)
+                return
+            conn.setblocking(False)
+            if self._balancer is not None and self._balancer.place(conn):
+                conn.close()  # a sibling receiver process serves it
+                continue
+            self._open(conn)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        listener = self._listener
+        assert listener is not None
+        logger.error("receiver %s cannot accept connections (%s): trying again in 1 s",
+                     self.config.ae_title, exc.strerror or exc)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener.fileno())
+
+        def resume() -> None:
+            if self._listener is listener:
+                loop.add_reader(listener.fileno(), self._accept)
+
+        loop.call_later(1.0, resume)
+
+    def _handed_over(self) -> None:
+        """A sibling receiver process passed connections to this one."""
+        if self._balancer is not None:
+            for conn in self._balancer.receive():
+                self._open(conn)
+
+    def _open(self, conn: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._opened(conn))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _opened(self, conn: socket.socket) -> None:
+        """Make a kept connection an asyncio stream (after the TLS handshake, if any), which
+        starts `_connected`; a failed handshake ends it here."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._connected, loop=loop)
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self._tls,
+                                               ssl_handshake_timeout=self.config.acse_timeout if self._tls else None)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            logger.warning("receiver %s: connection dropped before its association: %s", self.config.ae_title,
+                           escape(str(exc) or type(exc).__name__))
+            conn.close()
+            self._connection_ended()
+        except asyncio.CancelledError:
+            conn.close()
+            self._connection_ended()
+            raise
+
+    def _connection_ended(self) -> None:
+        if self._balancer is not None:
+            self._balancer.ended()
 
     # ------------------------------------------------------------------ connections
 
@@ -202,6 +298,7 @@ class AsyncReceiver:
         finally:
             self._tasks.pop(task, None)
             self._negotiating.pop(assoc, None)
+            self._connection_ended()
 
     def claim_slot(self, assoc: Association) -> bool:
         """Take an association slot for an accepted association (False: all are taken)."""
