@@ -4,7 +4,7 @@ quarantine and history run, one module per table group.
 One `Catalog` per process, composed of the per-concept parts below over one `Engine` (the
 file, its readers and the group-commit writer):
 
-  engine.py      connections, migrations, readers, the writer thread (SQLite or PostgreSQL)
+  engine.py      connections, migrations, readers, group commit (SQLite or PostgreSQL)
   pg.py          PostgreSQL connections in sqlite3's shape (placeholders, the reader pool)
   schema.py      the named migrations of the catalog's own tables
   rows.py        the frozen rows (SessionRow, InstanceRow, ArchiveJob, PlanItem, ...)
