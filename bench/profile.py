@@ -46,7 +46,7 @@ STAGES = [
     ("routing / header read", ("routing.py", "header.py", "pydicom/")),
     ("ingest (staging)", ("ingest.py", "storage.py", "layout.py")),
     ("pynetdicom (threads, DUL, PDUs)", ("pynetdicom/",)),
-    ("association / framing", ("engine/association.py", "engine/pdu.py", "engine/server.py")),
+    ("association / framing", ("engine/association.py", "engine/pdu.py", "engine/server.py", "engine/balance.py")),
     ("event loop (uvloop/asyncio)", ("uvloop", "asyncio/", "selectors")),
 ]
 
