@@ -48,28 +48,18 @@ class FileKeyLock:
     def __init__(self, folder: Path, stripes: int = STRIPES) -> None:
         self.folder = folder
         self._locks = [threading.Lock() for _ in range(stripes)]
-        self._fds: list[int] = [-1] * stripes  # each stripe's file, opened once (used under its thread lock)
 
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         index = _stripe(key, len(self._locks))
         with self._locks[index]:
-            fd = self._fds[index]
-            if fd < 0:
-                storage.ensure_dir(self.folder)
-                fd = self._fds[index] = os.open(self.folder / f"{index:03d}", os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            storage.ensure_dir(self.folder)
+            fd = os.open(self.folder / f"{index:03d}", os.O_RDWR | os.O_CREAT, 0o600)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        for index, lock in enumerate(self._locks):
-            with lock:
-                fd, self._fds[index] = self._fds[index], -1
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
 
 
 class AdvisoryKeyLock:
@@ -129,14 +119,11 @@ class KeyLocks(Engine):
     """The catalog's part: the same-key lock for its backend."""
 
     _key_lock: AdvisoryKeyLock | None = None
-    _file_locks: list[FileKeyLock] | None = None
 
     def key_lock(self, folder: Path) -> KeyLock:
         """flock under ``folder`` on SQLite; advisory locks on PostgreSQL (one per catalog)."""
         if self.dialect != POSTGRESQL:
-            lock = FileKeyLock(folder)
-            self._file_locks = [*(self._file_locks or []), lock]  # their files close with the catalog
-            return lock
+            return FileKeyLock(folder)
         if self._key_lock is None:
             self._key_lock = AdvisoryKeyLock(self.connect)
         return self._key_lock
@@ -145,7 +132,4 @@ class KeyLocks(Engine):
         if self._key_lock is not None:
             self._key_lock.close()
             self._key_lock = None
-        for lock in self._file_locks or []:
-            lock.close()
-        self._file_locks = None
         super().close()
