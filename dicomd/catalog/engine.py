@@ -228,7 +228,12 @@ class Engine:
             self._pending.append(call)
             while not call.future.done():
                 if self._leading:
-                    self._cond.wait()
+                    try:
+                        self._cond.wait()
+                    except BaseException:  # e.g. KeyboardInterrupt: the call leaves the queue with its caller
+                        if call in self._pending:
+                            self._pending.remove(call)
+                        raise
                     continue
                 batch = self._pending[:self._batch_max]
                 del self._pending[:len(batch)]
@@ -250,6 +255,9 @@ class Engine:
 
     def _lead(self, batch: list[_Write]) -> None:
         """Commit ``batch`` on the writer connection; every call in it is answered, whatever happens."""
+        if self._closed and self._conn is None:  # close() gave up waiting: no new connection now
+            self._fail(batch, StorageFailure("the catalog is closed"))
+            return
         try:
             try:
                 self._conn = self._backend.writer_connection(self._conn)
@@ -260,7 +268,21 @@ class Engine:
             self._commit_batch(self._conn, batch)
         except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt: no caller may wait forever
             self._fail(batch, exc)
+            self._drop_connection()  # it may be inside the interrupted transaction
             raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - no transaction open, or the connection is broken
+            pass
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _commit_batch(self, conn: Any, batch: list[_Write]) -> None:
         results: list[tuple[_Write, bool, Any]] = []
@@ -317,7 +339,14 @@ class Engine:
         with self._cond:
             self._closed = True
             self._cond.wait_for(lambda: not self._leading and not self._pending, timeout=10)
-            conn, self._conn = self._conn, None
+            left, self._pending = self._pending, []
+            conn = None if self._leading else self._conn
+            if conn is not None:
+                self._conn = None
+        if left:
+            self._fail(left, StorageFailure("the catalog closed before this write was committed"))
+            with self._cond:
+                self._cond.notify_all()
         if conn is not None:
             conn.close()
         self._backend.close()

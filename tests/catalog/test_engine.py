@@ -186,3 +186,35 @@ def test_the_catalog_comes_back_after_its_connections_are_killed(catalog: Catalo
         except StorageFailure:
             continue
     assert results and all(kinds(catalog)[i].startswith("after") for i in results)
+
+
+def test_an_interrupted_leader_leaves_no_transaction_open(catalog: Catalog) -> None:
+    # Given a leading caller interrupted (KeyboardInterrupt) inside its batch, mid-transaction
+    def interrupted(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO events(at, kind) VALUES (0, 'interrupted')")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        catalog.write(interrupted)
+    # Then the next write commits on its own, and the interrupted row is not in the catalog
+    catalog.write(insert_event("after"))
+    assert "after" in kinds(catalog).values() and "interrupted" not in kinds(catalog).values()
+
+
+def test_close_answers_calls_nobody_leads(catalog: Catalog) -> None:
+    # Given a call queued behind a leader that holds the writer past close()'s patience
+    entered, release = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = pool.submit(catalog.write, lambda conn: (entered.set(), release.wait(30)))
+        assert entered.wait(30)
+        queued = pool.submit(catalog.write, insert_event("queued"))
+        wait_for(lambda: catalog.queued_writes == 1)
+        # When the catalog closes meanwhile (the leader is released only afterwards)
+        closer = threading.Thread(target=catalog.close)
+        closer.start()
+        wait_for(lambda: catalog._closed, message="close() did not start")
+        release.set()
+        closer.join(30)
+        # Then both callers have their answer: none waits forever
+        held.result(timeout=30)
+        queued.exception(timeout=30)
