@@ -8,14 +8,24 @@ dcmtk senders: about 960 MR instances/s when they landed 2+2 and about 715/s whe
 
 So a process that accepts a connection while a sibling serves fewer hands it over before reading
 a byte of it: the accepted socket is passed (SCM_RIGHTS) to that sibling, which serves it as if it
-had accepted it (TLS included: the handshake has not begun). The siblings of a port find each
-other in a small table in ``data/tmp`` (one slot per process: its pid and how many connections it
-serves); every change to it is made under an exclusive lock on the file, so a hand-over counts
-for its target at once. Each process receives hand-overs on an abstract Unix socket named by its
-pid and port; both ends check the other's credentials (same user; the target's pid must be the
-slot's), and a process only adopts TCP sockets. Whatever fails (a sibling that died, a full
-socket buffer) leaves the connection with the process that accepted it, so balancing can cost a
-connection nothing. A connection is handed over at most once.
+had accepted it (TLS included: the handshake has not begun).
+
+- The table: one small file per data directory and port on this machine (in /dev/shm, else the
+  temporary folder; owner-only, refused when another user owns it), one slot per process: its
+  pid and how many connections it serves. Every change is made under an exclusive lock on the
+  file. Each process writes its own true count whenever it changes; a process that hands a
+  connection over adds one to its target's count at once, so a burst of connections is spread
+  before the target has adopted them, and the target's next write corrects any guess.
+- The hand-over: each process listens on an abstract Unix socket named by its pid and port. The
+  sender checks that the listener is the slot's pid and of its own user; the receiver closes,
+  unread, a connection from another user (the kernel then drops any descriptor in it), reads
+  without waiting, closes anything that is not one TCP socket, and never lowers a count on a
+  peer's say-so.
+- Failures: a hand-over that cannot be made (the sibling is gone, its backlog is full, the table
+  cannot be read) leaves the connection with the process that accepted it, so balancing can cost
+  a connection nothing. A sibling that is gone loses its slot. Once a hand-over is sent the sender
+  closes its copy: if the target dies before adopting it, the peer sees the connection close
+  before any association (nothing of it was acknowledged) and connects again.
 """
 
 from __future__ import annotations
@@ -23,10 +33,13 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import socket
+import stat
 import struct
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -34,14 +47,22 @@ logger = logging.getLogger(__name__)
 SLOTS = 64
 _SLOT = struct.Struct("<qq")  # pid, connections served
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_SHARED_MEMORY = Path("/dev/shm")
+
+
+def table_path(data_dir: Path, port: int) -> Path:
+    """The table of the receiver processes of ``data_dir`` on ``port``, on this machine."""
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    folder = _SHARED_MEMORY if _SHARED_MEMORY.is_dir() else Path(tempfile.gettempdir())
+    return folder / f"dicomd-balance-{os.getuid()}-{key}-{port}"
 
 
 class Balancer:
     """One process's membership in the balancing group of one port."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int) -> None:
         self.port = port
-        self.path = folder / f"balance-{port}"
+        self.path = table_path(data_dir, port)
         self.pid = os.getpid()
         self._fd = -1
         self._slot = -1
@@ -53,95 +74,111 @@ class Balancer:
         """Take a slot and open the hand-over socket; False (balancing off for this process) when
         either cannot be had."""
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._open_table()
+            with self._locked():  # the last process out may have removed the file: use the one there now
+                if os.stat(self.path).st_ino != os.fstat(self._fd).st_ino:
+                    os.close(self._fd)
+                    self._fd = -1
+                    self._open_table()
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
             listener.bind(_address(self.pid, self.port))
             listener.listen(64)
-            listener.setblocking(False)
+            self.listener = listener
+            with self._locked():
+                table = self._read()
+                mine = [i for i, (pid, _load) in enumerate(table) if pid == self.pid]
+                free = mine or [i for i, (pid, _load) in enumerate(table) if pid == 0 or not _alive(pid)]
+                if not free:
+                    raise OSError(errno.ENOSPC, f"all {SLOTS} slots are taken")
+                self._slot = free[0]
+                self._write(self._slot, self.pid, 0)
         except OSError as exc:
-            logger.warning("receiver on port %d: cannot balance associations with its siblings: %s",
+            logger.warning("receiver on port %d: cannot balance associations with its sibling processes: %s",
                            self.port, exc.strerror or exc)
             self.leave()
             return False
-        self.listener = listener
-        with self._locked():
-            table = self._read()
-            free = [i for i, (pid, _load) in enumerate(table) if pid == 0 or not _alive(pid)]
-            if not free:
-                self.leave()
-                return False
-            self._slot = free[0]
-            self._write(self._slot, self.pid, 0)
         return True
 
+    def _open_table(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid() or not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            os.close(fd)
+            raise OSError(errno.EPERM, f"{self.path} is not this user's own file")
+        self._fd = fd
+
     def leave(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        """Give up the slot (no more hand-overs come here) and close the hand-over socket."""
         if self._fd >= 0:
-            if self._slot >= 0:
-                try:
+            try:
+                if self._slot >= 0:
                     with self._locked():
                         self._write(self._slot, 0, 0)
-                except OSError:
-                    pass
+                        if not any(pid for pid, _load in self._read()):
+                            self.path.unlink(missing_ok=True)  # the last one out (a joiner re-checks the inode)
+            except OSError as exc:
+                logger.debug("balance table: %s", exc)
             os.close(self._fd)
             self._fd = -1
         self._slot = -1
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
     # ------------------------------------------------------------------ connections
 
-    def place(self, conn: socket.socket) -> bool:
-        """Decide who serves a connection this process just accepted: True when a sibling now
-        has it (the caller closes its copy), False when this process keeps it (counted)."""
-        with self._locked():
-            table = self._read()
-            mine = table[self._slot][1]
-            siblings = [(load, i) for i, (pid, load) in enumerate(table) if pid and i != self._slot]
-            target = min(siblings, default=None)
-            if target is None or target[0] >= mine:
-                self._write(self._slot, self.pid, mine + 1)
-                return False
-            target_pid = table[target[1]][0]
-            self._write(target[1], target_pid, target[0] + 1)  # counted for its target at once
-        if _hand_over(conn, target_pid, self.port):
-            return True
-        with self._locked():  # not taken: undo (a sibling that is gone loses its slot); keep it here
-            table = self._read()
-            pid, load = table[target[1]]
-            if pid == target_pid:
-                alive = _alive(pid)
-                self._write(target[1], pid if alive else 0, max(0, load - 1) if alive else 0)
-            self._write(self._slot, self.pid, table[self._slot][1] + 1)
+    def place(self, conn: socket.socket, serving: int) -> bool:
+        """Decide who serves a connection this process just accepted while it serves ``serving``:
+        True when a sibling now has it (the caller closes its copy), False when it stays here."""
+        try:
+            with self._locked():
+                table = self._read()
+                siblings = [(load, i) for i, (pid, load) in enumerate(table) if pid and i != self._slot]
+                target = min(siblings, default=None)
+                if target is None or target[0] >= serving:
+                    return False
+                load, slot = target
+                target_pid = table[slot][0]
+                self._write(slot, target_pid, load + 1)  # counted for its target at once
+            if _hand_over(conn, target_pid, self.port):
+                return True
+            with self._locked():  # not taken: undo; a sibling that is not listening loses its slot
+                pid, load = self._read()[slot]
+                if pid == target_pid:
+                    listening = _alive(pid) and _listening(pid, self.port)
+                    self._write(slot, pid if listening else 0, max(0, load - 1) if listening else 0)
+        except OSError as exc:
+            logger.debug("balance table: %s; the connection stays here", exc)
         return False
 
-    def ended(self) -> None:
-        """A connection this process served (its own or handed over) has ended."""
+    def publish(self, serving: int) -> None:
+        """This process now serves ``serving`` connections (its own and handed-over ones)."""
         if self._slot < 0:
             return
-        with self._locked():
-            load = self._read()[self._slot][1]
-            self._write(self._slot, self.pid, max(0, load - 1))
+        try:
+            with self._locked():
+                self._write(self._slot, self.pid, serving)
+        except OSError as exc:
+            logger.debug("balance table: %s", exc)
 
     def receive(self) -> list[socket.socket]:
-        """The TCP sockets siblings have handed over since the last call (already counted)."""
+        """The TCP sockets siblings have handed over (every pending hand-over channel is read
+        without waiting: one that has not sent its socket yet is closed, its sender keeps nothing
+        and its peer connects again)."""
         adopted: list[socket.socket] = []
         if self.listener is None:
             return adopted
-        while True:
+        for _ in range(64):
             try:
                 channel, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                return adopted
+                break
             except OSError as exc:
                 logger.debug("hand-over socket: %s", exc)
-                return adopted
+                break
             with channel:
-                taken = _take(channel)
-            if taken:
-                adopted.extend(taken)
-            else:  # the sibling counted a hand-over that did not arrive whole
-                self.ended()
+                adopted.extend(_take(channel))
+        return adopted
 
     # ------------------------------------------------------------------ the table
 
@@ -181,57 +218,74 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _listening(pid: int, port: int) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(_address(pid, port))
+    except (BlockingIOError, InterruptedError):
+        return True  # a full backlog: someone listens
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _credentials(sock: socket.socket) -> tuple[int, int]:
     pid, uid, _gid = _CREDENTIALS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size))
     return pid, uid
 
 
 def _hand_over(conn: socket.socket, target_pid: int, port: int) -> bool:
-    """Pass ``conn`` to the sibling ``target_pid``; True once it holds it."""
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Pass ``conn`` to the sibling ``target_pid`` without waiting; True once it was sent."""
     try:
-        channel.settimeout(0.5)
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        logger.debug("no socket for a hand-over: %s", exc)
+        return False
+    try:
         channel.connect(_address(target_pid, port))
         pid, uid = _credentials(channel)
         if pid != target_pid or uid != os.getuid():
-            logger.warning("hand-over socket of process %d is held by process %d (uid %d): not used",
+            logger.warning("the hand-over socket of receiver process %d is held by process %d (uid %d): not used",
                            target_pid, pid, uid)
             return False
         channel.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
         return True
-    except OSError as exc:
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            logger.debug("could not hand a connection to process %d: %s", target_pid, exc)
+    except OSError as exc:  # gone (ECONNREFUSED), backlog or buffer full (EAGAIN), ...
+        logger.debug("could not hand a connection to process %d: %s", target_pid, exc)
         return False
     finally:
         channel.close()
 
 
 def _take(channel: socket.socket) -> list[socket.socket]:
-    """The TCP sockets a sibling sent over ``channel`` (anything else is closed and dropped)."""
+    """The TCP socket a sibling sent over ``channel``, if it is one of this user's."""
     try:
         _pid, uid = _credentials(channel)
-        channel.settimeout(0.5)
-        _data, ancillary, _flags, _addr = channel.recvmsg(1, socket.CMSG_SPACE(4 * 4))
+        if uid != os.getuid():
+            logger.warning("refused a hand-over from uid %d", uid)
+            return []  # closed unread: the kernel drops whatever it carried
+        _data, ancillary, _flags, _addr = channel.recvmsg(
+            1, socket.CMSG_SPACE(4 * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
     except OSError as exc:
         logger.debug("hand-over not received: %s", exc)
         return []
     fds: list[int] = []
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % 4
-            fds.extend(array.array("i", data[:usable]))
+            fds.extend(array.array("i", data[:len(data) - len(data) % 4]))
     taken: list[socket.socket] = []
-    for fd in fds[1:]:  # one socket per hand-over: anything more is not ours to serve
-        os.close(fd)
-    for fd in fds[:1]:
-        sock = socket.socket(fileno=fd)
-        if uid != os.getuid() or sock.family not in (socket.AF_INET, socket.AF_INET6) \
-                or sock.type != socket.SOCK_STREAM:
-            logger.warning("dropped a hand-over that is not a TCP connection of this user")
+    for n, fd in enumerate(fds):
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            os.close(fd)
+            continue
+        if n or sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            logger.warning("dropped a hand-over that is not one TCP connection")
             sock.close()
             continue
         sock.setblocking(False)
         taken.append(sock)
     return taken
-

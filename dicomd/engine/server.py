@@ -131,6 +131,7 @@ class AsyncReceiver:
         self._tls: ssl.SSLContext | None = None
         self._balancer: Balancer | None = None
         self._opening: set[asyncio.Task[None]] = set()  # connections whose TLS handshake runs
+        self._serving = 0  # connections this process serves (accepted here or handed over), for balancing
         self._tasks: dict[asyncio.Task[None], Association | None] = {}
         self._negotiating: dict[Association, asyncio.Task[None]] = {}
         self._active: set[Association] = set()
@@ -147,7 +148,7 @@ class AsyncReceiver:
         sock = self._socket(self.config.port if port is None else port, shared)
         host, bound = sock.getsockname()[:2]
         if shared:
-            balancer = Balancer(self.ingest.layout.tmp, bound)
+            balancer = Balancer(self.ingest.layout.root, bound)
             self._balancer = balancer if balancer.join() else None
         self._listener = sock
         self.engine.call(self._listen())
@@ -217,7 +218,7 @@ class AsyncReceiver:
                     logger.warning("receiver %s: accept failed: %s", self.config.ae_title, exc.strerror or exc)
                 return
             conn.setblocking(False)
-            if self._balancer is not None and self._balancer.place(conn):
+            if self._balancer is not None and self._balancer.place(conn, self._serving):
                 conn.close()  # a sibling receiver process serves it
                 continue
             self._open(conn)
@@ -243,6 +244,9 @@ class AsyncReceiver:
                 self._open(conn)
 
     def _open(self, conn: socket.socket) -> None:
+        self._serving += 1
+        if self._balancer is not None:
+            self._balancer.publish(self._serving)
         task = asyncio.get_running_loop().create_task(self._opened(conn))
         self._opening.add(task)
         task.add_done_callback(self._opening.discard)
@@ -267,8 +271,9 @@ class AsyncReceiver:
             raise
 
     def _connection_ended(self) -> None:
+        self._serving = max(0, self._serving - 1)
         if self._balancer is not None:
-            self._balancer.ended()
+            self._balancer.publish(self._serving)
 
     # ------------------------------------------------------------------ connections
 
