@@ -11,12 +11,11 @@ from typing import Callable
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from bench.tools import dcmtk_tool
 from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
-from dicomd.testing.generator import generate_study
+from tests.engine.sendfiles import data_set, files_to_send
 from tests.conftest import wait_for, write_config
 from tests.reliability.test_security import pki  # noqa: F401  (the test CA and certificates)
 
@@ -49,28 +48,7 @@ def dcmtk() -> str:
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    """Generated MR instances plus pydicom's files in many transfer syntaxes, each with its own UID."""
-    folder.mkdir()
-    out: dict[str, Path] = {}
-    for ds in generate_study(31, series=2, instances_per_series=3, rows=64, cols=64, study_description="demo"):
-        path = folder / f"gen{len(out)}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        out[str(ds.SOPInstanceUID)] = path
-    bundled = Path(pydicom.__file__).parent / "data" / "test_files"
-    for name in COMPRESSED:
-        ds = pydicom.dcmread(bundled / name)
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyDescription = "demo"
-        path = folder / name
-        ds.save_as(path, enforce_file_format=True)
-        out[str(ds.SOPInstanceUID)] = path
-    return out
-
-
-def _data_set(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return raw[132 + 12 + int.from_bytes(raw[140:144], "little"):]
+    return files_to_send(folder, COMPRESSED, seed=31, series=2, per_series=3, size=64)
 
 
 def _same_data_set(a: Path, b: Path) -> bool:
@@ -111,7 +89,7 @@ def test_storescu_every_syntax_at_any_pdu_size(tmp_path: Path, make_daemon: Call
     assert set(stored) == set(files)
     for uid, sent in files.items():
         if sent.name.startswith("gen"):
-            assert _data_set(stored[uid]) == _data_set(sent), sent.name
+            assert data_set(stored[uid]) == data_set(sent), sent.name
         else:  # dcmtk re-encodes some (explicit item lengths, re-deflated): the same data set
             assert _same_data_set(stored[uid], sent), sent.name
         assert str(pydicom.dcmread(stored[uid], stop_before_pixels=True).file_meta.TransferSyntaxUID) == \
@@ -132,7 +110,7 @@ def test_storescu_proposing_every_context_it_knows(tmp_path: Path, make_daemon: 
     assert result.returncode == 0, result.stderr
     stored = wait_for(lambda: (s := _stored(daemon)) and set(files) <= set(s) and s, timeout=20)
     for uid, sent in files.items():
-        assert _data_set(stored[uid]) == _data_set(sent)
+        assert data_set(stored[uid]) == data_set(sent)
 
 
 def test_storescu_over_tls(tmp_path: Path, make_daemon: Callable[..., Daemon], dcmtk: str, pki: Path) -> None:
@@ -146,7 +124,7 @@ def test_storescu_over_tls(tmp_path: Path, make_daemon: Callable[..., Daemon], d
     result = _run(f"{dcmtk}/storescu", *tls, "-aec", "DICOMD", "127.0.0.1", port, *map(str, files.values()))
     assert result.returncode == 0, result.stderr
     stored = wait_for(lambda: (s := _stored(daemon)) and set(files) <= set(s) and s, timeout=20)
-    assert all(_data_set(stored[u]) == _data_set(p) for u, p in files.items())
+    assert all(data_set(stored[u]) == data_set(p) for u, p in files.items())
     # without a client certificate the TLS handshake fails and nothing is stored
     anonymous = _run(f"{dcmtk}/echoscu", "+tls", "-ic", "+cf", f"{pki}/ca.pem", "-aec", "DICOMD", "127.0.0.1", port)
     assert anonymous.returncode != 0

@@ -18,13 +18,12 @@ from typing import Callable, Iterator
 import pydicom
 import pytest
 import requests
-from pydicom.uid import generate_uid
 
 from bench.procs import free_port, wait_for_port
 from bench.receivers import orthanc_config
 from dicomd.catalog import PREARCHIVE
 from dicomd.daemon import Daemon
-from dicomd.testing.generator import generate_study
+from tests.engine.sendfiles import data_set, files_to_send
 from tests.conftest import wait_for, write_config
 
 BUNDLED = ["SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "CT_small.dcm"]  # pydicom's test files
@@ -83,28 +82,7 @@ def orthanc(tmp_path: Path, orthanc_binary: str) -> Iterator[Callable[[int], str
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    """Generated MR instances plus pydicom's files in other transfer syntaxes, each with its own UID."""
-    folder.mkdir()
-    out: dict[str, Path] = {}
-    for ds in generate_study(16, series=1, instances_per_series=3, rows=32, cols=32, study_description="demo"):
-        path = folder / f"gen{len(out)}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        out[str(ds.SOPInstanceUID)] = path
-    bundled = Path(pydicom.__file__).parent / "data" / "test_files"
-    for name in BUNDLED:
-        ds = pydicom.dcmread(bundled / name)
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyDescription = "demo"
-        path = folder / name
-        ds.save_as(path, enforce_file_format=True)
-        out[str(ds.SOPInstanceUID)] = path
-    return out
-
-
-def _data_set(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return raw[132 + 12 + int.from_bytes(raw[140:144], "little"):]
+    return files_to_send(folder, BUNDLED, seed=16, series=1, per_series=3, size=32)
 
 
 def _syntax(path: Path) -> str:
@@ -161,6 +139,6 @@ def test_orthanc_pushes_every_instance_through_its_rest_api(tmp_path: Path, make
         assert (project, source) == ("demo", "DICOM:ORTHANC@127.0.0.1"), sent.name
         assert _syntax(path) == _syntax(sent), sent.name
         if sent.name.startswith("gen") or sent.name == "SC_rgb_jpeg_dcmtk.dcm":
-            assert _data_set(path) == _data_set(sent), sent.name
+            assert data_set(path) == data_set(sent), sent.name
         else:  # dcmtk inside Orthanc re-encodes: explicit sequence and item lengths, no trailing padding
             assert _same_data_set(path, sent), sent.name
