@@ -22,6 +22,8 @@ tests/engine/test_codecs.py):
 - the routing-header read, on the data set's bytes as they pass (headscan.py).
 
 Modules: pdu (framing), dimse (command sets), headscan (routing header), spool (one incoming
-data set), durable (batched data syncs), association (one association's coroutine), server
-(event loop, receivers, SO_REUSEPORT), receivers (choose the engine per receiver).
+data set), durable (batched data syncs, by syncfs or file by file as measured), association (one
+association's coroutine), server (event loop, receivers, accepting, SO_REUSEPORT), balance
+(receiver processes of one port even out their associations), receivers (choose the engine per
+receiver).
 """
