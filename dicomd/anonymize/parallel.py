@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 
 from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels
+from dicomd.anonymize.encode import write_file
 from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.ordered import ScriptFirst, script_first
 from dicomd.anonymize.pseudonyms import PseudonymStore
@@ -90,7 +91,8 @@ def anonymize_file(anonymizer: Anonymizer | ScriptFirst, labels: Labels, policy:
             step = PixelStep(hold=hold, unredacted=bool(decision.reasons))
         else:
             step = PixelStep(hold=decision.hold, rule=decision.rule.name, areas=tuple(decision.areas(ds)))
-    fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
+    if decision.rule is not None:
+        fresh_file_meta(ds)  # redaction may have re-encoded the pixels (apply wrote group 0002 before)
     sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
     # the scan folder: the Series Number, else the new Series UID (never the original's, which
     # the prearchive folder is named from when there is no number: SR, KO, PR, ECG ...)
@@ -100,8 +102,7 @@ def anonymize_file(anonymizer: Anonymizer | ScriptFirst, labels: Labels, policy:
     storage.ensure_dir(dst.parent)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        ds.save_as(out, enforce_file_format=False)
-    digest, size = storage.sha256_file(dst)
+        digest, size = write_file(ds, out)  # pydicom's bytes (save_as), hashed as they are written
     written = Written(
         relpath=rel,
         scan_id=scan_id,
