@@ -327,15 +327,23 @@ class Archiver:
                 keep = {p.final for p in plan}
                 old_files = [self.layout.resolve(i.path) for i in self.catalog.instances(existing.id) if i.path not in keep]
         touched: set[Path] = set()
+        folders: set[Path] = set()
         for item in plan:
             if item.dropped:
                 continue
             work, final = Path(item.work), self.layout.root / item.final
-            storage.ensure_dir(final.parent)
-            if work.exists():
+            if final.parent not in folders:
+                storage.ensure_dir(final.parent)
+                folders.add(final.parent)
+            try:
                 os.replace(work, final)
-                touched.add(final.parent)
-                crashpoint("archive.moving")
+            except FileNotFoundError:
+                if not work.exists():
+                    continue  # moved before a restart
+                storage.ensure_dir(final.parent)  # the folder went away meanwhile
+                os.replace(work, final)
+            touched.add(final.parent)
+            crashpoint("archive.moving")
         for folder in touched:
             storage.fsync_dir(folder)
         study_uid = study_uid or job.study_uid

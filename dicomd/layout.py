@@ -3,6 +3,7 @@ that builds store paths and session names (folders, urls)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -90,9 +91,14 @@ class Layout:
     def resolve(self, relative: str) -> Path:
         """An absolute path for a catalog path; refuses anything that would leave the data dir."""
         path = (self.root / relative).resolve()
-        if self.root.resolve() not in path.parents:
+        if self._real_root not in path.parents:
             raise ValueError(f"path {relative!r} leaves the data directory")
         return path
+
+    @functools.cached_property
+    def _real_root(self) -> Path:
+        """The data directory with its symbolic links resolved (it does not move while dicomd runs)."""
+        return self.root.resolve()
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))

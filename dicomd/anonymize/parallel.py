@@ -213,9 +213,16 @@ def write_chunk(chunk: Chunk) -> list[Outcome]:
 
 
 def chunks_of(items: Sequence[tuple[Path, InstanceRow]], workers: int) -> list[tuple[tuple[str, InstanceRow], ...]]:
-    size = max(1, min(_MAX_CHUNK, -(-len(items) // (workers * _CHUNKS_PER_WORKER))))
+    """``items`` in consecutive chunks whose sizes differ by one at most (the larger first), about
+    ``_CHUNKS_PER_WORKER`` per worker and none over ``_MAX_CHUNK``: no short chunk left at the end
+    while a worker waits for the other's last long one."""
     flat = [(str(src), inst) for src, inst in items]
-    return [tuple(flat[i:i + size]) for i in range(0, len(flat), size)]
+    count = min(len(flat), max(workers * _CHUNKS_PER_WORKER, -(-len(flat) // _MAX_CHUNK)))
+    if count == 0:
+        return []
+    size, longer = divmod(len(flat), count)
+    bounds = [i * size + min(i, longer) for i in range(count + 1)]
+    return [tuple(flat[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 class ArchivePool:
@@ -268,9 +275,9 @@ class ArchivePool:
                     raise _died() from exc
                 yield from outcomes
         finally:
-            for future in futures:
-                future.cancel()
-            wait(futures)  # nothing still writes into work_dir once the job goes on (or rolls back)
+            # nothing still writes into work_dir once the job goes on (or rolls back); a chunk that
+            # could be withdrawn never starts (and a broken pool never marks it as done: no wait)
+            wait([future for future in futures if not future.cancel()])
 
     def start(self) -> float:
         """Start the workers now rather than with the first large job (the benchmark times jobs
