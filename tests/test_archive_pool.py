@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from pathlib import Path
 
 import pydicom
@@ -69,6 +70,17 @@ def test_chunks_keep_the_order_and_differ_by_one_instance_at_most(count):
     sizes = [len(chunk) for chunk in chunks]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True) and max(sizes) <= 64
     assert len(chunks) == min(count, max(8, -(-count // 64)))
+
+
+def test_start_returns_once_every_worker_answers(tmp_path):
+    stores = open_stores(tmp_path, 2)
+    try:
+        pool = stores.hooks.anonymizers.pool
+        pool.start()
+        workers = {p.pid for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")}
+        assert len(pool.answered) == 2 and pool.answered <= workers  # not one ready worker answering twice
+    finally:
+        stores.close()
 
 
 def test_workers_write_the_same_bytes_as_the_jobs_own_process(tmp_path):

@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 MIN_PARALLEL_INSTANCES = 16  # below this a session is written by the job's process (no start-up, no IPC)
 _CHUNKS_PER_WORKER = 4  # small enough to balance the workers, large enough to amortise the pipe
 _MAX_CHUNK = 64
+_START_TIMEOUT = 120.0  # seconds ArchivePool.start waits for every worker to answer
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -189,7 +190,8 @@ def _worker_started() -> None:
     profile tables), so a worker is ready before its first chunk."""
 
 
-def _worker_ready() -> int:
+def _worker_ready(hold: float = 0.0) -> int:
+    time.sleep(hold)  # busy for a moment, so that the next call goes to another worker if one is free
     return os.getpid()
 
 
@@ -231,6 +233,7 @@ class ArchivePool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._executor: ProcessPoolExecutor | None = None
+        self.answered: set[int] = set()  # the worker processes that answered `start`
         self._lock = threading.Lock()
 
     @property
@@ -281,11 +284,19 @@ class ArchivePool:
 
     def start(self) -> float:
         """Start the workers now rather than with the first large job (the benchmark times jobs
-        the way a running daemon has them: pool up). Returns the seconds it took."""
+        the way a running daemon has them: pool up), and return once every one of them has
+        answered (one that is ready first could answer for all). Returns the seconds it took."""
         began = time.monotonic()
         if self.size > 1:
             executor = self._get()
-            wait([executor.submit(_worker_ready) for _ in range(self.size)])
+            answered = self.answered = set()
+            while len(answered) < self.size and time.monotonic() - began < _START_TIMEOUT:
+                try:
+                    answered.update(future.result() for future in
+                                    [executor.submit(_worker_ready, 0.02) for _ in range(self.size)])
+                except BrokenProcessPool:
+                    self._discard(executor)  # the first job starts a new pool (and says why if it fails)
+                    break
         return time.monotonic() - began
 
     def close(self) -> None:
