@@ -3,9 +3,10 @@ with their SHA-256 computed as they are written (the file is not read back).
 
 Most elements of a de-identified instance were never decoded (kept as received, pixel data
 included). pydicom writes each of those through a scratch buffer per element; here an element
-still in its raw form is copied straight after its header, and every other element (decoded,
-changed, a sequence's items aside) goes through pydicom's own ``write_data_element``, so the
-bytes are pydicom's. Sequences are written here too, the same way pydicom writes them (defined
+still in its raw form is copied straight after its header; a decoded one that pydicom writes
+without its character set (empty, UIDs, code strings, dates given as text) is encoded here as
+pydicom's ``write_string`` does; every other element goes through pydicom's own
+``write_data_element``, so the bytes are pydicom's. Sequences are written here too, the same way pydicom writes them (defined
 item lengths, undefined ones kept), so that their items' raw elements are copied as well.
 
 Anything unusual goes to pydicom whole, through memory: no File Meta or no preamble, a big
@@ -26,7 +27,8 @@ from typing import BinaryIO
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filewriter import write_data_element
+from pydicom.filewriter import write_data_element, writers
+from pydicom.multival import MultiValue
 from pydicom.filebase import DicomBytesIO
 from pydicom.tag import tag_in_exception
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -42,6 +44,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM = _TAG.pack(0xFFFE, 0xE000)
 _ITEM_END = _TAG.pack(0xFFFE, 0xE00D) + _UL.pack(0)
 _SEQUENCE_END = _TAG.pack(0xFFFE, 0xE0DD) + _UL.pack(0)
+_STRING_VRS = {"AE": " ", "AS": " ", "CS": " ", "UR": " ", "DA": " ", "DT": " ", "TM": " ", "UI": "\x00"}
 _BYTES_VRS = frozenset({"OB", "OW"})  # decoded: written by pydicom as they are, padded to even length
 _GROUP_LENGTH = _TAG.pack(0x0002, 0x0000) + b"UL" + _US.pack(4)
 
@@ -153,6 +156,13 @@ def _write_dataset(sink: _Sink, ds: Dataset, implicit: bool, parent_encoding: st
         elif elem.VR in _BYTES_VRS and type(elem.value) is bytes and not elem.is_undefined_length:
             _write_bytes(sink, elem, implicit)  # pixel data: dcmwrite has decoded it (to set its length)
             continue
+        else:
+            value = _plain_value(elem)
+            if value is not None:
+                header = _header(elem.tag, elem.VR, len(value), implicit)
+                if header is not None:
+                    sink.write(header + value)
+                    continue
         buffer = _buffer(implicit)
         with tag_in_exception(tag):
             write_data_element(buffer, elem, encoding)
@@ -176,6 +186,42 @@ def _raw_header(elem: RawDataElement, implicit: bool) -> bytes | None:
     if len(value) > 0xFFFF:
         return None  # pydicom writes it as UN
     return tag + vr.encode() + _US.pack(len(value))
+
+
+def _plain_value(elem: DataElement) -> bytes | None:
+    """The encoded value of a decoded element that pydicom writes without its character set
+    (``write_string``: AE, AS, CS, UR, UI padded with a zero byte, DA / DT / TM given as text),
+    or of an empty one; None for anything else."""
+    if elem.is_undefined_length or elem.VR not in writers or len(elem.VR) != 2 or elem.VR == "SQ":
+        return None
+    if elem.is_empty:
+        return b""
+    padding = _STRING_VRS.get(elem.VR)
+    if padding is None:
+        return None
+    value = elem.value
+    if isinstance(value, (MultiValue, list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            return None
+        value = "\\".join(value)
+    elif not isinstance(value, str):
+        return None
+    if len(value) % 2:
+        value += padding
+    return value.encode(default_encoding)
+
+
+def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes | None:
+    """Tag, VR and length as pydicom writes them for a defined length (None: over 64 KiB in a
+    16-bit length field, which pydicom writes as UN)."""
+    packed = _TAG.pack(tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return packed + _UL.pack(length)
+    if vr in _LONG_VRS:
+        return packed + vr.encode() + b"\x00\x00" + _UL.pack(length)
+    if length > 0xFFFF:
+        return None
+    return packed + vr.encode() + _US.pack(length)
 
 
 def _write_bytes(sink: _Sink, elem: DataElement, implicit: bool) -> None:
