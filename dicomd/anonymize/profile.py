@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Callable, Iterable, Iterator
 
 from pydicom import config
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -532,12 +532,16 @@ def _raw_vr(ds: Dataset, tag: BaseTag) -> str | None:
     """The VR of an element that has not been decoded yet, when it is certain without decoding:
     its explicit VR, or (implicit VR) the dictionary's when that is a single VR. None for a
     decoded element, UN (decoding may replace it by the dictionary's), or an ambiguous VR."""
-    raw = ds.get_item(tag)
-    if not raw.is_raw:
+    return _vr_as_read(ds.get_item(tag))
+
+
+def _vr_as_read(elem: DataElement | RawDataElement) -> str | None:
+    """`_raw_vr` of an element as the dataset holds it (a deferred value counts as decoded)."""
+    if not elem.is_raw or elem.value is None:
         return None
-    vr = raw.VR
+    vr = elem.VR
     if vr is None:
-        vr = _dictionary_vr(int(tag))
+        vr = _dictionary_vr(int(elem.tag))
         if vr is None:
             return None
     return vr if len(vr) == 2 and vr != "UN" else None
@@ -664,8 +668,8 @@ def _person_and_id_elements(ds: Dataset, decode_private: bool) -> Iterator[DataE
     """Every element, in every sequence, that may be a person name or an identifier: PN, the ID
     tags, and whatever is of uncertain VR (private elements too, unless ``decode_private`` is
     False). Others are not decoded (what ``iterall`` would cost on every element of every instance)."""
-    for tag in list(ds.keys()):
-        vr = None if decode_private and tag >> 16 & 1 else _raw_vr(ds, tag)
+    for tag, held in list(ds.items()):  # decoding one element changes no other one
+        vr = None if decode_private and tag >> 16 & 1 else _vr_as_read(held)
         if vr is not None and vr not in ("PN", "SQ") and int(tag) not in _ID_TAGS:
             continue
         elem = ds[tag]
