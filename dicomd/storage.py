@@ -41,12 +41,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def start_writeback(path: Path) -> None:
+def hint_writeback(path: Path) -> None:
     """Have the kernel start writing a file's data to disk now, without waiting for it (and drop
     it from the page cache once written): a hint, not a sync. A job that writes many files and
     then syncs once calls it for the files already written while the others are being written,
     so that its one `flush_everything` finds less left to do. Does nothing where there is no
-    fadvise, or when the file cannot be opened."""
+    fadvise, or when the file cannot be opened. (The receive engine does the same for an open
+    file with sync_file_range: dicomd.engine.durable.start_writeback.)"""
     if not hasattr(os, "posix_fadvise"):
         return
     try:

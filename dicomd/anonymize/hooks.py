@@ -191,7 +191,7 @@ class AnonymizingWriter:
                 yield Rejected(outcome.rejected)
                 continue
             self._count(inst.scan_id, outcome.pixels)
-            storage.start_writeback(work_dir / outcome.written.relpath)  # this process waits for workers meanwhile
+            storage.hint_writeback(work_dir / outcome.written.relpath)  # this process waits for workers meanwhile
             yield outcome.written
 
     def _count(self, scan_id: str, step: PixelStep) -> None:

@@ -4,6 +4,8 @@ The job (`dicomd.archive.Archiver`) still owns everything that makes it crash-sa
 the staging state before any file is written, waits for every worker's files, makes them durable
 with its one sync, then records the plan. A worker only reads prearchive files and writes work
 files (no fsync, no catalog): what it wrote counts only once the job has synced and planned it.
+While it waits, the job's process asks the kernel to start writing back each file a worker has
+reported (a hint, `storage.hint_writeback`), so that its one sync finds little left to do.
 A worker that dies (killed, out of memory) breaks the pool: the job's wait ends with
 `StorageFailure`, the job rolls back like any failed staging (session ERROR, data still in the
 prearchive) and the next job starts a new pool. A job that stops early for any reason first
