@@ -234,7 +234,7 @@ class Archiver:
         storage.ensure_dir(work_dir)
         plan: list[PlanItem] = []
         study_uids: set[str] = set()
-        items = [(self.layout.resolve(inst.path), inst) for inst in instances]
+        items = list(zip(self.layout.resolve_all([inst.path for inst in instances]), instances))
         results = writer.write_all(items, work_dir)
         try:
             for (src, inst), written in zip(items, results, strict=True):
@@ -325,17 +325,26 @@ class Archiver:
             existing = self.catalog.find_session(Stage.ARCHIVE, job.project, "", job.label)
             if existing is not None:
                 keep = {p.final for p in plan}
-                old_files = [self.layout.resolve(i.path) for i in self.catalog.instances(existing.id) if i.path not in keep]
+                old_files = self.layout.resolve_all([i.path for i in self.catalog.instances(existing.id)
+                                                     if i.path not in keep])
         touched: set[Path] = set()
+        folders: set[Path] = set()
         for item in plan:
             if item.dropped:
                 continue
             work, final = Path(item.work), self.layout.root / item.final
-            storage.ensure_dir(final.parent)
-            if work.exists():
+            if final.parent not in folders:
+                storage.ensure_dir(final.parent)
+                folders.add(final.parent)
+            try:
                 os.replace(work, final)
-                touched.add(final.parent)
-                crashpoint("archive.moving")
+            except FileNotFoundError:
+                if not work.exists():
+                    continue  # moved before a restart
+                storage.ensure_dir(final.parent)  # the folder went away meanwhile
+                os.replace(work, final)
+            touched.add(final.parent)
+            crashpoint("archive.moving")
         for folder in touched:
             storage.fsync_dir(folder)
         study_uid = study_uid or job.study_uid

@@ -3,6 +3,7 @@ that builds store paths and session names (folders, urls)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -90,9 +91,32 @@ class Layout:
     def resolve(self, relative: str) -> Path:
         """An absolute path for a catalog path; refuses anything that would leave the data dir."""
         path = (self.root / relative).resolve()
-        if self.root.resolve() not in path.parents:
+        if self._real_root not in path.parents:
             raise ValueError(f"path {relative!r} leaves the data directory")
         return path
+
+    def resolve_all(self, relatives: Sequence[str]) -> list[Path]:
+        """`resolve` for many catalog paths (a session's instances): each folder is resolved once,
+        and a file is resolved on its own only when it is a symbolic link."""
+        folders: dict[Path, Path] = {}
+        out: list[Path] = []
+        for relative in relatives:
+            path = self.root / relative
+            if path.name in ("", ".", "..") or path.is_symlink():
+                out.append(self.resolve(relative))
+                continue
+            folder = folders.get(path.parent)
+            if folder is None:
+                folder = folders[path.parent] = path.parent.resolve()
+            if folder != self._real_root and self._real_root not in folder.parents:
+                raise ValueError(f"path {relative!r} leaves the data directory")
+            out.append(folder / path.name)
+        return out
+
+    @functools.cached_property
+    def _real_root(self) -> Path:
+        """The data directory with its symbolic links resolved (it does not move while dicomd runs)."""
+        return self.root.resolve()
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))

@@ -41,6 +41,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def hint_writeback(path: Path) -> None:
+    """Have the kernel start writing a file's data to disk now, without waiting for it (and drop
+    it from the page cache once written): a hint, not a sync. A job that writes many files and
+    then syncs once calls it for the files already written while the others are being written,
+    so that its one `flush_everything` finds less left to do. Does nothing where there is no
+    fadvise, or when the file cannot be opened. (The receive engine does the same for an open
+    file with sync_file_range: dicomd.engine.durable.start_writeback.)"""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def flush_everything() -> None:
     """One sync of all file systems: cheaper than an fsync per file when a job wrote many files."""
     os.sync()

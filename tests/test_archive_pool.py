@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from pathlib import Path
 
 import pydicom
 import pytest
 from click.testing import CliRunner
 
-from dicomd.anonymize.parallel import MIN_PARALLEL_INSTANCES
+from dicomd.anonymize.parallel import MIN_PARALLEL_INSTANCES, chunks_of
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.catalog import ARCHIVE, PREARCHIVE
 from dicomd.cli import main
@@ -59,6 +60,27 @@ def stage(stores: Stores, tmp: Path, seed: int = 5) -> int:
 def archived_files(stores: Stores) -> dict[str, bytes]:
     root = stores.layout.archive
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.dcm"))}
+
+
+@pytest.mark.parametrize("count", [1, MIN_PARALLEL_INSTANCES, 50, 51, 1000, 10_000])
+def test_chunks_keep_the_order_and_differ_by_one_instance_at_most(count):
+    items = [(Path(f"{n}.dcm"), n) for n in range(count)]
+    chunks = chunks_of(items, 2)  # type: ignore[arg-type]
+    assert [inst for chunk in chunks for _, inst in chunk] == list(range(count))
+    sizes = [len(chunk) for chunk in chunks]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True) and max(sizes) <= 64
+    assert len(chunks) == min(count, max(8, -(-count // 64)))
+
+
+def test_start_returns_once_every_worker_answers(tmp_path):
+    stores = open_stores(tmp_path, 2)
+    try:
+        pool = stores.hooks.anonymizers.pool
+        pool.start()
+        workers = {p.pid for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")}
+        assert len(pool.answered) == 2 and pool.answered <= workers  # not one ready worker answering twice
+    finally:
+        stores.close()
 
 
 def test_workers_write_the_same_bytes_as_the_jobs_own_process(tmp_path):

@@ -170,7 +170,7 @@ class Anonymizer:
         changes = removed = 0
         if self._rules is not None:
             new_id, new_name, days = self._patient(ds)
-            tokens = identifying_tokens(ds)
+            tokens = identifying_tokens(ds, decode_private=False)  # the walk removes or decodes each private one
             run = ProfileRun(self._rules, self._pseudo, self._allowlist, PatientContext(new_id, new_name, days, tokens))
             run.apply(ds)
             set_deidentification(ds, self._rules, self.script_hash)

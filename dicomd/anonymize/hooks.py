@@ -23,6 +23,7 @@ from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.ordered import ScriptFirst, script_first
 from dicomd.anonymize.pseudonyms import PseudonymStore
 from dicomd.anonymize.parallel import ArchivePool, PixelStep, WorkerSpec, anonymize_file, read_dataset
+from dicomd import storage
 from dicomd.archive import CopyWriter, SessionWriter, Written, written_in_turn
 from dicomd.catalog import ARCHIVE, Catalog, InstanceRow, SessionRow
 from dicomd.config import Config
@@ -190,6 +191,7 @@ class AnonymizingWriter:
                 yield Rejected(outcome.rejected)
                 continue
             self._count(inst.scan_id, outcome.pixels)
+            storage.hint_writeback(work_dir / outcome.written.relpath)  # this process waits for workers meanwhile
             yield outcome.written
 
     def _count(self, scan_id: str, step: PixelStep) -> None:

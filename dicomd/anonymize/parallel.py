@@ -4,6 +4,8 @@ The job (`dicomd.archive.Archiver`) still owns everything that makes it crash-sa
 the staging state before any file is written, waits for every worker's files, makes them durable
 with its one sync, then records the plan. A worker only reads prearchive files and writes work
 files (no fsync, no catalog): what it wrote counts only once the job has synced and planned it.
+While it waits, the job's process asks the kernel to start writing back each file a worker has
+reported (a hint, `storage.hint_writeback`), so that its one sync finds little left to do.
 A worker that dies (killed, out of memory) breaks the pool: the job's wait ends with
 `StorageFailure`, the job rolls back like any failed staging (session ERROR, data still in the
 prearchive) and the next job starts a new pool. A job that stops early for any reason first
@@ -37,6 +39,7 @@ from pydicom.dataset import Dataset
 
 from dicomd import storage
 from dicomd.anonymize.anonymizer import Anonymizer, Labels
+from dicomd.anonymize.encode import write_file
 from dicomd.anonymize.filemeta import fresh_file_meta
 from dicomd.anonymize.ordered import ScriptFirst, script_first
 from dicomd.anonymize.pseudonyms import PseudonymStore
@@ -56,6 +59,7 @@ logger = logging.getLogger(__name__)
 MIN_PARALLEL_INSTANCES = 16  # below this a session is written by the job's process (no start-up, no IPC)
 _CHUNKS_PER_WORKER = 4  # small enough to balance the workers, large enough to amortise the pipe
 _MAX_CHUNK = 64
+_START_TIMEOUT = 120.0  # seconds ArchivePool.start waits for every worker to answer
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -90,7 +94,8 @@ def anonymize_file(anonymizer: Anonymizer | ScriptFirst, labels: Labels, policy:
             step = PixelStep(hold=hold, unredacted=bool(decision.reasons))
         else:
             step = PixelStep(hold=decision.hold, rule=decision.rule.name, areas=tuple(decision.areas(ds)))
-    fresh_file_meta(ds)  # group 0002 written anew: no sender AE titles, dicomd's implementation
+    if decision.rule is not None:
+        fresh_file_meta(ds)  # redaction may have re-encoded the pixels (apply wrote group 0002 before)
     sop_uid = str(ds.get("SOPInstanceUID", inst.sop_instance_uid))
     # the scan folder: the Series Number, else the new Series UID (never the original's, which
     # the prearchive folder is named from when there is no number: SR, KO, PR, ECG ...)
@@ -100,8 +105,7 @@ def anonymize_file(anonymizer: Anonymizer | ScriptFirst, labels: Labels, policy:
     storage.ensure_dir(dst.parent)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        ds.save_as(out, enforce_file_format=False)
-    digest, size = storage.sha256_file(dst)
+        digest, size = write_file(ds, out)  # pydicom's bytes (save_as), hashed as they are written
     written = Written(
         relpath=rel,
         scan_id=scan_id,
@@ -188,7 +192,8 @@ def _worker_started() -> None:
     profile tables), so a worker is ready before its first chunk."""
 
 
-def _worker_ready() -> int:
+def _worker_ready(hold: float = 0.0) -> int:
+    time.sleep(hold)  # busy for a moment, so that the next call goes to another worker if one is free
     return os.getpid()
 
 
@@ -212,9 +217,16 @@ def write_chunk(chunk: Chunk) -> list[Outcome]:
 
 
 def chunks_of(items: Sequence[tuple[Path, InstanceRow]], workers: int) -> list[tuple[tuple[str, InstanceRow], ...]]:
-    size = max(1, min(_MAX_CHUNK, -(-len(items) // (workers * _CHUNKS_PER_WORKER))))
+    """``items`` in consecutive chunks whose sizes differ by one at most (the larger first), about
+    ``_CHUNKS_PER_WORKER`` per worker and none over ``_MAX_CHUNK``: no short chunk left at the end
+    while a worker waits for the other's last long one."""
     flat = [(str(src), inst) for src, inst in items]
-    return [tuple(flat[i:i + size]) for i in range(0, len(flat), size)]
+    count = min(len(flat), max(workers * _CHUNKS_PER_WORKER, -(-len(flat) // _MAX_CHUNK)))
+    if count == 0:
+        return []
+    size, longer = divmod(len(flat), count)
+    bounds = [i * size + min(i, longer) for i in range(count + 1)]
+    return [tuple(flat[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 class ArchivePool:
@@ -223,6 +235,7 @@ class ArchivePool:
     def __init__(self, size: int) -> None:
         self.size = size
         self._executor: ProcessPoolExecutor | None = None
+        self.answered: set[int] = set()  # the worker processes that answered `start`
         self._lock = threading.Lock()
 
     @property
@@ -267,17 +280,25 @@ class ArchivePool:
                     raise _died() from exc
                 yield from outcomes
         finally:
-            for future in futures:
-                future.cancel()
-            wait(futures)  # nothing still writes into work_dir once the job goes on (or rolls back)
+            # nothing still writes into work_dir once the job goes on (or rolls back); a chunk that
+            # could be withdrawn never starts (and a broken pool never marks it as done: no wait)
+            wait([future for future in futures if not future.cancel()])
 
     def start(self) -> float:
         """Start the workers now rather than with the first large job (the benchmark times jobs
-        the way a running daemon has them: pool up). Returns the seconds it took."""
+        the way a running daemon has them: pool up), and return once every one of them has
+        answered (one that is ready first could answer for all). Returns the seconds it took."""
         began = time.monotonic()
         if self.size > 1:
             executor = self._get()
-            wait([executor.submit(_worker_ready) for _ in range(self.size)])
+            answered = self.answered = set()
+            while len(answered) < self.size and time.monotonic() - began < _START_TIMEOUT:
+                try:
+                    answered.update(future.result() for future in
+                                    [executor.submit(_worker_ready, 0.02) for _ in range(self.size)])
+                except BrokenProcessPool:
+                    self._discard(executor)  # the first job starts a new pool (and says why if it fails)
+                    break
         return time.monotonic() - began
 
     def close(self) -> None:

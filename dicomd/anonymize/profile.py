@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Callable, Iterable, Iterator
 
 from pydicom import config
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -65,6 +65,8 @@ _CONTENT_SEQUENCE = 0x0040A730
 _STRUCTURED = frozenset({0x0040A730, 0x00400555, 0x00400610})  # content, acquisition context, specimen prep.
 _GRAPHICS = frozenset({0x00700001})  # graphic annotation sequence
 _PHONE = re.compile(r"(?<!\w)\+?\(?\d[\d ()./-]{5,}\d(?!\w)")
+_MEMO_LIMIT = 100_000
+_BY_TYPE = frozenset({"X", "Z", "X/Z", "X/D", "Z/D", "X/Z/D"})  # actions the attribute's type resolves
 
 
 @dataclass(frozen=True)
@@ -76,15 +78,31 @@ class ProfileRules:
     masked: tuple[tuple[int, int, str], ...]
     private_action: str
     codes: tuple[tuple[str, str], ...]  # (CID 7050 code, meaning), Basic first
+    # decisions that depend on the tag alone (and the VR as read): made once per process, not per instance
+    _actions: dict[int, str | None] = field(default_factory=dict, compare=False, repr=False)
+    _as_read: dict[tuple[int, str, bool], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def action(self, tag: int) -> str | None:
+        try:
+            return self._actions[tag]
+        except KeyError:
+            pass
         found = self.exact.get(tag)
-        if found is not None:
-            return found
-        for mask, value, action in self.masked:
-            if tag & mask == value:
-                return action
-        return None
+        if found is None:
+            found = next((action for mask, value, action in self.masked if tag & mask == value), None)
+        if len(self._actions) < _MEMO_LIMIT:  # a file of made-up tags must not grow it without end
+            self._actions[tag] = found
+        return found
+
+    def kept_as_read(self, tag: int, vr: str, mode: _Mode) -> bool:
+        """`_untouched` for an element still raw, whose VR as read is ``vr``."""
+        key = (tag, vr, mode.clean_text)
+        found = self._as_read.get(key)
+        if found is None:
+            found = _kept_as_read(tag, vr, self.action(tag), mode)
+            if len(self._as_read) < _MEMO_LIMIT:
+                self._as_read[key] = found
+        return found
 
     @property
     def retain_uids(self) -> bool:
@@ -197,26 +215,30 @@ class ProfileRun:
 
     def _walk(self, ds: Dataset, mode: _Mode, top: bool = False, parent: int = 0) -> None:
         keep_private = self._kept_private(ds)
+        rules = self.rules
         for tag in list(ds.keys()):
-            group = tag.group
-            if tag.element == 0 and group != 0x0002:  # group lengths: retired, stale after edits
+            number = int(tag)
+            group = number >> 16
+            if not number & 0xFFFF and group != 0x0002:  # group lengths: retired, stale after edits
                 del ds[tag]
                 continue
             if group == 0x0002 and not top:
                 continue
-            if tag.is_private:
+            if group & 1:
                 self._private(ds, tag, keep_private, mode)
                 continue
-            if 0x6000 <= group <= 0x601E and group % 2 == 0:  # overlays go whole (data, labels, comments)
+            if 0x6000 <= group <= 0x601E:  # overlays go whole (data, labels, comments); the group is even here
                 del ds[tag]
                 self.tally.removed += 1
                 continue
-            if tag == _PIXEL_DATA:
+            if number == _PIXEL_DATA:
                 continue
-            action = self.rules.action(int(tag))
-            if _untouched(ds, tag, action, mode):
+            action = rules.action(number)
+            vr = _raw_vr(ds, tag)
+            if vr is not None and rules.kept_as_read(number, vr, mode):
                 continue  # kept as received: never decoded, so written back byte for byte
-            if action == "X" and not mode.clean_text:
+            if not mode.clean_text and (action == "X" or top and action in _BY_TYPE and _by_type(
+                    action, safe.required_type(number, self._families)) == "X"):
                 del ds[tag]  # removed whatever its value (a date under K/C or cleaned text never gets here)
                 self.tally.removed += 1
                 continue
@@ -301,7 +323,7 @@ class ProfileRun:
         if mode.clean_text and elem.VR in _FREE_TEXT_VRS and action != "K":
             self._clean_text(ds, elem, top)  # an option cleans this subtree: its text is cleaned, not lost
             return
-        if action in ("X", "Z", "X/Z", "X/D", "Z/D", "X/Z/D"):
+        if action in _BY_TYPE:
             required = self._required(ds, int(elem.tag), top)
             action = _by_type(action, required)
         if action == "X":
@@ -510,35 +532,45 @@ def _raw_vr(ds: Dataset, tag: BaseTag) -> str | None:
     """The VR of an element that has not been decoded yet, when it is certain without decoding:
     its explicit VR, or (implicit VR) the dictionary's when that is a single VR. None for a
     decoded element, UN (decoding may replace it by the dictionary's), or an ambiguous VR."""
-    raw = ds.get_item(tag)
-    if not raw.is_raw:
+    return _vr_as_read(ds.get_item(tag))
+
+
+def _vr_as_read(elem: DataElement | RawDataElement) -> str | None:
+    """`_raw_vr` of an element as the dataset holds it (a deferred value counts as decoded)."""
+    if not elem.is_raw or elem.value is None:
         return None
-    vr = raw.VR
+    vr = elem.VR
     if vr is None:
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
+        vr = _dictionary_vr(int(elem.tag))
+        if vr is None:
             return None
     return vr if len(vr) == 2 and vr != "UN" else None
 
 
-def _untouched(ds: Dataset, tag: BaseTag, action: str | None, mode: _Mode) -> bool:
-    """Whether the walk would leave this public element as it is, decided without decoding it
-    (decoding and re-encoding every kept element was most of the profile's cost): the same
-    decisions as ``_default`` and ``_act`` make for what they keep unchanged."""
-    vr = _raw_vr(ds, tag)
-    if vr is None or vr == "SQ" or vr in _DATE_VRS:
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _kept_as_read(tag: int, vr: str, action: str | None, mode: _Mode) -> bool:
+    """Whether the walk would leave a public element whose VR as read is ``vr`` as it is,
+    decided without decoding it (decoding and re-encoding every kept element was most of the
+    profile's cost): the same decisions as ``_default`` and ``_act`` make for what they keep
+    unchanged. Depends on the tag, the VR, the action and the mode only (ProfileRules keeps it)."""
+    if vr == "SQ" or vr in _DATE_VRS:
         return False
     if action == "K":
         return True
     if action is not None or vr == "UI" or not dictionary_has_tag(tag):
         return False
-    number = int(tag)
-    if number in safe.CLEANED_TAGS or (mode.clean_text and vr in _FREE_TEXT_VRS):
+    if tag in safe.CLEANED_TAGS or (mode.clean_text and vr in _FREE_TEXT_VRS):
         return False
-    if number in safe.SAFE_TAGS or vr in safe.BINARY_VRS or number in safe.SAFE_BULK_TAGS:
+    if tag in safe.SAFE_TAGS or vr in safe.BINARY_VRS or tag in safe.SAFE_BULK_TAGS:
         return True
-    return vr in safe.CODED_VRS and tag.group in safe.CODED_GROUPS
+    return vr in safe.CODED_VRS and tag >> 16 in safe.CODED_GROUPS
 
 
 def _by_type(action: str, required: int) -> str:
@@ -602,16 +634,19 @@ _ID_TAGS = frozenset(int(tag_for_keyword(k)) for k in _ID_KEYWORDS + (  # type: 
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle"))
 
 
-def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
+def identifying_tokens(ds: Dataset, *, decode_private: bool = True) -> tuple[str, ...]:
     """Strings that identify people in this instance, for cleaning free text: every component of
     every person name anywhere (patient, physicians, operators, observers, names in private
     elements), the patient's and other IDs, accession and procedure numbers, addresses,
-    institution and station names, AE titles. Short values count too (whole words only)."""
+    institution and station names, AE titles. Short values count too (whole words only).
+
+    ``decode_private=False`` leaves a private element whose VR as read is neither PN, SQ nor UN
+    undecoded (it can give no token); for the profile's walk, which removes or decodes each."""
     tokens: set[str] = set()
     meta = getattr(ds, "file_meta", None)
-    elements: list[DataElement] = list(_person_and_id_elements(ds))
-    if meta is not None:
-        elements += list(meta)
+    elements: list[DataElement] = list(_person_and_id_elements(ds, decode_private))
+    if meta is not None:  # only its AE titles can identify (group 0002 is replaced when written)
+        elements += list(_person_and_id_elements(meta, True))
     for elem in elements:
         if elem.VR == "PN":
             for value in _values(elem):
@@ -629,19 +664,19 @@ def identifying_tokens(ds: Dataset) -> tuple[str, ...]:
     return tuple(sorted(tokens, key=len, reverse=True))
 
 
-def _person_and_id_elements(ds: Dataset) -> Iterator[DataElement]:
+def _person_and_id_elements(ds: Dataset, decode_private: bool) -> Iterator[DataElement]:
     """Every element, in every sequence, that may be a person name or an identifier: PN, the ID
-    tags, and whatever is private or of uncertain VR. Others are not decoded (what ``iterall``
-    would cost on every element of every instance)."""
-    for tag in list(ds.keys()):
-        vr = None if tag.is_private else _raw_vr(ds, tag)
+    tags, and whatever is of uncertain VR (private elements too, unless ``decode_private`` is
+    False). Others are not decoded (what ``iterall`` would cost on every element of every instance)."""
+    for tag, held in list(ds.items()):  # decoding one element changes no other one
+        vr = None if decode_private and tag >> 16 & 1 else _vr_as_read(held)
         if vr is not None and vr not in ("PN", "SQ") and int(tag) not in _ID_TAGS:
             continue
         elem = ds[tag]
         yield elem
         if elem.VR == "SQ":
             for item in elem.value or ():
-                yield from _person_and_id_elements(item)
+                yield from _person_and_id_elements(item, decode_private)
 
 
 def _known(tag: int, vr: str, value: object) -> DataElement:
