@@ -18,9 +18,10 @@ had accepted it (TLS included: the handshake has not begun).
   before the target has adopted them, and the target's next write corrects any guess.
 - The hand-over: each process listens on an abstract Unix socket named by its pid and port. The
   sender checks that the listener is the slot's pid and of its own user; the receiver closes,
-  unread, a connection from another user (the kernel then drops any descriptor in it), reads
-  without waiting, closes anything that is not one TCP socket, and never lowers a count on a
-  peer's say-so.
+  unread, a connection from another user (the kernel then drops any descriptor in it), waits on
+  the event loop (never blocking it, at most HAND_OVER_WAIT seconds, at most MAX_WAITING channels)
+  for the descriptor of a channel accepted before its sender wrote, closes anything that is not
+  one TCP socket, and never lowers a count on a peer's say-so.
 - Failures: a hand-over that cannot be made (the sibling is gone, its backlog is full, the table
   cannot be read) leaves the connection with the process that accepted it, so balancing can cost
   a connection nothing. A sibling that is gone loses its slot. Once a hand-over is sent the sender
@@ -37,10 +38,12 @@ import hashlib
 import logging
 import os
 import socket
+import asyncio
 import stat
 import struct
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ SLOTS = 64
 _SLOT = struct.Struct("<qq")  # pid, connections served
 _CREDENTIALS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _SHARED_MEMORY = Path("/dev/shm")
+HAND_OVER_WAIT = 5.0  # seconds a hand-over channel may take to deliver its socket
+MAX_WAITING = 64  # hand-over channels waited on at once (the oldest is dropped for a new one)
 
 
 def table_path(data_dir: Path, port: int) -> Path:
@@ -67,6 +72,9 @@ class Balancer:
         self._fd = -1
         self._slot = -1
         self.listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._adopt: Callable[[socket.socket], None] | None = None
+        self._waiting: dict[socket.socket, asyncio.TimerHandle] = {}  # channels accepted, not yet read
 
     # ------------------------------------------------------------------ joining and leaving
 
@@ -161,24 +169,73 @@ class Balancer:
         except OSError as exc:
             logger.debug("balance table: %s", exc)
 
-    def receive(self) -> list[socket.socket]:
-        """The TCP sockets siblings have handed over (every pending hand-over channel is read
-        without waiting: one that has not sent its socket yet is closed, its sender keeps nothing
-        and its peer connects again)."""
-        adopted: list[socket.socket] = []
+    def attach(self, loop: asyncio.AbstractEventLoop, adopt: Callable[[socket.socket], None]) -> None:
+        """Receive hand-overs on ``loop`` (its thread only); ``adopt`` serves each TCP socket."""
         if self.listener is None:
-            return adopted
+            return
+        self._loop, self._adopt = loop, adopt
+        loop.add_reader(self.listener.fileno(), self._accept_channels)
+
+    def detach(self) -> None:
+        """Stop receiving hand-overs (on the loop's thread); channels still waited on are closed."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self.listener is not None:
+            loop.remove_reader(self.listener.fileno())
+        for channel in list(self._waiting):
+            self._drop(channel)
+
+    def _accept_channels(self) -> None:
         for _ in range(64):
+            if self.listener is None:
+                return
             try:
                 channel, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                break
+                return
             except OSError as exc:
                 logger.debug("hand-over socket: %s", exc)
-                break
-            with channel:
-                adopted.extend(_take(channel))
-        return adopted
+                return
+            channel.setblocking(False)
+            try:
+                _pid, uid = _credentials(channel)
+            except OSError:
+                uid = -1
+            if uid != os.getuid():
+                logger.warning("refused a hand-over from uid %d", uid)
+                channel.close()  # unread: the kernel drops whatever it carried
+                continue
+            self._read_channel(channel)
+
+    def _read_channel(self, channel: socket.socket) -> None:
+        """Take the socket ``channel`` carries, or wait (on the loop) until it arrives."""
+        try:
+            sockets = _take(channel)
+        except BlockingIOError:  # accepted before its sender wrote: wait for it
+            if channel not in self._waiting:
+                self._wait_for(channel)
+            return
+        self._drop(channel)
+        if self._adopt is not None:
+            for sock in sockets:
+                self._adopt(sock)
+
+    def _wait_for(self, channel: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        if len(self._waiting) >= MAX_WAITING:
+            self._drop(next(iter(self._waiting)))
+        self._waiting[channel] = loop.call_later(HAND_OVER_WAIT, self._drop, channel)
+        loop.add_reader(channel.fileno(), self._read_channel, channel)
+
+    def _drop(self, channel: socket.socket) -> None:
+        timer = self._waiting.pop(channel, None)
+        if timer is not None:
+            timer.cancel()
+            if self._loop is not None:
+                self._loop.remove_reader(channel.fileno())
+        channel.close()
 
     # ------------------------------------------------------------------ the table
 
@@ -260,14 +317,12 @@ def _hand_over(conn: socket.socket, target_pid: int, port: int) -> bool:
 
 
 def _take(channel: socket.socket) -> list[socket.socket]:
-    """The TCP socket a sibling sent over ``channel``, if it is one of this user's."""
+    """The TCP socket a sibling sent over ``channel`` (BlockingIOError: nothing there yet)."""
     try:
-        _pid, uid = _credentials(channel)
-        if uid != os.getuid():
-            logger.warning("refused a hand-over from uid %d", uid)
-            return []  # closed unread: the kernel drops whatever it carried
         _data, ancillary, _flags, _addr = channel.recvmsg(
             1, socket.CMSG_SPACE(4 * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+    except BlockingIOError:
+        raise
     except OSError as exc:
         logger.debug("hand-over not received: %s", exc)
         return []

@@ -175,8 +175,8 @@ class AsyncReceiver:
         assert self._listener is not None
         loop = asyncio.get_running_loop()
         loop.add_reader(self._listener.fileno(), self._accept)
-        if self._balancer is not None and self._balancer.listener is not None:
-            loop.add_reader(self._balancer.listener.fileno(), self._handed_over)
+        if self._balancer is not None:
+            self._balancer.attach(loop, self._open)
 
     def stop(self) -> None:
         if self._listener is not None and not self.engine.loop.is_closed():
@@ -191,8 +191,7 @@ class AsyncReceiver:
             listener.close()
         balancer, self._balancer = self._balancer, None
         if balancer is not None:
-            if balancer.listener is not None:
-                loop.remove_reader(balancer.listener.fileno())
+            balancer.detach()
             balancer.leave()
         tasks = [*self._opening, *self._tasks]
         for task in tasks:
@@ -236,12 +235,6 @@ class AsyncReceiver:
                 loop.add_reader(listener.fileno(), self._accept)
 
         loop.call_later(1.0, resume)
-
-    def _handed_over(self) -> None:
-        """A sibling receiver process passed connections to this one."""
-        if self._balancer is not None:
-            for conn in self._balancer.receive():
-                self._open(conn)
 
     def _open(self, conn: socket.socket) -> None:
         self._serving += 1

@@ -11,6 +11,7 @@ import socket
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +58,22 @@ def _hand(pid: int, port: int, fd: int) -> None:
         channel.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
     finally:
         channel.close()
+
+
+def _holds_accepted_channel(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds an accepted (connected) socket of its hand-over address."""
+    name = f"@dicomd-receiver-{pid}-{port}"
+    connected = {fields[6] for fields in (line.split() for line in Path("/proc/net/unix").read_text().splitlines()[1:])
+                 if len(fields) >= 8 and fields[7] == name and fields[5] == "03"}
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = str(fd.readlink())
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            held.add(link[8:-1])
+    return bool(connected & held)
 
 
 def _open_fds(pid: int) -> int:
@@ -138,3 +155,39 @@ def test_hand_overs_that_are_not_a_tcp_connection_are_dropped(make_daemon: Calla
             os.close(fd)
         one.close()
         other.close()
+
+
+def test_a_hand_over_written_after_its_channel_was_accepted_is_served(make_daemon: Callable[..., Daemon],
+                                                                     tmp_path: Path) -> None:
+    """The receiving process may accept a hand-over channel before its sender has written the
+    socket into it: it waits for it on its event loop instead of dropping the connection."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("min_free_bytes = 0", "min_free_bytes = 0\nreceiver_processes = 2"))
+    daemon = make_daemon(path)
+    port = daemon.dicom_port()
+    worker = daemon.workers.pids()[0]
+    # Given a TCP connection of a DICOM sender, accepted by us (as by a sibling receiver process)
+    listener = socket.create_server(("127.0.0.1", 0))
+    ae = AE(ae_title="LATE")
+    ae.add_requested_context(Verification)
+    result: list[object] = []
+    sender = threading.Thread(target=lambda: result.append(
+        ae.associate("127.0.0.1", listener.getsockname()[1], ae_title="DICOMD")))
+    sender.start()
+    conn, _ = listener.accept()
+    # When the hand-over channel is accepted by the worker first, and the socket written only then
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel.connect(f"\0dicomd-receiver-{worker}-{port}")
+    wait_for(lambda: _holds_accepted_channel(worker, port), message="the worker did not keep the channel open")
+    channel.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+    channel.close()
+    conn.close()
+    listener.close()
+    # Then the worker serves the association
+    sender.join(30)
+    assoc = result[0]
+    try:
+        assert assoc.is_established  # type: ignore[attr-defined]
+        assert assoc.send_c_echo().Status == 0  # type: ignore[attr-defined]
+    finally:
+        assoc.release()  # type: ignore[attr-defined]
