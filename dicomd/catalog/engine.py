@@ -7,9 +7,10 @@
   in its own savepoint, so concurrent associations share fsyncs without anyone being answered
   before their row is committed. There is no writer thread: the first caller to find no commit
   under way leads the batch on the one writer connection (its own call and every call queued by
-  then) while later callers wait for it; a lone caller commits without any thread hand-off. On PostgreSQL each batch also takes a
-  transaction-level advisory lock, so writers of several processes (receiver processes, the CLI,
-  other nodes) are serialized like SQLite's BEGIN IMMEDIATE.
+  then) while later callers wait for it; a lone caller commits without any thread hand-off.
+  On PostgreSQL each batch also takes a transaction-level advisory lock, so writers of several
+  processes (receiver processes, the CLI, other nodes) are serialized like SQLite's BEGIN
+  IMMEDIATE.
 - Readers: on SQLite a per-thread connection (WAL mode); on PostgreSQL a psycopg_pool
   ConnectionPool, one pooled connection per statement (see dicomd.catalog.pg).
 - ``durable=False`` (ingest only) commits without waiting for the log flush: SQLite's

@@ -178,13 +178,14 @@ class Balancer:
 
     def detach(self) -> None:
         """Stop receiving hand-overs (on the loop's thread); channels still waited on are closed."""
-        loop, self._loop = self._loop, None
+        loop = self._loop
         if loop is None:
             return
         if self.listener is not None:
             loop.remove_reader(self.listener.fileno())
         for channel in list(self._waiting):
-            self._drop(channel)
+            self._drop(channel)  # removes its reader from the loop before closing it
+        self._loop = None
 
     def _accept_channels(self) -> None:
         for _ in range(64):
