@@ -114,8 +114,8 @@ def install_file(src: Path, dst: Path, *, move: bool, prefix: bytes = b"", sync_
     (no copy at all); otherwise it is copied (``prefix`` first) through a temporary name beside
     ``dst``. Returns (sha256, size) of what is now at ``dst``. ``digest`` is the caller's (sha256,
     size) of ``src`` when it already knows it (a rename then reads nothing). With ``sync_after`` a
-    renamed file is not synced here: the caller makes it durable after the rename (the asyncio receive engine batches that across
-    associations, dicomd.engine.durable).
+    renamed file is not synced here: the caller makes it durable after the rename (the asyncio
+    receive engine batches that across associations, dicomd.engine.durable).
     """
     ensure_dir(dst.parent)
     tmp: Path | None = None

@@ -119,11 +119,6 @@ class Association:
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             logger.debug("connection from %s lost: %s", self._who(), exc)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._expired and task is not None and task.uncancel() == 0:
-                logger.warning("association from %s aborted: no data within the timeout", self._who())
-                await self._send(pdu.encode_abort(None))
-                return
             await self._send(pdu.encode_abort(None))
             raise
         finally:
@@ -170,6 +165,10 @@ class Association:
         handle = loop.call_later(period, look)
         try:
             await serving
+        except asyncio.CancelledError:
+            if self._expired and task.uncancel() == 0:
+                raise TimeoutError from None  # ends as every timeout does (run: A-ABORT)
+            raise
         finally:
             handle.cancel()
 
@@ -267,9 +266,7 @@ class Association:
     async def _serve(self) -> None:
         while True:
             in_message = self._message is not None or bool(self._command)
-            timeout = self.config.network_timeout
-            if in_message:
-                timeout = min(timeout, self.config.dimse_timeout)
+            timeout = self._in_message_limit() if in_message else self.config.network_timeout
             header = await self._wait_for_peer(self._read(6), timeout)
             kind, _reserved, length = pdu.HEADER.unpack(header)
             if kind == pdu.P_DATA_TF:
